@@ -1,0 +1,201 @@
+"""The `nmt` command line: options in, Python API calls, results and errors out.
+
+This is the only module that knows about the terminal. Option defaults shown in `--help` come
+from `nmt.config` (None here means "the config's value"). User errors (`NmtError`) are printed
+without a traceback and exit with code 2; a failed `--min-bleu` gate exits with code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nmt import __version__
+from nmt.config import Config, default, dump_config, load_config, reference_markdown, set_value
+from nmt.errors import NmtError
+
+app = typer.Typer(
+    help="Neural machine translation with GRU encoder-decoders "
+    "(Cho et al. 2014; Bahdanau et al. 2015).\n\n"
+    "Typical run: nmt preprocess → nmt train → nmt translate → nmt evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+bench_app = typer.Typer(help="Benchmarks: print a table and write JSON.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", help="YAML config file (see configs/ and docs/config.md).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a config key: --set section.key=value (repeatable).")]
+
+
+def _d(key: str) -> str:
+    """The default of a config key, for `show_default`."""
+    value = default(key)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nmt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+def _fail(err: NmtError) -> typer.Exit:
+    typer.echo(f"error: {err}", err=True)
+    return typer.Exit(2)
+
+
+def _config(path: Path | None, overrides: list[str] | None, **options: tuple[str, object]) -> Config:
+    """Load the config, apply --set, then the command's own options (named in errors as --opt)."""
+    cfg = load_config(path, overrides or [])
+    for flag, (key, value) in options.items():
+        if value is not None:
+            set_value(cfg, key, value, f"--{flag.replace('_', '-')}")
+    return cfg
+
+
+@app.command()
+def preprocess(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
+    src: Annotated[Optional[str], typer.Option(help="Source language code, e.g. es.")] = None,
+    tgt: Annotated[Optional[str], typer.Option(help="Target language code, e.g. en.")] = None,
+    train: Annotated[Optional[str], typer.Option(
+        help="Training corpus: TSV file, text prefix (PREFIX.SRC/PREFIX.TGT), or anything "
+        "`datasets` loads (hub name, save_to_disk dir, JSON/CSV/Parquet; NAME:split).")] = None,
+    dev: Annotated[Optional[str], typer.Option(
+        help="Validation corpus (same forms); never cleaned or filtered.")] = None,
+    test: Annotated[Optional[str], typer.Option(
+        help="Test corpus (same forms), optional; never cleaned or filtered.")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(
+        help="SentencePiece vocabulary size.", show_default=_d("data.vocab_size"))] = None,
+    joint: Annotated[Optional[bool], typer.Option(
+        "--joint/--separate", help="One subword model for both languages, or one per side.",
+        show_default=_d("data.joint"))] = None,
+    format: Annotated[Optional[str], typer.Option(
+        help="auto, tsv, text or hf.", show_default=_d("data.format"))] = None,
+    dedup: Annotated[Optional[bool], typer.Option(
+        "--dedup/--no-dedup", help="Drop exact duplicate training pairs.",
+        show_default=_d("data.dedup"))] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace an output directory that holds a different preprocessed corpus.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Clean a parallel corpus, train SentencePiece, and write binarised, memory-mapped splits.
+
+    Only the training split is cleaned (NFC, control characters, empty, too long, length ratio,
+    optional duplicates); dev and test are kept line for line. The output directory appears only
+    when everything succeeded.
+    """
+    from nmt.preprocess import preprocess as run
+
+    try:
+        cfg = _config(config, set_, src=("data.src", src), tgt=("data.tgt", tgt),
+                      train=("data.train", train), dev=("data.dev", dev),
+                      test=("data.test", test), vocab_size=("data.vocab_size", vocab_size),
+                      joint=("data.joint", joint), format=("data.format", format),
+                      dedup=("data.dedup", dedup))
+        manifest = run(cfg.data, out, overwrite=overwrite)
+    except NmtError as err:
+        raise _fail(err) from None
+    typer.echo(_preprocess_report(manifest, out))
+
+
+def _preprocess_report(manifest: dict, out: Path) -> str:
+    cleaning = manifest["cleaning"]
+    lines = [f"cleaning train: {cleaning['read']} pairs read, {cleaning['kept']} kept"]
+    lines += [f"  dropped {n:>8}  {rule}" for rule, n in cleaning["dropped"].items()]
+    for lang, info in manifest["tokenizers"].items():
+        lines.append(f"subwords {lang}: {info['file']}, {info['vocab_size']} pieces")
+    for split, info in manifest["splits"].items():
+        toks = ", ".join(f"{n} {lang} tokens" for lang, n in info["tokens"].items())
+        lines.append(f"{split:>5}: {info['pairs']} pairs, {toks}")
+    lines.append(f"wrote {out} in {manifest['seconds']} s")
+    return "\n".join(lines)
+
+
+@app.command()
+def evaluate(
+    hyp: Annotated[Path, typer.Argument(help="Hypotheses, one per line ('-' for stdin).")],
+    refs: Annotated[list[Path], typer.Argument(help="Reference file(s), line-aligned with HYP.")],
+    metrics: Annotated[str, typer.Option(help="Comma-separated: bleu, chrf, ter.")] = "bleu,chrf",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for dashboards).")] = False,
+    min_bleu: Annotated[Optional[float], typer.Option(
+        help="Exit with code 1 if BLEU is below this (a CI quality gate).")] = None,
+) -> None:
+    """Score detokenised hypotheses against references with sacrebleu (with signatures)."""
+    from nmt.metrics import bleu_gate, score_files
+
+    try:
+        scores = score_files(hyp, refs, [m.strip() for m in metrics.split(",") if m.strip()])
+        failure = bleu_gate(scores, min_bleu) if min_bleu is not None else None
+    except NmtError as err:
+        raise _fail(err) from None
+    if as_json:
+        typer.echo(json.dumps([s.as_dict() for s in scores], indent=2))
+    else:
+        for s in scores:
+            typer.echo(f"{s.text}\n  signature: {s.signature}")
+    if failure:
+        typer.echo(f"FAILED: {failure}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def config(
+    path: Annotated[Optional[Path], typer.Argument(help="YAML config to load.")] = None,
+    set_: SetOpt = None,
+    reference: Annotated[bool, typer.Option(
+        help="Print the documentation of every key (docs/config.md) instead.")] = False,
+) -> None:
+    """Print the resolved configuration (defaults, then the file, then --set) as YAML."""
+    if reference:
+        typer.echo(reference_markdown(), nl=False)
+        return
+    try:
+        typer.echo(dump_config(load_config(path, set_ or [])), nl=False)
+    except NmtError as err:
+        raise _fail(err) from None
+
+
+def _not_yet(command: str) -> None:
+    typer.echo(f"error: `nmt {command}` is not implemented in nmt {__version__} yet; "
+               "see the issue tracker for its status.", err=True)
+    raise typer.Exit(2)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train() -> None:
+    """Train a model (not available yet in this version)."""
+    _not_yet("train")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def translate() -> None:
+    """Translate text with a trained model (not available yet in this version)."""
+    _not_yet("translate")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="nmt")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Typed configuration: one schema, defaults defined once, YAML in, `--set` overrides out.
+
+A config is four sections (`data`, `model`, `train`, `decode`), each a dataclass whose fields carry
+their help text and their valid range in `field(metadata=...)`. Everything that reads settings (the
+CLI's option defaults and help, `docs/config.md`, validation) reads them from here, so a default is
+written exactly once. Every value that enters a config (YAML file, `--set`, a CLI option) goes
+through `set_value`, which validates it and names the file, line and key when it is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nmt.errors import NmtError
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence[str] | None = None,
+    min: float | None = None,
+    max: float | None = None,
+) -> Any:
+    """A dataclass field with its documentation and valid range attached."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "min": min, "max": max}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    """Corpus, cleaning and subword settings (read by `nmt preprocess`)."""
+
+    src: str = option("", "Source language code, e.g. `es`: the TSV column, text suffix or field.")
+    tgt: str = option("", "Target language code, e.g. `en`.")
+    train: str = option("", "Training corpus: TSV file, text prefix (PREFIX.src/.tgt) or dataset.")
+    dev: str = option("", "Validation corpus, same forms as `train`; never cleaned or filtered.")
+    test: str = option("", "Optional test corpus, same forms as `train`; never cleaned or filtered.")
+    format: str = option(
+        "auto",
+        "Corpus format: `tsv` (header names the columns), `text` (PREFIX.src + PREFIX.tgt), "
+        "`hf` (anything `datasets` loads: hub name, save_to_disk dir, JSON/CSV/Parquet; "
+        "append `:split` to choose a split), or `auto` to tell from the path.",
+        choices=("auto", "tsv", "text", "hf"),
+    )
+    hf_subset: str = option("", "Subset (config name) passed to `datasets.load_dataset`, e.g. `de-en`.")
+    vocab_size: int = option(8000, "SentencePiece vocabulary size (per side if not joint).", min=8)
+    joint: bool = option(True, "One SentencePiece model shared by both sides (else one per side).")
+    spm_model_type: str = option(
+        "unigram", "SentencePiece algorithm.", choices=("unigram", "bpe")
+    )
+    character_coverage: float = option(
+        1.0, "Share of characters the subword model covers (0.9995 suits CJK).", min=0.9, max=1.0
+    )
+    byte_fallback: bool = option(
+        False, "Spell characters outside the vocabulary as UTF-8 bytes (needs vocab_size > 260)."
+    )
+    spm_sample_size: int = option(
+        1_000_000,
+        "Sentences sampled (uniformly) to train SentencePiece; bounds its memory. 0 = all.",
+        min=0,
+    )
+    max_words: int = option(
+        250, "Cleaning: drop training pairs with a side longer than this many words.", min=1
+    )
+    max_ratio: float = option(
+        3.0, "Cleaning: drop training pairs whose word-count ratio exceeds this.", min=1.0
+    )
+    dedup: bool = option(False, "Cleaning: drop exact duplicate training pairs (first one kept).")
+    threads: int = option(0, "Threads for SentencePiece training and encoding; 0 = all cores.", min=0)
+
+
+@dataclass
+class ModelConfig:
+    """Model architecture and sizes (read by `nmt train`)."""
+
+    arch: str = option(
+        "rnnsearch",
+        "`rnnenc` (Cho et al. 2014), `rnnsearch` (Bahdanau et al. 2015) or `luong` attention.",
+        choices=("rnnenc", "rnnsearch", "luong"),
+    )
+    emb_size: int = option(256, "Word embedding size.", min=1)
+    hidden_size: int = option(512, "GRU hidden size.", min=1)
+    layers: int = option(1, "GRU layers in the encoder and the decoder.", min=1)
+    dropout: float = option(0.2, "Dropout on embeddings, between layers and before the output.",
+                            min=0.0, max=0.99)
+
+
+@dataclass
+class TrainConfig:
+    """Batching and optimisation (read by `nmt train`)."""
+
+    seed: int = option(1, "Random seed for batching, initialisation and dropout.", min=0)
+    batch_tokens: int = option(
+        3000, "Tokens per batch on each side, padding included (the cap the sampler keeps).", min=1
+    )
+    pool_size: int = option(
+        100_000,
+        "Sentences per shuffled pool that is sorted by length before cutting batches: larger "
+        "pools give less padding, smaller ones more randomness.",
+        min=1,
+    )
+    max_len: int = option(
+        200, "Training pairs with a side longer than this many subwords are skipped.", min=1
+    )
+
+
+@dataclass
+class DecodeConfig:
+    """Search settings (read by `nmt translate` and validation)."""
+
+    beam_size: int = option(5, "Beam width; 1 is greedy search.", min=1)
+    alpha: float = option(0.6, "Length penalty exponent of Wu et al. (2016); 0 turns it off.", min=0.0)
+    max_len_a: float = option(1.5, "Output length limit: a * source length + b (this is a).", min=0.0)
+    max_len_b: int = option(10, "Output length limit: a * source length + b (this is b).", min=0)
+
+
+@dataclass
+class Config:
+    """The whole configuration; stored in every preprocessed directory and checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+SECTIONS: dict[str, type] = dict(typing.get_type_hints(Config))
+
+
+def _fields(section: str) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+
+
+def _unknown(kind: str, name: str, valid: Sequence[str], where: str) -> NmtError:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"did you mean `{close[0]}`? " if close else ""
+    return NmtError(
+        f"unknown {kind} `{name}`", where, f"{hint}valid {kind}s: {', '.join(valid)}"
+    )
+
+
+def _check(key: str, f: dataclasses.Field, typ: type, value: Any, where: str) -> Any:
+    """Return `value` converted to the field's type, or raise an NmtError that says why not."""
+    meta = f.metadata
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[typ]
+    if not ok:
+        fix = "quote it to make it a string" if typ is str else f"give a {typ.__name__}"
+        raise NmtError(f"`{key}` must be a {typ.__name__}, got {value!r}", where, fix)
+    value = typ(value)
+    if meta["choices"] and value not in meta["choices"]:
+        raise NmtError(
+            f"`{key}` must be one of {', '.join(meta['choices'])}; got {value!r}", where,
+            f"choose one of: {', '.join(meta['choices'])}",
+        )
+    lo, hi = meta["min"], meta["max"]
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise NmtError(f"`{key}` must be {bounds}; got {value!r}", where, f"give a value {bounds}")
+    return value
+
+
+def set_value(cfg: Config, key: str, value: Any, where: str) -> None:
+    """Validate `value` and store it at `key` ("section.name"); `where` is named in errors."""
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name:
+        raise _unknown("section", section, list(SECTIONS), where)
+    fields_ = _fields(section)
+    if name not in fields_:
+        raise _unknown(f"`{section}` key", name, list(fields_), where)
+    typ = typing.get_type_hints(SECTIONS[section])[name]
+    setattr(getattr(cfg, section), name, _check(key, fields_[name], typ, value, where))
+
+
+def _yaml_lines(text: str) -> dict[str, int]:
+    """Line number (1-based) of every `section` and `section.key` in a YAML text, for errors."""
+    lines: dict[str, int] = {}
+    root = yaml.compose(text)
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for sec_key, sec_val in root.value:
+        lines[sec_key.value] = sec_key.start_mark.line + 1
+        if isinstance(sec_val, yaml.MappingNode):
+            for key, _ in sec_val.value:
+                lines[f"{sec_key.value}.{key.value}"] = key.start_mark.line + 1
+    return lines
+
+
+def config_from_dict(raw: Any, source: str = "<dict>", lines: dict[str, int] | None = None) -> Config:
+    """Build a validated Config from nested dicts; unknown sections or keys are errors."""
+    lines = lines or {}
+    cfg = Config()
+    if raw is None:
+        return cfg
+    if not isinstance(raw, dict):
+        raise NmtError("a config must be a mapping of sections", source,
+                       f"write sections at the top level: {', '.join(SECTIONS)}")
+    for section, values in raw.items():
+        where = f"{source}:{lines[section]}" if section in lines else source
+        if section not in SECTIONS:
+            raise _unknown("section", str(section), list(SECTIONS), where)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise NmtError(f"section `{section}` must be a mapping of keys to values", where)
+        for name, value in values.items():
+            key = f"{section}.{name}"
+            set_value(cfg, key, value, f"{source}:{lines[key]}" if key in lines else source)
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """Apply `section.key=value` strings (values parsed as YAML scalars: 5e-4, true, 'text')."""
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        where = f"--set {item}"
+        if not eq:
+            raise NmtError("an override must look like section.key=value", where,
+                           "for example: --set train.batch_tokens=4000")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise NmtError(f"cannot parse the value: {exc}", where) from None
+        set_value(cfg, key.strip(), value, where)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config (or the defaults when `path` is None), then apply `--set` overrides."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise NmtError("config file not found", str(path),
+                           "check the path; examples are in configs/") from None
+        try:
+            raw, lines = yaml.safe_load(text), _yaml_lines(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise NmtError(f"not valid YAML: {getattr(exc, 'problem', exc)}", where) from None
+        cfg = config_from_dict(raw, str(path), lines)
+    return apply_overrides(cfg, overrides)
+
+
+def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    """Plain nested dicts, for YAML/JSON and checkpoints."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """The config as YAML, in schema order."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def default(key: str) -> Any:
+    """The default value of `section.name`; the CLI shows it in `--help`."""
+    section, _, name = key.partition(".")
+    return getattr(SECTIONS[section](), name)
+
+
+def reference_markdown() -> str:
+    """Every config key with its type, default, valid values and meaning (docs/config.md)."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated by `nmt config --reference` from `nmt/config.py`; do not edit by hand.",
+        "A config file is YAML with these sections; any key can be overridden on the command",
+        "line with `--set section.key=value`.",
+    ]
+    hints_by_section = {s: typing.get_type_hints(cls) for s, cls in SECTIONS.items()}
+    for section, cls in SECTIONS.items():
+        out += ["", f"## `{section}`", "", (cls.__doc__ or "").strip(), "",
+                "| key | type | default | valid | meaning |", "|---|---|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if meta["choices"]:
+                valid = ", ".join(f"`{c}`" for c in meta["choices"])
+            elif meta["min"] is not None or meta["max"] is not None:
+                lo = "" if meta["min"] is None else meta["min"]
+                hi = "" if meta["max"] is None else meta["max"]
+                valid = f"{lo} … {hi}".strip()
+            else:
+                valid = ""
+            typ = hints_by_section[section][f.name].__name__
+            out.append(f"| `{f.name}` | {typ} | `{f.default!r}` | {valid} | {meta['help']} |")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,1 @@
+"""Data: corpus reading and cleaning, subword tokenizers, the binarised store, batching."""

@@ -174,6 +174,44 @@ def config(
         raise _fail(err) from None
 
 
+BenchOut = Annotated[Path, typer.Option(help="Directory for the JSON report.")]
+
+
+@bench_app.command("preprocess")
+def bench_preprocess(
+    corpus: Annotated[Path, typer.Option(help="TSV corpus (header names the languages last).")],
+    scales: Annotated[str, typer.Option(help="Comma-separated repetition factors.")] = "1,10",
+    out: BenchOut = Path("bench-out"),
+    set_: SetOpt = None,
+) -> None:
+    """Preprocessing throughput (pairs/s) and peak memory at several corpus sizes."""
+    from nmt import bench
+
+    factors = [int(x) for x in scales.split(",")]
+    rows = bench.bench_preprocess(corpus, factors, set_ or [])
+    path = bench.write_report(out, "preprocess", rows, {"corpus": str(corpus), "set": set_ or []})
+    typer.echo(f"{bench.table(rows)}\nwrote {path}")
+
+
+@bench_app.command("batching")
+def bench_batching(
+    data: Annotated[Path, typer.Option(help="Preprocessed directory (nmt preprocess --out).")],
+    caps: Annotated[str, typer.Option(help="Comma-separated token caps.")] = "1500,3000,6000",
+    pools: Annotated[str, typer.Option(help="Comma-separated pool sizes.")] = "10000,100000",
+    out: BenchOut = Path("bench-out"),
+) -> None:
+    """Padding share of the token-bucketed batch sampler on a preprocessed corpus."""
+    from nmt import bench
+
+    try:
+        rows = bench.bench_batching(data, [int(c) for c in caps.split(",")],
+                                    [int(p) for p in pools.split(",")])
+    except NmtError as err:
+        raise _fail(err) from None
+    path = bench.write_report(out, "batching", rows, {"data": str(data)})
+    typer.echo(f"{bench.table(rows)}\nwrote {path}")
+
+
 def _not_yet(command: str) -> None:
     typer.echo(f"error: `nmt {command}` is not implemented in nmt {__version__} yet; "
                "see the issue tracker for its status.", err=True)

@@ -99,10 +99,14 @@ def _check_out_dir(out_dir: Path, cfg: DataConfig, overwrite: bool) -> None:
         old = json.loads(manifest_path.read_text(encoding="utf-8")).get("config")
     except (json.JSONDecodeError, UnicodeDecodeError):
         old = None
-    if old != dataclasses.asdict(cfg) and not overwrite:
+    new = dataclasses.asdict(cfg)
+    if old != new and not overwrite:
+        old = old if isinstance(old, dict) else {}
+        changed = ", ".join(f"{k} ({old.get(k)!r} → {v!r})" for k, v in new.items()
+                            if old.get(k) != v)
         raise NmtError(
-            "the output directory already holds a different preprocessed corpus "
-            f"(its train: {(old or {}).get('train', '?')}); nothing was changed", str(out_dir),
+            f"the output directory already holds a different preprocessed corpus (differs in "
+            f"{changed}); nothing was changed", str(out_dir),
             "pass --overwrite to replace it, or choose another --out",
         )
 

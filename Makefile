@@ -23,6 +23,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check nmt tests data
+	$(BIN)/ruff format --check nmt tests data
 
 docs: install
 	$(BIN)/nmt config --reference > docs/config.md

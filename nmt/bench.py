@@ -45,8 +45,9 @@ def _run_measured(cmd: Sequence[str]) -> tuple[float, int]:
     return seconds, usage.ru_maxrss // 1024  # Linux reports KiB
 
 
-def bench_preprocess(corpus: Path, scales: Sequence[int], overrides: Sequence[str] = ()
-                     ) -> list[dict[str, Any]]:
+def bench_preprocess(
+    corpus: Path, scales: Sequence[int], overrides: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Pairs/s and peak RSS of `nmt preprocess` on the corpus repeated `scale` times.
 
     Each scale runs in its own process so that its peak memory is its own.
@@ -61,13 +62,34 @@ def bench_preprocess(corpus: Path, scales: Sequence[int], overrides: Sequence[st
         for scale in scales:
             train = tmp_dir / f"train.x{scale}.tsv"
             pairs = _repeat_corpus(corpus, scale, train)
-            cmd = [sys.executable, "-m", "nmt", "preprocess", "--src", src, "--tgt", tgt,
-                   "--train", str(train), "--dev", str(dev), "--out", str(tmp_dir / f"out{scale}")]
+            cmd = [
+                sys.executable,
+                "-m",
+                "nmt",
+                "preprocess",
+                "--src",
+                src,
+                "--tgt",
+                tgt,
+                "--train",
+                str(train),
+                "--dev",
+                str(dev),
+                "--out",
+                str(tmp_dir / f"out{scale}"),
+            ]
             for item in overrides:
                 cmd += ["--set", item]
             seconds, rss = _run_measured(cmd)
-            rows.append({"scale": scale, "pairs": pairs, "seconds": round(seconds, 2),
-                         "pairs_per_s": round(pairs / seconds), "peak_rss_mib": rss})
+            rows.append(
+                {
+                    "scale": scale,
+                    "pairs": pairs,
+                    "seconds": round(seconds, 2),
+                    "pairs_per_s": round(pairs / seconds),
+                    "peak_rss_mib": rss,
+                }
+            )
             train.unlink()
     return rows
 
@@ -76,22 +98,31 @@ def _take(lines: Any, n: int) -> list[str]:
     return [line for _, line in zip(range(n), lines)]
 
 
-def bench_batching(data_dir: Path, caps: Sequence[int], pools: Sequence[int],
-                   max_len: int = 200, seed: int = 1) -> list[dict[str, Any]]:
+def bench_batching(
+    data_dir: Path, caps: Sequence[int], pools: Sequence[int], max_len: int = 200, seed: int = 1
+) -> list[dict[str, Any]]:
     """Padding share and batch count of the training sampler for token caps and pool sizes."""
     ds = ParallelDataset(data_dir, "train", max_len=max_len)
     rows = []
     for cap in caps:
         for pool in pools:
             start = time.perf_counter()
-            sampler = TokenBatchSampler(ds.src_sizes, ds.tgt_sizes, cap, indices=ds.indices,
-                                        pool_size=pool, seed=seed)
+            sampler = TokenBatchSampler(
+                ds.src_sizes, ds.tgt_sizes, cap, indices=ds.indices, pool_size=pool, seed=seed
+            )
             batches = sampler.batches(0)
             seconds = time.perf_counter() - start
-            rows.append({"batch_tokens": cap, "pool_size": pool, "batches": len(batches),
-                         "padding_pct": round(100 * padding_share(batches, ds.src_sizes,
-                                                                  ds.tgt_sizes), 2),
-                         "epoch_plan_ms": round(1000 * seconds, 1)})
+            rows.append(
+                {
+                    "batch_tokens": cap,
+                    "pool_size": pool,
+                    "batches": len(batches),
+                    "padding_pct": round(
+                        100 * padding_share(batches, ds.src_sizes, ds.tgt_sizes), 2
+                    ),
+                    "epoch_plan_ms": round(1000 * seconds, 1),
+                }
+            )
     return rows
 
 
@@ -99,9 +130,13 @@ def environment() -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "machine": platform.machine(), "cpus": os.cpu_count(),
-            "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
@@ -114,8 +149,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out_dir: Path, name: str, rows: list[dict[str, Any]],
-                 settings: dict[str, Any]) -> Path:
+def write_report(
+    out_dir: Path, name: str, rows: list[dict[str, Any]], settings: dict[str, Any]
+) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     report = {"benchmark": name, "settings": settings, "environment": environment(), "rows": rows}

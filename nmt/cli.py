@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,10 +30,18 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks: print a table and write JSON.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-ConfigOpt = Annotated[Optional[Path], typer.Option(
-    "--config", "-c", help="YAML config file (see configs/ and docs/config.md).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--set", help="Override a config key: --set section.key=value (repeatable).")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (see configs/ and docs/config.md)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config key: --set section.key=value (repeatable).",
+    ),
+]
 
 
 def _d(key: str) -> str:
@@ -50,8 +58,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     pass
 
@@ -61,7 +73,9 @@ def _fail(err: NmtError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _config(path: Path | None, overrides: list[str] | None, **options: tuple[str, object]) -> Config:
+def _config(
+    path: Path | None, overrides: list[str] | None, **options: tuple[str, object]
+) -> Config:
     """Load the config, apply --set, then the command's own options (named in errors as --opt)."""
     cfg = load_config(path, overrides or [])
     for flag, (key, value) in options.items():
@@ -73,27 +87,62 @@ def _config(path: Path | None, overrides: list[str] | None, **options: tuple[str
 @app.command()
 def preprocess(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
-    src: Annotated[Optional[str], typer.Option(help="Source language code, e.g. es.")] = None,
-    tgt: Annotated[Optional[str], typer.Option(help="Target language code, e.g. en.")] = None,
-    train: Annotated[Optional[str], typer.Option(
-        help="Training corpus: TSV file, text prefix (PREFIX.SRC/PREFIX.TGT), or anything "
-        "`datasets` loads (hub name, save_to_disk dir, JSON/CSV/Parquet; NAME:split).")] = None,
-    dev: Annotated[Optional[str], typer.Option(
-        help="Validation corpus (same forms); never cleaned or filtered.")] = None,
-    test: Annotated[Optional[str], typer.Option(
-        help="Test corpus (same forms), optional; never cleaned or filtered.")] = None,
-    vocab_size: Annotated[Optional[int], typer.Option(
-        help="SentencePiece vocabulary size.", show_default=_d("data.vocab_size"))] = None,
-    joint: Annotated[Optional[bool], typer.Option(
-        "--joint/--separate", help="One subword model for both languages, or one per side.",
-        show_default=_d("data.joint"))] = None,
-    format: Annotated[Optional[str], typer.Option(
-        help="auto, tsv, text or hf.", show_default=_d("data.format"))] = None,
-    dedup: Annotated[Optional[bool], typer.Option(
-        "--dedup/--no-dedup", help="Drop exact duplicate training pairs.",
-        show_default=_d("data.dedup"))] = None,
-    overwrite: Annotated[bool, typer.Option(
-        help="Replace an output directory that holds a different preprocessed corpus.")] = False,
+    src: Annotated[
+        str | None, typer.Option(metavar="LANG", help="Source language code, e.g. es.")
+    ] = None,
+    tgt: Annotated[
+        str | None, typer.Option(metavar="LANG", help="Target language code, e.g. en.")
+    ] = None,
+    train: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CORPUS",
+            help="Training corpus: TSV file, text prefix (PREFIX.SRC/PREFIX.TGT), or anything "
+            "`datasets` loads (hub name, save_to_disk dir, JSON/CSV/Parquet; NAME:split).",
+        ),
+    ] = None,
+    dev: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CORPUS", help="Validation corpus (same forms); never cleaned or filtered."
+        ),
+    ] = None,
+    test: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CORPUS", help="Test corpus (same forms), optional; never cleaned or filtered."
+        ),
+    ] = None,
+    vocab_size: Annotated[
+        int | None,
+        typer.Option(help="SentencePiece vocabulary size.", show_default=_d("data.vocab_size")),
+    ] = None,
+    joint: Annotated[
+        bool | None,
+        typer.Option(
+            "--joint/--separate",
+            help="One subword model for both languages, or one per side.",
+            show_default=_d("data.joint"),
+        ),
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option(help="auto, tsv, text or hf.", show_default=_d("data.format"))
+    ] = None,
+    dedup: Annotated[
+        bool | None,
+        typer.Option(
+            "--dedup/--no-dedup",
+            help="Drop exact duplicate training pairs.",
+            show_default=_d("data.dedup"),
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an output directory that holds a different preprocessed corpus.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -106,11 +155,19 @@ def preprocess(
     from nmt.preprocess import preprocess as run
 
     try:
-        cfg = _config(config, set_, src=("data.src", src), tgt=("data.tgt", tgt),
-                      train=("data.train", train), dev=("data.dev", dev),
-                      test=("data.test", test), vocab_size=("data.vocab_size", vocab_size),
-                      joint=("data.joint", joint), format=("data.format", format),
-                      dedup=("data.dedup", dedup))
+        cfg = _config(
+            config,
+            set_,
+            src=("data.src", src),
+            tgt=("data.tgt", tgt),
+            train=("data.train", train),
+            dev=("data.dev", dev),
+            test=("data.test", test),
+            vocab_size=("data.vocab_size", vocab_size),
+            joint=("data.joint", joint),
+            format=("data.format", format),
+            dedup=("data.dedup", dedup),
+        )
         manifest = run(cfg.data, out, overwrite=overwrite)
     except NmtError as err:
         raise _fail(err) from None
@@ -136,8 +193,10 @@ def evaluate(
     refs: Annotated[list[Path], typer.Argument(help="Reference file(s), line-aligned with HYP.")],
     metrics: Annotated[str, typer.Option(help="Comma-separated: bleu, chrf, ter.")] = "bleu,chrf",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for dashboards).")] = False,
-    min_bleu: Annotated[Optional[float], typer.Option(
-        help="Exit with code 1 if BLEU is below this (a CI quality gate).")] = None,
+    min_bleu: Annotated[
+        float | None,
+        typer.Option(help="Exit with code 1 if BLEU is below this (a CI quality gate)."),
+    ] = None,
 ) -> None:
     """Score detokenised hypotheses against references with sacrebleu (with signatures)."""
     from nmt.metrics import bleu_gate, score_files
@@ -159,10 +218,11 @@ def evaluate(
 
 @app.command()
 def config(
-    path: Annotated[Optional[Path], typer.Argument(help="YAML config to load.")] = None,
+    path: Annotated[Path | None, typer.Argument(help="YAML config to load.")] = None,
     set_: SetOpt = None,
-    reference: Annotated[bool, typer.Option(
-        help="Print the documentation of every key (docs/config.md) instead.")] = False,
+    reference: Annotated[
+        bool, typer.Option(help="Print the documentation of every key (docs/config.md) instead.")
+    ] = False,
 ) -> None:
     """Print the resolved configuration (defaults, then the file, then --set) as YAML."""
     if reference:
@@ -204,8 +264,9 @@ def bench_batching(
     from nmt import bench
 
     try:
-        rows = bench.bench_batching(data, [int(c) for c in caps.split(",")],
-                                    [int(p) for p in pools.split(",")])
+        rows = bench.bench_batching(
+            data, [int(c) for c in caps.split(",")], [int(p) for p in pools.split(",")]
+        )
     except NmtError as err:
         raise _fail(err) from None
     path = bench.write_report(out, "batching", rows, {"data": str(data)})
@@ -213,8 +274,11 @@ def bench_batching(
 
 
 def _not_yet(command: str) -> None:
-    typer.echo(f"error: `nmt {command}` is not implemented in nmt {__version__} yet; "
-               "see the issue tracker for its status.", err=True)
+    typer.echo(
+        f"error: `nmt {command}` is not implemented in nmt {__version__} yet; "
+        "see the issue tracker for its status.",
+        err=True,
+    )
     raise typer.Exit(2)
 
 

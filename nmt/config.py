@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ class DataConfig:
     tgt: str = option("", "Target language code, e.g. `en`.")
     train: str = option("", "Training corpus: TSV file, text prefix (PREFIX.src/.tgt) or dataset.")
     dev: str = option("", "Validation corpus, same forms as `train`; never cleaned or filtered.")
-    test: str = option("", "Optional test corpus, same forms as `train`; never cleaned or filtered.")
+    test: str = option(
+        "", "Optional test corpus, same forms as `train`; never cleaned or filtered."
+    )
     format: str = option(
         "auto",
         "Corpus format: `tsv` (header names the columns), `text` (PREFIX.src + PREFIX.tgt), "
@@ -51,12 +54,12 @@ class DataConfig:
         "append `:split` to choose a split), or `auto` to tell from the path.",
         choices=("auto", "tsv", "text", "hf"),
     )
-    hf_subset: str = option("", "Subset (config name) passed to `datasets.load_dataset`, e.g. `de-en`.")
+    hf_subset: str = option(
+        "", "Subset (config name) passed to `datasets.load_dataset`, e.g. `de-en`."
+    )
     vocab_size: int = option(8000, "SentencePiece vocabulary size (per side if not joint).", min=8)
     joint: bool = option(True, "One SentencePiece model shared by both sides (else one per side).")
-    spm_model_type: str = option(
-        "unigram", "SentencePiece algorithm.", choices=("unigram", "bpe")
-    )
+    spm_model_type: str = option("unigram", "SentencePiece algorithm.", choices=("unigram", "bpe"))
     character_coverage: float = option(
         1.0, "Share of characters the subword model covers (0.9995 suits CJK).", min=0.9, max=1.0
     )
@@ -75,7 +78,9 @@ class DataConfig:
         3.0, "Cleaning: drop training pairs whose word-count ratio exceeds this.", min=1.0
     )
     dedup: bool = option(False, "Cleaning: drop exact duplicate training pairs (first one kept).")
-    threads: int = option(0, "Threads for SentencePiece training and encoding; 0 = all cores.", min=0)
+    threads: int = option(
+        0, "Threads for SentencePiece training and encoding; 0 = all cores.", min=0
+    )
 
 
 @dataclass
@@ -90,8 +95,9 @@ class ModelConfig:
     emb_size: int = option(256, "Word embedding size.", min=1)
     hidden_size: int = option(512, "GRU hidden size.", min=1)
     layers: int = option(1, "GRU layers in the encoder and the decoder.", min=1)
-    dropout: float = option(0.2, "Dropout on embeddings, between layers and before the output.",
-                            min=0.0, max=0.99)
+    dropout: float = option(
+        0.2, "Dropout on embeddings, between layers and before the output.", min=0.0, max=0.99
+    )
 
 
 @dataclass
@@ -118,8 +124,12 @@ class DecodeConfig:
     """Search settings (read by `nmt translate` and validation)."""
 
     beam_size: int = option(5, "Beam width; 1 is greedy search.", min=1)
-    alpha: float = option(0.6, "Length penalty exponent of Wu et al. (2016); 0 turns it off.", min=0.0)
-    max_len_a: float = option(1.5, "Output length limit: a * source length + b (this is a).", min=0.0)
+    alpha: float = option(
+        0.6, "Length penalty exponent of Wu et al. (2016); 0 turns it off.", min=0.0
+    )
+    max_len_a: float = option(
+        1.5, "Output length limit: a * source length + b (this is a).", min=0.0
+    )
     max_len_b: int = option(10, "Output length limit: a * source length + b (this is b).", min=0)
 
 
@@ -143,9 +153,7 @@ def _fields(section: str) -> dict[str, dataclasses.Field]:
 def _unknown(kind: str, name: str, valid: Sequence[str], where: str) -> NmtError:
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f"did you mean `{close[0]}`? " if close else ""
-    return NmtError(
-        f"unknown {kind} `{name}`", where, f"{hint}valid {kind}s: {', '.join(valid)}"
-    )
+    return NmtError(f"unknown {kind} `{name}`", where, f"{hint}valid {kind}s: {', '.join(valid)}")
 
 
 def _check(key: str, f: dataclasses.Field, typ: type, value: Any, where: str) -> Any:
@@ -158,12 +166,14 @@ def _check(key: str, f: dataclasses.Field, typ: type, value: Any, where: str) ->
         str: isinstance(value, str),
     }[typ]
     if not ok:
-        fix = "quote it to make it a string" if typ is str else f"give a {typ.__name__}"
-        raise NmtError(f"`{key}` must be a {typ.__name__}, got {value!r}", where, fix)
+        name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[typ]
+        fix = "quote it to make it a string" if typ is str else f"give {name}"
+        raise NmtError(f"`{key}` must be {name}, got {value!r}", where, fix)
     value = typ(value)
     if meta["choices"] and value not in meta["choices"]:
         raise NmtError(
-            f"`{key}` must be one of {', '.join(meta['choices'])}; got {value!r}", where,
+            f"`{key}` must be one of {', '.join(meta['choices'])}; got {value!r}",
+            where,
             f"choose one of: {', '.join(meta['choices'])}",
         )
     lo, hi = meta["min"], meta["max"]
@@ -199,15 +209,20 @@ def _yaml_lines(text: str) -> dict[str, int]:
     return lines
 
 
-def config_from_dict(raw: Any, source: str = "<dict>", lines: dict[str, int] | None = None) -> Config:
+def config_from_dict(
+    raw: Any, source: str = "<dict>", lines: dict[str, int] | None = None
+) -> Config:
     """Build a validated Config from nested dicts; unknown sections or keys are errors."""
     lines = lines or {}
     cfg = Config()
     if raw is None:
         return cfg
     if not isinstance(raw, dict):
-        raise NmtError("a config must be a mapping of sections", source,
-                       f"write sections at the top level: {', '.join(SECTIONS)}")
+        raise NmtError(
+            "a config must be a mapping of sections",
+            source,
+            f"write sections at the top level: {', '.join(SECTIONS)}",
+        )
     for section, values in raw.items():
         where = f"{source}:{lines[section]}" if section in lines else source
         if section not in SECTIONS:
@@ -228,8 +243,11 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
         key, eq, text = item.partition("=")
         where = f"--set {item}"
         if not eq:
-            raise NmtError("an override must look like section.key=value", where,
-                           "for example: --set train.batch_tokens=4000")
+            raise NmtError(
+                "an override must look like section.key=value",
+                where,
+                "for example: --set train.batch_tokens=4000",
+            )
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError as exc:
@@ -246,8 +264,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise NmtError("config file not found", str(path),
-                           "check the path; examples are in configs/") from None
+            raise NmtError(
+                "config file not found", str(path), "check the path; examples are in configs/"
+            ) from None
         try:
             raw, lines = yaml.safe_load(text), _yaml_lines(text)
         except yaml.YAMLError as exc:
@@ -285,8 +304,15 @@ def reference_markdown() -> str:
     ]
     hints_by_section = {s: typing.get_type_hints(cls) for s, cls in SECTIONS.items()}
     for section, cls in SECTIONS.items():
-        out += ["", f"## `{section}`", "", (cls.__doc__ or "").strip(), "",
-                "| key | type | default | valid | meaning |", "|---|---|---|---|---|"]
+        out += [
+            "",
+            f"## `{section}`",
+            "",
+            (cls.__doc__ or "").strip(),
+            "",
+            "| key | type | default | valid | meaning |",
+            "|---|---|---|---|---|",
+        ]
         for f in dataclasses.fields(cls):
             meta = f.metadata
             if meta["choices"]:
@@ -298,5 +324,6 @@ def reference_markdown() -> str:
             else:
                 valid = ""
             typ = hints_by_section[section][f.name].__name__
-            out.append(f"| `{f.name}` | {typ} | `{f.default!r}` | {valid} | {meta['help']} |")
+            dflt = json.dumps(f.default)
+            out.append(f"| `{f.name}` | {typ} | `{dflt}` | {valid} | {meta['help']} |")
     return "\n".join(out) + "\n"

@@ -30,17 +30,25 @@ class Score:
     text: str
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "score": round(self.score, 4), "signature": self.signature,
-                "verbose": self.text}
+        return {
+            "name": self.name,
+            "score": round(self.score, 4),
+            "signature": self.signature,
+            "verbose": self.text,
+        }
 
 
-def score_corpus(hyps: Sequence[str], refs: Sequence[Sequence[str]],
-                 metrics: Sequence[str] = ("bleu", "chrf")) -> list[Score]:
+def score_corpus(
+    hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics: Sequence[str] = ("bleu", "chrf")
+) -> list[Score]:
     """Score `hyps` against one or more reference streams (each aligned with `hyps`)."""
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise NmtError(f"unknown metric {', '.join(unknown)}", "--metrics",
-                       f"choose from: {', '.join(METRICS)}")
+        raise NmtError(
+            f"unknown metric {', '.join(unknown)}",
+            "--metrics",
+            f"choose from: {', '.join(METRICS)}",
+        )
     scores = []
     for name in metrics:
         metric = METRICS[name]()
@@ -62,7 +70,8 @@ def score_files(hyp: Path, refs: Sequence[Path], metrics: Sequence[str]) -> list
     for path, lines in zip(refs, ref_lines):
         if len(lines) != len(hyps):
             raise NmtError(
-                f"{hyp} has {len(hyps)} lines but {path} has {len(lines)}", str(path),
+                f"{hyp} has {len(hyps)} lines but {path} has {len(lines)}",
+                str(path),
                 "hypotheses and references must be line-aligned, one sentence per line",
             )
     return score_corpus(hyps, ref_lines, metrics)
@@ -72,8 +81,9 @@ def bleu_gate(scores: Sequence[Score], min_bleu: float) -> str | None:
     """A message if BLEU is below `min_bleu`, else None (the gate passes)."""
     bleu = next((s for s in scores if s.name == "bleu"), None)
     if bleu is None:
-        raise NmtError("--min-bleu needs BLEU among the metrics", "--metrics",
-                       "add bleu to --metrics")
+        raise NmtError(
+            "--min-bleu needs BLEU among the metrics", "--metrics", "add bleu to --metrics"
+        )
     if bleu.score < min_bleu:
         return f"BLEU {bleu.score:.2f} is below the required minimum {min_bleu:.2f}"
     return None

@@ -34,8 +34,9 @@ CHUNK = 10_000  # sentences encoded per call; bounds memory, keeps all threads b
 EVAL_SPLITS = ("dev", "test")
 
 
-def preprocess(cfg: DataConfig, out_dir: Path, overwrite: bool = False,
-               progress: bool = True) -> dict[str, Any]:
+def preprocess(
+    cfg: DataConfig, out_dir: Path, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """Build a training-ready directory at `out_dir` from the corpora named in `cfg`.
 
     Returns the manifest that was written. Raises NmtError on any problem with the input; then
@@ -44,8 +45,10 @@ def preprocess(cfg: DataConfig, out_dir: Path, overwrite: bool = False,
     start = time.perf_counter()
     _check_languages(cfg)
     splits = {"train": cfg.train, "dev": cfg.dev, **({"test": cfg.test} if cfg.test else {})}
-    corpora = {name: open_corpus(path, cfg.src, cfg.tgt, cfg.format, cfg.hf_subset)
-               for name, path in splits.items()}
+    corpora = {
+        name: open_corpus(path, cfg.src, cfg.tgt, cfg.format, cfg.hf_subset)
+        for name, path in splits.items()
+    }
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, cfg, overwrite)
     bar = _progress_factory(progress)
@@ -53,17 +56,34 @@ def preprocess(cfg: DataConfig, out_dir: Path, overwrite: bool = False,
         clean_paths, cleaning = _clean_train(corpora["train"], cfg, work, bar)
         tokenizers, tok_info = _train_tokenizers(clean_paths, cfg, work)
         dtype = token_dtype(max(t.vocab_size for t in tokenizers.values()))
-        stats = {"train": {**_encode(_read_pairs(clean_paths), "train", len_hint=cleaning["kept"],
-                                     work=work, cfg=cfg, tokenizers=tokenizers, dtype=dtype,
-                                     bar=bar), "source": corpora["train"].name}}
+        stats = {
+            "train": {
+                **_encode(
+                    _read_pairs(clean_paths),
+                    "train",
+                    len_hint=cleaning["kept"],
+                    work=work,
+                    cfg=cfg,
+                    tokenizers=tokenizers,
+                    dtype=dtype,
+                    bar=bar,
+                ),
+                "source": corpora["train"].name,
+            }
+        }
         for path in clean_paths:
             path.unlink()
         for name in EVAL_SPLITS:
             if name in corpora:
                 stats[name] = _encode_eval(corpora[name], name, work, cfg, tokenizers, dtype, bar)
         manifest = {
-            "src": cfg.src, "tgt": cfg.tgt, "joint": cfg.joint, "dtype": dtype.name,
-            "tokenizers": tok_info, "splits": stats, "cleaning": cleaning,
+            "src": cfg.src,
+            "tgt": cfg.tgt,
+            "joint": cfg.joint,
+            "dtype": dtype.name,
+            "tokenizers": tok_info,
+            "splits": stats,
+            "cleaning": cleaning,
             "config": dataclasses.asdict(cfg),
             "seconds": round(time.perf_counter() - start, 1),
         }
@@ -74,11 +94,17 @@ def preprocess(cfg: DataConfig, out_dir: Path, overwrite: bool = False,
 def _check_languages(cfg: DataConfig) -> None:
     for key in ("src", "tgt", "train", "dev"):
         if not getattr(cfg, key):
-            raise NmtError(f"`data.{key}` is not set", f"--{key}",
-                           "give --src, --tgt, --train and --dev (or set them in the config)")
+            raise NmtError(
+                f"`data.{key}` is not set",
+                f"--{key}",
+                "give --src, --tgt, --train and --dev (or set them in the config)",
+            )
     if cfg.src == cfg.tgt:
-        raise NmtError(f"source and target language are both `{cfg.src}`", "--src/--tgt",
-                       "give two different language codes")
+        raise NmtError(
+            f"source and target language are both `{cfg.src}`",
+            "--src/--tgt",
+            "give two different language codes",
+        )
 
 
 def _check_out_dir(out_dir: Path, cfg: DataConfig, overwrite: bool) -> None:
@@ -93,7 +119,9 @@ def _check_out_dir(out_dir: Path, cfg: DataConfig, overwrite: bool) -> None:
     if not manifest_path.is_file():
         raise NmtError(
             "the output directory is not empty and holds no preprocessed corpus; nothing was "
-            "changed", str(out_dir), "choose another --out, or empty the directory yourself",
+            "changed",
+            str(out_dir),
+            "choose another --out, or empty the directory yourself",
         )
     try:
         old = json.loads(manifest_path.read_text(encoding="utf-8")).get("config")
@@ -102,25 +130,35 @@ def _check_out_dir(out_dir: Path, cfg: DataConfig, overwrite: bool) -> None:
     new = dataclasses.asdict(cfg)
     if old != new and not overwrite:
         old = old if isinstance(old, dict) else {}
-        changed = ", ".join(f"{k} ({old.get(k)!r} → {v!r})" for k, v in new.items()
-                            if old.get(k) != v)
+        changed = ", ".join(
+            f"{k} ({old.get(k)!r} → {v!r})" for k, v in new.items() if old.get(k) != v
+        )
         raise NmtError(
             f"the output directory already holds a different preprocessed corpus (differs in "
-            f"{changed}); nothing was changed", str(out_dir),
+            f"{changed}); nothing was changed",
+            str(out_dir),
             "pass --overwrite to replace it, or choose another --out",
         )
 
 
 def _progress_factory(enabled: bool) -> Callable[..., tqdm]:
     """tqdm bars on stderr; shown on terminals only, never when `enabled` is False."""
+
     def bar(**kwargs: Any) -> tqdm:
-        return tqdm(disable=None if enabled else True, unit=" pairs", dynamic_ncols=True,
-                    mininterval=0.5, **kwargs)
+        return tqdm(
+            disable=None if enabled else True,
+            unit=" pairs",
+            dynamic_ncols=True,
+            mininterval=0.5,
+            **kwargs,
+        )
+
     return bar
 
 
-def _clean_train(corpus: Any, cfg: DataConfig, work: Path,
-                 bar: Callable[..., tqdm]) -> tuple[list[Path], dict[str, Any]]:
+def _clean_train(
+    corpus: Any, cfg: DataConfig, work: Path, bar: Callable[..., tqdm]
+) -> tuple[list[Path], dict[str, Any]]:
     """Write the cleaned training pairs as two aligned text files; return them and the counts."""
     paths = [work / f"train.clean.{cfg.src}", work / f"train.clean.{cfg.tgt}"]
     cleaner = Cleaner(cfg.max_words, cfg.max_ratio)
@@ -139,8 +177,8 @@ def _clean_train(corpus: Any, cfg: DataConfig, work: Path,
         cleaner.counts["duplicate"] = len(keys) - kept
     if kept == 0:
         raise NmtError(
-            f"no training pairs left after cleaning ({read} read; dropped: "
-            f"{dict(cleaner.counts)})", corpus.name,
+            f"no training pairs left after cleaning ({read} read; dropped: {dict(cleaner.counts)})",
+            corpus.name,
             "check the language codes and the limits data.max_words / data.max_ratio",
         )
     return paths, {"read": read, "kept": kept, "dropped": dict(cleaner.counts)}
@@ -163,12 +201,19 @@ def _filter_lines(paths: list[Path], keep: Any) -> int:
     return int(keep.sum())
 
 
-def _train_tokenizers(clean_paths: list[Path], cfg: DataConfig,
-                      work: Path) -> tuple[dict[str, Tokenizer], dict[str, Any]]:
+def _train_tokenizers(
+    clean_paths: list[Path], cfg: DataConfig, work: Path
+) -> tuple[dict[str, Tokenizer], dict[str, Any]]:
     """Train one joint model or one per side; return tokenizers and their manifest entries."""
-    options = dict(vocab_size=cfg.vocab_size, model_type=cfg.spm_model_type,
-                   character_coverage=cfg.character_coverage, byte_fallback=cfg.byte_fallback,
-                   sample_size=cfg.spm_sample_size, seed=0, threads=cfg.threads)
+    options = dict(
+        vocab_size=cfg.vocab_size,
+        model_type=cfg.spm_model_type,
+        character_coverage=cfg.character_coverage,
+        byte_fallback=cfg.byte_fallback,
+        sample_size=cfg.spm_sample_size,
+        seed=0,
+        threads=cfg.threads,
+    )
     if cfg.joint:
         plan = {"spm.model": clean_paths}
         files = {cfg.src: "spm.model", cfg.tgt: "spm.model"}
@@ -176,13 +221,14 @@ def _train_tokenizers(clean_paths: list[Path], cfg: DataConfig,
         files = {cfg.src: f"spm.{cfg.src}.model", cfg.tgt: f"spm.{cfg.tgt}.model"}
         plan = {files[cfg.src]: clean_paths[:1], files[cfg.tgt]: clean_paths[1:]}
     models = {}
-    for name, inputs in tqdm(plan.items(), desc="train sentencepiece", disable=None,
-                             leave=False):
+    for name, inputs in tqdm(plan.items(), desc="train sentencepiece", disable=None, leave=False):
         models[name] = Tokenizer.load(train_sentencepiece(inputs, work / name, **options))
         work.joinpath(name).with_suffix(".vocab").unlink(missing_ok=True)
     tokenizers = {lang: models[name] for lang, name in files.items()}
-    info = {lang: {"file": name, "sha256": models[name].sha256,
-                   "vocab_size": models[name].vocab_size} for lang, name in files.items()}
+    info = {
+        lang: {"file": name, "sha256": models[name].sha256, "vocab_size": models[name].vocab_size}
+        for lang, name in files.items()
+    }
     return tokenizers, info
 
 
@@ -190,9 +236,17 @@ def _read_pairs(paths: list[Path]) -> Iterator[Pair]:
     return zip(read_lines(paths[0]), read_lines(paths[1]))
 
 
-def _encode(pairs: Iterable[Pair], split: str, *, len_hint: int, work: Path, cfg: DataConfig,
-            tokenizers: dict[str, Tokenizer], dtype: Any,
-            bar: Callable[..., tqdm]) -> dict[str, Any]:
+def _encode(
+    pairs: Iterable[Pair],
+    split: str,
+    *,
+    len_hint: int,
+    work: Path,
+    cfg: DataConfig,
+    tokenizers: dict[str, Tokenizer],
+    dtype: Any,
+    bar: Callable[..., tqdm],
+) -> dict[str, Any]:
     """Encode pairs chunk by chunk into SPLIT.SRC/.TGT .bin/.idx; return counts."""
     langs = (cfg.src, cfg.tgt)
     writers = [TokenArrayWriter(work / f"{split}.{lang}", dtype) for lang in langs]
@@ -206,16 +260,25 @@ def _encode(pairs: Iterable[Pair], split: str, *, len_hint: int, work: Path, cfg
     finally:
         for writer in writers:
             writer.close()
-    return {"pairs": writers[0].sentences,
-            "tokens": {lang: w.tokens for lang, w in zip(langs, writers)}}
+    return {
+        "pairs": writers[0].sentences,
+        "tokens": {lang: w.tokens for lang, w in zip(langs, writers)},
+    }
 
 
-def _encode_eval(corpus: Any, split: str, work: Path, cfg: DataConfig,
-                 tokenizers: dict[str, Tokenizer], dtype: Any,
-                 bar: Callable[..., tqdm]) -> dict[str, Any]:
+def _encode_eval(
+    corpus: Any,
+    split: str,
+    work: Path,
+    cfg: DataConfig,
+    tokenizers: dict[str, Tokenizer],
+    dtype: Any,
+    bar: Callable[..., tqdm],
+) -> dict[str, Any]:
     """Keep dev/test text as given (references) and encode its normalised form."""
-    files = [(work / f"{split}.{lang}.txt").open("w", encoding="utf-8")
-             for lang in (cfg.src, cfg.tgt)]
+    files = [
+        (work / f"{split}.{lang}.txt").open("w", encoding="utf-8") for lang in (cfg.src, cfg.tgt)
+    ]
 
     def normalised() -> Iterator[Pair]:
         for src, tgt in corpus:
@@ -224,8 +287,16 @@ def _encode_eval(corpus: Any, split: str, work: Path, cfg: DataConfig,
             yield normalize(src), normalize(tgt)
 
     try:
-        stats = _encode(normalised(), split, len_hint=len(corpus), work=work, cfg=cfg,
-                        tokenizers=tokenizers, dtype=dtype, bar=bar)
+        stats = _encode(
+            normalised(),
+            split,
+            len_hint=len(corpus),
+            work=work,
+            cfg=cfg,
+            tokenizers=tokenizers,
+            dtype=dtype,
+            bar=bar,
+        )
     finally:
         for fh in files:
             fh.close()

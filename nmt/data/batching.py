@@ -39,8 +39,10 @@ class Batch:
         return int((self.tgt_out != PAD_ID).sum())
 
     def to(self, device: torch.device | str) -> Batch:
-        move = {k: getattr(self, k).to(device, non_blocking=True)
-                for k in ("src", "src_lengths", "tgt_in", "tgt_out")}
+        move = {
+            k: getattr(self, k).to(device, non_blocking=True)
+            for k in ("src", "src_lengths", "tgt_in", "tgt_out")
+        }
         return Batch(**move, indices=self.indices)
 
 
@@ -70,8 +72,13 @@ class ParallelDataset:
         indices = np.asarray(indices)
         src = torch.from_numpy(self.src.padded(indices, eos=True))
         tgt = torch.from_numpy(self.tgt.padded(indices, bos=True, eos=True))  # [B, T+1]
-        return Batch(src=src, src_lengths=torch.from_numpy(self.src_sizes[indices]),
-                     tgt_in=tgt[:, :-1], tgt_out=tgt[:, 1:], indices=indices)
+        return Batch(
+            src=src,
+            src_lengths=torch.from_numpy(self.src_sizes[indices]),
+            tgt_in=tgt[:, :-1],
+            tgt_out=tgt[:, 1:],
+            indices=indices,
+        )
 
     # torch's DataLoader fetches a whole batch through this when given our sampler
     __getitems__ = batch
@@ -85,21 +92,31 @@ class TokenBatchSampler(torch.utils.data.Sampler):
     epoch depend only on (seed, epoch), and `start` counts those already yielded.
     """
 
-    def __init__(self, src_sizes: np.ndarray, tgt_sizes: np.ndarray, max_tokens: int, *,
-                 indices: np.ndarray | None = None, shuffle: bool = True, seed: int = 0,
-                 pool_size: int = 100_000):
+    def __init__(
+        self,
+        src_sizes: np.ndarray,
+        tgt_sizes: np.ndarray,
+        max_tokens: int,
+        *,
+        indices: np.ndarray | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        pool_size: int = 100_000,
+    ):
         self.src_sizes, self.tgt_sizes = np.asarray(src_sizes), np.asarray(tgt_sizes)
         self.indices = np.arange(len(self.src_sizes)) if indices is None else np.asarray(indices)
         self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, seed
         self.pool_size = pool_size
         self.epoch, self.start = 0, 0
         self._cache: tuple[int, list[np.ndarray]] | None = None
-        longest = int(np.maximum(self.src_sizes[self.indices], self.tgt_sizes[self.indices])
-                      .max(initial=0))
+        longest = int(
+            np.maximum(self.src_sizes[self.indices], self.tgt_sizes[self.indices]).max(initial=0)
+        )
         if longest > max_tokens:
             raise NmtError(
                 f"a pair needs {longest} tokens, more than the batch cap of {max_tokens}",
-                "train.batch_tokens", "raise train.batch_tokens or lower train.max_len",
+                "train.batch_tokens",
+                "raise train.batch_tokens or lower train.max_len",
             )
 
     def batches(self, epoch: int) -> list[np.ndarray]:
@@ -111,7 +128,7 @@ class TokenBatchSampler(torch.utils.data.Sampler):
         pool = self.pool_size if self.shuffle else max(len(order), 1)
         batches: list[np.ndarray] = []
         for begin in range(0, len(order), pool):
-            batches += self._cut(order[begin:begin + pool])
+            batches += self._cut(order[begin : begin + pool])
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         self._cache = (epoch, batches)
@@ -130,8 +147,9 @@ class TokenBatchSampler(torch.utils.data.Sampler):
         while i < len(pool):
             width = min(len(pool) - i, self.max_tokens // max(src[i], tgt[i]))
             count = np.arange(1, width + 1)
-            fits = ((count * np.maximum.accumulate(src[i:i + width]) <= self.max_tokens)
-                    & (count * np.maximum.accumulate(tgt[i:i + width]) <= self.max_tokens))
+            fits = (count * np.maximum.accumulate(src[i : i + width]) <= self.max_tokens) & (
+                count * np.maximum.accumulate(tgt[i : i + width]) <= self.max_tokens
+            )
             i += width if fits.all() else int(fits.argmin())
             ends.append(i)
         return np.split(pool, ends[:-1])
@@ -154,8 +172,9 @@ class TokenBatchSampler(torch.utils.data.Sampler):
         self._cache = None
 
 
-def padding_share(batches: Sequence[np.ndarray], src_sizes: np.ndarray,
-                  tgt_sizes: np.ndarray) -> float:
+def padding_share(
+    batches: Sequence[np.ndarray], src_sizes: np.ndarray, tgt_sizes: np.ndarray
+) -> float:
     """Share of padding among all tokens of the padded batches, both sides together."""
     padded = real = 0
     for b in batches:

@@ -66,7 +66,8 @@ def read_lines(path: Path) -> Iterator[str]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise NmtError(
-                    f"invalid UTF-8 (byte {exc.start + 1} of the line)", f"{path}:{lineno}",
+                    f"invalid UTF-8 (byte {exc.start + 1} of the line)",
+                    f"{path}:{lineno}",
                     "convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`",
                 ) from None
             yield line.rstrip("\r\n")
@@ -83,7 +84,8 @@ class TextCorpus:
         if counts[0] != counts[1]:
             raise NmtError(
                 f"source and target line counts differ: {self.paths[0]} has {counts[0]} lines, "
-                f"{self.paths[1]} has {counts[1]}", str(self.paths[0]),
+                f"{self.paths[1]} has {counts[1]}",
+                str(self.paths[0]),
                 "the files must be line-aligned: line i of one translates line i of the other",
             )
         self.size = counts[0]
@@ -107,7 +109,8 @@ class TsvCorpus:
         if missing:
             raise NmtError(
                 f"the header has no column named {' or '.join(map(repr, missing))}; "
-                f"its columns are {header}", f"{self.path}:1",
+                f"its columns are {header}",
+                f"{self.path}:1",
                 "the first line must name the columns, e.g. `id<TAB>es<TAB>en`",
             )
         self.columns = (header.index(src), header.index(tgt))
@@ -127,7 +130,8 @@ class TsvCorpus:
             if len(fields) != self.width:
                 raise NmtError(
                     f"expected {self.width} tab-separated fields, found {len(fields)}",
-                    f"{self.path}:{lineno}", "fields must not contain tabs; no quoting is applied",
+                    f"{self.path}:{lineno}",
+                    "fields must not contain tabs; no quoting is applied",
                 )
             yield fields[s], fields[t]
 
@@ -151,7 +155,8 @@ class HFCorpus:
         else:
             raise NmtError(
                 f"the dataset has neither a `translation` column nor columns `{src}` and "
-                f"`{tgt}`; its columns are {columns}", spec,
+                f"`{tgt}`; its columns are {columns}",
+                spec,
                 "use a dataset with {'translation': {src: ..., tgt: ...}} rows or one column "
                 "per language",
             )
@@ -180,12 +185,17 @@ def _load_hf(spec: str, subset: str) -> Any:
         path, split = head, tail
     local = Path(path)
     try:
-        if local.is_dir() and any((local / f).exists() for f in ("state.json", "dataset_dict.json")):
+        if local.is_dir() and any(
+            (local / f).exists() for f in ("state.json", "dataset_dict.json")
+        ):
             loaded = datasets.load_from_disk(str(local))
             if isinstance(loaded, datasets.DatasetDict):
                 if split not in loaded:
-                    raise NmtError(f"no split `{split}`; the splits are {list(loaded)}", spec,
-                                   f"append the split to the path, e.g. {path}:{next(iter(loaded))}")
+                    raise NmtError(
+                        f"no split `{split}`; the splits are {list(loaded)}",
+                        spec,
+                        f"append the split to the path, e.g. {path}:{next(iter(loaded))}",
+                    )
                 loaded = loaded[split]
             return loaded
         builder = HF_FILE_BUILDERS.get(local.suffix.lower()) if local.is_file() else None
@@ -196,7 +206,8 @@ def _load_hf(spec: str, subset: str) -> Any:
         raise
     except Exception as exc:  # datasets raises many types (hub, file, schema errors)
         raise NmtError(
-            f"`datasets` could not load it: {type(exc).__name__}: {str(exc).splitlines()[0]}", spec,
+            f"`datasets` could not load it: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+            spec,
             "give a TSV file, a text prefix (PREFIX.src/PREFIX.tgt), a save_to_disk directory, "
             "JSON/CSV/Parquet files, or a hub name where the hub is reachable; "
             "set --format to say which",
@@ -215,19 +226,22 @@ def open_corpus(path: str, src: str, tgt: str, fmt: str = "auto", hf_subset: str
 
 
 def detect_format(path: str, src: str, tgt: str) -> str:
-    """`text` if PATH.SRC and PATH.TGT exist, `tsv` for a .tsv file, otherwise `hf`."""
+    """`text` if PATH.SRC or PATH.TGT exists, `tsv` for a .tsv file, otherwise `hf`."""
     p = Path(path)
-    if Path(f"{path}.{src}").is_file() and Path(f"{path}.{tgt}").is_file():
-        return "text"
+    if Path(f"{path}.{src}").is_file() or Path(f"{path}.{tgt}").is_file():
+        return "text"  # TextCorpus names the file that is missing, if one is
+    suffix = Path(p.name.lower().removesuffix(".gz")).suffix
+    if not p.exists() and suffix in (".tsv", ".txt", *HF_FILE_BUILDERS):
+        raise NmtError("file not found", path, "check the path")
     if not p.is_file():
         return "hf"  # a directory, NAME:split, or a hub name
-    suffix = Path(p.name.lower().removesuffix(".gz")).suffix
     if suffix == ".tsv":
         return "tsv"
     if suffix in HF_FILE_BUILDERS:
         return "hf"
     raise NmtError(
-        "cannot tell the corpus format from the file name", path,
+        "cannot tell the corpus format from the file name",
+        path,
         f"pass --format tsv (header names the columns) or give a text prefix whose files are "
         f"PREFIX.{src} and PREFIX.{tgt}",
     )

@@ -69,14 +69,17 @@ class TokenArray:
         self.offsets = np.fromfile(f"{prefix}.idx", dtype=np.int64)
         self.lengths = np.diff(self.offsets)  # [n]
         n_tokens = int(self.offsets[-1])
-        self.tokens = (np.memmap(f"{prefix}.bin", dtype=dtype, mode="r", shape=(n_tokens,))
-                       if n_tokens else np.zeros(0, dtype))
+        self.tokens = (
+            np.memmap(f"{prefix}.bin", dtype=dtype, mode="r", shape=(n_tokens,))
+            if n_tokens
+            else np.zeros(0, dtype)
+        )
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return np.asarray(self.tokens[self.offsets[i]:self.offsets[i + 1]], dtype=np.int64)
+        return np.asarray(self.tokens[self.offsets[i] : self.offsets[i + 1]], dtype=np.int64)
 
     def padded(self, indices: np.ndarray, bos: bool = False, eos: bool = False) -> np.ndarray:
         """Sentences `indices` as one padded int64 array, optionally framed by bos/eos.
@@ -90,7 +93,7 @@ class TokenArray:
         col = np.arange(width)
         mask = col[None, :] < lens[:, None]  # [B, width]
         positions = self.offsets[indices][:, None] + col[None, :]  # [B, width]
-        out[:, bos:bos + width][mask] = self.tokens[positions[mask]]
+        out[:, bos : bos + width][mask] = self.tokens[positions[mask]]
         if bos:
             out[:, 0] = BOS_ID
         if eos:
@@ -99,8 +102,10 @@ class TokenArray:
 
 
 def write_manifest(data_dir: Path, manifest: dict[str, Any]) -> None:
-    atomic_write_json(Path(data_dir) / MANIFEST, {"format_version": FORMAT_VERSION,
-                                                  "nmt_version": __version__, **manifest})
+    atomic_write_json(
+        Path(data_dir) / MANIFEST,
+        {"format_version": FORMAT_VERSION, "nmt_version": __version__, **manifest},
+    )
 
 
 def read_manifest(data_dir: Path) -> dict[str, Any]:
@@ -109,16 +114,21 @@ def read_manifest(data_dir: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise NmtError("not a preprocessed directory (no manifest.json)", str(data_dir),
-                       "run `nmt preprocess ... --out DIR` first and pass that DIR") from None
+        raise NmtError(
+            "not a preprocessed directory (no manifest.json)",
+            str(data_dir),
+            "run `nmt preprocess ... --out DIR` first and pass that DIR",
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise NmtError(f"manifest is corrupt: {exc}", str(path),
-                       "run `nmt preprocess` again with --overwrite") from None
+        raise NmtError(
+            f"manifest is corrupt: {exc}", str(path), "run `nmt preprocess` again with --overwrite"
+        ) from None
     if manifest.get("format_version") != FORMAT_VERSION:
         raise NmtError(
             f"written in store format {manifest.get('format_version')} by nmt "
             f"{manifest.get('nmt_version')}; this nmt {__version__} reads format {FORMAT_VERSION}",
-            str(path), "run `nmt preprocess` again with this version",
+            str(path),
+            "run `nmt preprocess` again with this version",
         )
     return manifest
 
@@ -130,11 +140,18 @@ def load_tokenizers(data_dir: Path, manifest: dict[str, Any]) -> dict[str, Token
     return {lang: loaded[name] for lang, name in files.items()}
 
 
-def open_split(data_dir: Path, split: str, manifest: dict[str, Any]) -> tuple[TokenArray, TokenArray]:
+def open_split(
+    data_dir: Path, split: str, manifest: dict[str, Any]
+) -> tuple[TokenArray, TokenArray]:
     """(source, target) token arrays of a split."""
     if split not in manifest["splits"]:
-        raise NmtError(f"no `{split}` split here; it has {', '.join(manifest['splits'])}",
-                       str(data_dir), "preprocess with --test to add a test split")
+        raise NmtError(
+            f"no `{split}` split here; it has {', '.join(manifest['splits'])}",
+            str(data_dir),
+            "preprocess with --test to add a test split",
+        )
     dtype = np.dtype(manifest["dtype"])
-    return tuple(TokenArray(Path(data_dir) / f"{split}.{lang}", dtype)  # type: ignore[return-value]
-                 for lang in (manifest["src"], manifest["tgt"]))
+    return tuple(
+        TokenArray(Path(data_dir) / f"{split}.{lang}", dtype)  # type: ignore[return-value]
+        for lang in (manifest["src"], manifest["tgt"])
+    )

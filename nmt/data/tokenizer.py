@@ -49,9 +49,14 @@ def train_sentencepiece(
             shuffle_input_sentence=True,
             normalization_rule_name="identity",
             num_threads=threads or os.cpu_count() or 1,
-            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-            pad_piece=SPECIAL_PIECES["pad"], unk_piece=SPECIAL_PIECES["unk"],
-            bos_piece=SPECIAL_PIECES["bos"], eos_piece=SPECIAL_PIECES["eos"],
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_piece=SPECIAL_PIECES["pad"],
+            unk_piece=SPECIAL_PIECES["unk"],
+            bos_piece=SPECIAL_PIECES["bos"],
+            eos_piece=SPECIAL_PIECES["eos"],
             minloglevel=2,
         )
     except RuntimeError as exc:
@@ -65,13 +70,15 @@ def _vocab_error(message: str, vocab_size: int, inputs: Sequence[Path]) -> NmtEr
     if "Vocabulary size too high" in message and limit:
         return NmtError(
             f"vocabulary size {vocab_size} is more than this corpus supports "
-            f"(at most {limit[1]} subwords)", "data.vocab_size",
+            f"(at most {limit[1]} subwords)",
+            "data.vocab_size",
             f"use --vocab-size {limit[1]} or less, or a larger corpus",
         )
     if "Vocabulary size is smaller than required_chars" in message:
         return NmtError(
             f"vocabulary size {vocab_size} is smaller than the number of distinct characters "
-            "in the corpus", "data.vocab_size",
+            "in the corpus",
+            "data.vocab_size",
             "raise --vocab-size, or lower data.character_coverage",
         )
     where = ", ".join(map(str, inputs))

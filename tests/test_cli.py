@@ -1,0 +1,154 @@
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from nmt.cli import app
+from tests.conftest import SAMPLE, write_tsv
+
+runner = CliRunner()
+
+
+def test_help_lists_commands_and_option_defaults():
+    top = runner.invoke(app, ["--help"])
+    assert top.exit_code == 0
+    for command in ("preprocess", "train", "translate", "evaluate", "config", "bench"):
+        assert command in top.stdout
+    help_text = runner.invoke(app, ["preprocess", "--help"]).stdout
+    for option in (
+        "--src",
+        "--tgt",
+        "--train",
+        "--dev",
+        "--test",
+        "--out",
+        "--vocab-size",
+        "--joint",
+        "--separate",
+        "--format",
+        "--overwrite",
+        "--set",
+        "--config",
+    ):
+        assert option in help_text
+    assert "default: (8000)" in help_text and "default: (auto)" in help_text
+
+
+@pytest.mark.parametrize("command", ["train", "translate"])
+def test_unbuilt_commands_say_so(command):
+    result = runner.invoke(app, [command, "x"])
+    assert result.exit_code == 2 and "not implemented" in result.stderr
+
+
+def test_preprocess_cli_with_config_and_overrides(tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "preprocess",
+            "-c",
+            "configs/sample.yaml",
+            "--out",
+            str(out),
+            "--set",
+            "data.vocab_size=300",
+            "--test",
+            "",
+            "--train",
+            str(SAMPLE / "dev.tsv"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "cleaning train: 502 pairs read" in result.stdout
+    assert "subwords es: spm.model, 300 pieces" in result.stdout
+    assert (out / "manifest.json").exists() and not (out / "test.es.bin").exists()
+
+
+def test_option_values_are_validated_like_config_values(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "preprocess",
+            "--out",
+            str(tmp_path / "o"),
+            "--src",
+            "es",
+            "--tgt",
+            "en",
+            "--train",
+            "x",
+            "--dev",
+            "x",
+            "--format",
+            "xml",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "--format: `data.format` must be one of auto, tsv, text, hf" in result.stderr
+
+
+def test_config_command_prints_resolved_yaml():
+    result = runner.invoke(app, ["config", "configs/sample.yaml", "--set", "model.layers=2"])
+    assert (
+        result.exit_code == 0
+        and "layers: 2" in result.stdout
+        and "vocab_size: 4000" in result.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            [
+                "preprocess",
+                "--src",
+                "es",
+                "--tgt",
+                "en",
+                "--train",
+                "missing.tsv",
+                "--dev",
+                "d.tsv",
+                "--out",
+                "o",
+            ],
+            "missing.tsv: file not found",
+        ),
+        (["evaluate", "missing.txt", "ref.txt"], "missing.txt: file not found"),
+        (["config", "missing.yaml"], "missing.yaml: config file not found"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(tmp_path, args, message):
+    """Through the installed console script: a message, exit code 2, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "nmt", *args], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ")
+
+
+def test_invalid_utf8_through_the_cli(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(b"id\tes\ten\n1\thola\thello\n2\tse\xf1or\tsir\n")
+    good = write_tsv(tmp_path / "dev.tsv", [("hola", "hello")])
+    result = runner.invoke(
+        app,
+        [
+            "preprocess",
+            "--src",
+            "es",
+            "--tgt",
+            "en",
+            "--train",
+            str(bad),
+            "--dev",
+            str(good),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert result.exit_code == 2 and f"{bad}:3: invalid UTF-8" in result.stderr
+    assert not (tmp_path / "o").exists()

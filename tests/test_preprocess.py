@@ -1,0 +1,223 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nmt.data import tokenizer as tokenizer_module
+from nmt.data.corpus import Cleaner, TsvCorpus, normalize, read_lines
+from nmt.data.store import load_tokenizers, open_split, read_manifest
+from nmt.errors import NmtError
+from nmt.preprocess import preprocess
+from tests.conftest import SAMPLE, data_config, write_tsv
+
+
+def test_manifest_describes_the_corpus(sample_dir):
+    m = read_manifest(sample_dir)
+    assert (m["src"], m["tgt"], m["joint"], m["dtype"]) == ("es", "en", True, "uint16")
+    assert m["nmt_version"] and m["config"]["vocab_size"] == 1000
+    assert m["splits"]["dev"]["pairs"] == 502 and m["splits"]["test"]["pairs"] == 504
+    assert m["cleaning"]["read"] == 10_000
+    assert m["cleaning"]["kept"] == m["splits"]["train"]["pairs"]
+    assert m["cleaning"]["read"] == m["cleaning"]["kept"] + sum(m["cleaning"]["dropped"].values())
+    tok = m["tokenizers"]["es"]
+    assert tok == m["tokenizers"]["en"] and tok["vocab_size"] == 1000
+    assert len(tok["sha256"]) == 64
+
+
+def test_special_ids_are_fixed(sample_dir):
+    tok = load_tokenizers(sample_dir, read_manifest(sample_dir))["es"]
+    assert tok.pieces([0, 1, 2, 3]) == ["<pad>", "<unk>", "<s>", "</s>"]
+
+
+def test_encoded_train_round_trips_to_normalised_text(sample_dir):
+    manifest = read_manifest(sample_dir)
+    toks = load_tokenizers(sample_dir, manifest)
+    src, tgt = open_split(sample_dir, "train", manifest)
+    cfg = data_config()
+    expected = list(Cleaner(cfg.max_words, cfg.max_ratio)(TsvCorpus(cfg.train, "es", "en")))
+    decoded = [(toks["es"].decode(src[i]), toks["en"].decode(tgt[i])) for i in range(len(src))]
+    assert decoded == expected
+
+
+def test_dev_is_kept_as_given_and_encoded_normalised(sample_dir):
+    manifest = read_manifest(sample_dir)
+    toks = load_tokenizers(sample_dir, manifest)
+    src, tgt = open_split(sample_dir, "dev", manifest)
+    given = [line.split("\t") for line in list(read_lines(SAMPLE / "dev.tsv"))[1:]]
+    assert (sample_dir / "dev.en.txt").read_text(encoding="utf-8").splitlines() == [
+        row[2] for row in given
+    ]
+    assert [toks["en"].decode(tgt[i]) for i in range(len(tgt))] == [
+        normalize(row[2]) for row in given
+    ]
+    assert len(src) == len(given)
+
+
+def test_memmap_matches_direct_encoding(sample_dir):
+    manifest = read_manifest(sample_dir)
+    tok = load_tokenizers(sample_dir, manifest)["es"]
+    src, _ = open_split(sample_dir, "test", manifest)
+    texts = [normalize(x) for x in (sample_dir / "test.es.txt").read_text().splitlines()]
+    direct = tok.encode(texts)
+    assert all(np.array_equal(src[i], direct[i]) for i in range(len(src)))
+    assert src.tokens.dtype == np.uint16 and int(src.offsets[-1]) == sum(map(len, direct))
+
+
+def _tiny(tmp_path, pairs, **kw):
+    train = write_tsv(tmp_path / "train.tsv", pairs)
+    dev = write_tsv(tmp_path / "dev.tsv", pairs[:3])
+    return data_config(**{"train": str(train), "dev": str(dev), "test": "", "vocab_size": 60, **kw})
+
+
+def test_each_cleaning_rule_counts_and_drops(tmp_path, toy_pairs):
+    noisy = [
+        ("  Caf\u0065\u0301\x07  con\u00a0leche ", "Coffee   with milk"),  # NFD, control, spaces
+        ("", "empty source"),
+        ("uno " * 30, "one"),  # ratio 30:1
+        ("palabra " * 300, "word " * 300),  # too long (> 250 words)
+        toy_pairs[0],
+        toy_pairs[0],  # exact duplicate
+    ]
+    cfg = _tiny(tmp_path, toy_pairs[1:] + noisy, dedup=True)
+    manifest = preprocess(cfg, tmp_path / "out", progress=False)
+    cleaning = manifest["cleaning"]
+    assert cleaning["dropped"] == {"empty": 1, "too_long": 1, "ratio": 1, "duplicate": 1}
+    assert cleaning["read"] == len(toy_pairs) + 5 and cleaning["kept"] == len(toy_pairs) + 1
+    toks = load_tokenizers(tmp_path / "out", manifest)
+    src, _ = open_split(tmp_path / "out", "train", manifest)
+    texts = [toks["es"].decode(src[i]) for i in range(len(src))]
+    assert "Caf\u00e9 con leche" in texts  # NFC, control char removed, whitespace collapsed
+
+
+def test_dedup_is_optional_and_dev_is_never_filtered(tmp_path, toy_pairs):
+    pairs = toy_pairs + [toy_pairs[0]] * 3 + [("", "")]
+    cfg = _tiny(tmp_path, pairs)
+    cfg.dev = str(write_tsv(tmp_path / "dev.tsv", [("", ""), toy_pairs[0], toy_pairs[0]]))
+    manifest = preprocess(cfg, tmp_path / "out", progress=False)
+    assert manifest["cleaning"]["dropped"]["duplicate"] == 0
+    assert manifest["splits"]["train"]["pairs"] == len(toy_pairs) + 3
+    assert manifest["splits"]["dev"]["pairs"] == 3
+    assert (tmp_path / "out" / "dev.es.txt").read_text().splitlines()[0] == ""
+
+
+def test_separate_vocabularies(tmp_path, toy_pairs):
+    manifest = preprocess(_tiny(tmp_path, toy_pairs, joint=False), tmp_path / "o", progress=False)
+    files = {lang: info["file"] for lang, info in manifest["tokenizers"].items()}
+    assert files == {"es": "spm.es.model", "en": "spm.en.model"}
+    assert manifest["tokenizers"]["es"]["sha256"] != manifest["tokenizers"]["en"]["sha256"]
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.model")) == list(sorted(files.values()))
+
+
+def test_text_prefix_input_end_to_end(tmp_path, toy_pairs):
+    for side, lang in enumerate(("es", "en")):
+        (tmp_path / f"c.{lang}").write_text("".join(p[side] + "\n" for p in toy_pairs))
+    cfg = data_config(train=str(tmp_path / "c"), dev=str(tmp_path / "c"), test="", vocab_size=60)
+    manifest = preprocess(cfg, tmp_path / "out", progress=False)
+    assert manifest["splits"]["train"]["pairs"] == manifest["splits"]["dev"]["pairs"] == 20
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_vocab_size_the_corpus_cannot_support(tmp_path, toy_pairs):
+    with pytest.raises(
+        NmtError,
+        match=r"vocabulary size 5000 is more than this corpus supports "
+        r"\(at most \d+ subwords\)",
+    ) as err:
+        preprocess(_tiny(tmp_path, toy_pairs, vocab_size=5000), tmp_path / "o", progress=False)
+    assert "--vocab-size" in str(err.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_nothing_left_after_cleaning(tmp_path):
+    cfg = _tiny(tmp_path, [("", "x"), ("a " * 10, "b")])
+    with pytest.raises(NmtError, match=r"no training pairs left after cleaning \(2 read"):
+        preprocess(cfg, tmp_path / "o", progress=False)
+
+
+def test_same_languages_and_missing_settings(tmp_path, toy_pairs):
+    with pytest.raises(NmtError, match="both `es`"):
+        preprocess(_tiny(tmp_path, toy_pairs, tgt="es"), tmp_path / "o", progress=False)
+    with pytest.raises(NmtError, match="`data.dev` is not set"):
+        preprocess(_tiny(tmp_path, toy_pairs, dev=""), tmp_path / "o", progress=False)
+
+
+def test_refuses_a_different_corpus_unless_overwrite(tmp_path, toy_pairs):
+    out = tmp_path / "out"
+    preprocess(_tiny(tmp_path, toy_pairs), out, progress=False)
+    before = (out / "manifest.json").read_bytes()
+    preprocess(_tiny(tmp_path, toy_pairs), out, progress=False)  # same corpus: rebuilt
+    with pytest.raises(NmtError, match=r"different preprocessed corpus \(differs in vocab_size"):
+        preprocess(_tiny(tmp_path, toy_pairs, vocab_size=70), out, progress=False)
+    assert (
+        json.loads((out / "manifest.json").read_bytes())["config"] == json.loads(before)["config"]
+    )
+    m = preprocess(_tiny(tmp_path, toy_pairs, vocab_size=70), out, overwrite=True, progress=False)
+    assert m["tokenizers"]["es"]["vocab_size"] == 70
+
+
+def test_refuses_a_directory_that_is_not_a_corpus_even_with_overwrite(tmp_path, toy_pairs):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(NmtError, match="holds no preprocessed corpus"):
+        preprocess(_tiny(tmp_path, toy_pairs), out, overwrite=True, progress=False)
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_interrupted_run_leaves_nothing_behind(tmp_path, toy_pairs, monkeypatch):
+    out = tmp_path / "out"
+    preprocess(_tiny(tmp_path, toy_pairs), out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tokenizer_module.spm.SentencePieceTrainer, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(_tiny(tmp_path, toy_pairs, vocab_size=70), out, overwrite=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old corpus intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.tsv", "out", "train.tsv"]
+
+
+def test_killed_process_leaves_no_output(tmp_path):
+    """SIGKILL mid-run: the output directory never appears half-written."""
+    big = write_tsv(
+        tmp_path / "big.tsv", [(f"hola mundo {i}", f"hello world {i}") for i in range(200_000)]
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nmt",
+            "preprocess",
+            "--src",
+            "es",
+            "--tgt",
+            "en",
+            "--train",
+            str(big),
+            "--dev",
+            str(big),
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not out.exists()

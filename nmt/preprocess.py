@@ -17,10 +17,12 @@ import json
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from nmt.config import DataConfig
@@ -56,26 +58,14 @@ def preprocess(
         clean_paths, cleaning = _clean_train(corpora["train"], cfg, work, bar)
         tokenizers, tok_info = _train_tokenizers(clean_paths, cfg, work)
         dtype = token_dtype(max(t.vocab_size for t in tokenizers.values()))
-        stats = {
-            "train": {
-                **_encode(
-                    _read_pairs(clean_paths),
-                    "train",
-                    len_hint=cleaning["kept"],
-                    work=work,
-                    cfg=cfg,
-                    tokenizers=tokenizers,
-                    dtype=dtype,
-                    bar=bar,
-                ),
-                "source": corpora["train"].name,
-            }
-        }
+        encoder = _SplitEncoder(work, cfg, tokenizers, dtype, bar)
+        train = encoder.encode(_read_pairs(clean_paths), "train", cleaning["kept"])
+        stats = {"train": {**train, "source": corpora["train"].name}}
         for path in clean_paths:
             path.unlink()
         for name in EVAL_SPLITS:
             if name in corpora:
-                stats[name] = _encode_eval(corpora[name], name, work, cfg, tokenizers, dtype, bar)
+                stats[name] = encoder.encode_eval(corpora[name], name)
         manifest = {
             "src": cfg.src,
             "tgt": cfg.tgt,
@@ -236,68 +226,47 @@ def _read_pairs(paths: list[Path]) -> Iterator[Pair]:
     return zip(read_lines(paths[0]), read_lines(paths[1]))
 
 
-def _encode(
-    pairs: Iterable[Pair],
-    split: str,
-    *,
-    len_hint: int,
-    work: Path,
-    cfg: DataConfig,
-    tokenizers: dict[str, Tokenizer],
-    dtype: Any,
-    bar: Callable[..., tqdm],
-) -> dict[str, Any]:
-    """Encode pairs chunk by chunk into SPLIT.SRC/.TGT .bin/.idx; return counts."""
-    langs = (cfg.src, cfg.tgt)
-    writers = [TokenArrayWriter(work / f"{split}.{lang}", dtype) for lang in langs]
-    pairs = iter(pairs)
-    try:
-        with bar(total=len_hint, desc=f"encode {split}") as progress:
-            while chunk := list(islice(pairs, CHUNK)):
-                for side, (lang, writer) in enumerate(zip(langs, writers)):
-                    writer.append(tokenizers[lang].encode([p[side] for p in chunk], cfg.threads))
-                progress.update(len(chunk))
-    finally:
-        for writer in writers:
-            writer.close()
-    return {
-        "pairs": writers[0].sentences,
-        "tokens": {lang: w.tokens for lang, w in zip(langs, writers)},
-    }
+@dataclass
+class _SplitEncoder:
+    """Encodes splits into the store in `work` with the trained tokenizers."""
 
+    work: Path
+    cfg: DataConfig
+    tokenizers: dict[str, Tokenizer]
+    dtype: np.dtype
+    bar: Callable[..., tqdm]
 
-def _encode_eval(
-    corpus: Any,
-    split: str,
-    work: Path,
-    cfg: DataConfig,
-    tokenizers: dict[str, Tokenizer],
-    dtype: Any,
-    bar: Callable[..., tqdm],
-) -> dict[str, Any]:
-    """Keep dev/test text as given (references) and encode its normalised form."""
-    files = [
-        (work / f"{split}.{lang}.txt").open("w", encoding="utf-8") for lang in (cfg.src, cfg.tgt)
-    ]
+    def encode(self, pairs: Iterable[Pair], split: str, total: int) -> dict[str, Any]:
+        """Encode pairs chunk by chunk into SPLIT.SRC/.TGT .bin/.idx; return counts."""
+        langs = (self.cfg.src, self.cfg.tgt)
+        writers = [TokenArrayWriter(self.work / f"{split}.{lang}", self.dtype) for lang in langs]
+        pairs = iter(pairs)
+        try:
+            with self.bar(total=total, desc=f"encode {split}") as progress:
+                while chunk := list(islice(pairs, CHUNK)):
+                    for side, (lang, writer) in enumerate(zip(langs, writers)):
+                        texts = [p[side] for p in chunk]
+                        writer.append(self.tokenizers[lang].encode(texts, self.cfg.threads))
+                    progress.update(len(chunk))
+        finally:
+            for writer in writers:
+                writer.close()
+        tokens = {lang: w.tokens for lang, w in zip(langs, writers)}
+        return {"pairs": writers[0].sentences, "tokens": tokens}
 
-    def normalised() -> Iterator[Pair]:
-        for src, tgt in corpus:
-            files[0].write(src + "\n")
-            files[1].write(tgt + "\n")
-            yield normalize(src), normalize(tgt)
+    def encode_eval(self, corpus: Any, split: str) -> dict[str, Any]:
+        """Keep dev/test text as given (references) and encode its normalised form."""
+        langs = (self.cfg.src, self.cfg.tgt)
+        files = [(self.work / f"{split}.{lang}.txt").open("w", encoding="utf-8") for lang in langs]
 
-    try:
-        stats = _encode(
-            normalised(),
-            split,
-            len_hint=len(corpus),
-            work=work,
-            cfg=cfg,
-            tokenizers=tokenizers,
-            dtype=dtype,
-            bar=bar,
-        )
-    finally:
-        for fh in files:
-            fh.close()
-    return {**stats, "source": corpus.name}
+        def normalised() -> Iterator[Pair]:
+            for src, tgt in corpus:
+                files[0].write(src + "\n")
+                files[1].write(tgt + "\n")
+                yield normalize(src), normalize(tgt)
+
+        try:
+            return {**self.encode(normalised(), split, len(corpus)), "source": corpus.name}
+        finally:
+            for fh in files:
+                fh.close()

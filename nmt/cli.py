@@ -282,10 +282,66 @@ def _not_yet(command: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train() -> None:
-    """Train a model (not available yet in this version)."""
-    _not_yet("train")
+@app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML config (model, train, decode sections).")
+    ] = None,
+    data: Annotated[
+        Path, typer.Option(help="Preprocessed directory (nmt preprocess --out).")
+    ] = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (created).")] = ...,
+    set_: SetOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the run in --out from last.pt (its own config, plus --set)."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Start over in a run directory that holds another run."),
+    ] = False,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
+    ] = "auto",
+) -> None:
+    """Train a GRU encoder-decoder; writes best.pt, last.pt and metrics.jsonl to --out.
+
+    Validates every train.valid_every updates (dev loss, greedy BLEU/chrF), keeps the best
+    checkpoint, stops early when the metric stalls. Ctrl-C or SIGTERM saves last.pt and exits;
+    --resume continues exactly where it stopped.
+    """
+    from nmt.train import train as run
+
+    try:
+        cfg = load_config(config, set_ or [])
+        trainer, reason = run(
+            cfg, data, out, resume=resume, overwrite=overwrite, overrides=set_ or [], device=device
+        )
+    except NmtError as err:
+        raise _fail(err) from None
+    if reason == "signal":
+        typer.echo(
+            f"stopped by {trainer.stop_signal}; continue with: nmt train --data {data} "
+            f"--out {out} --resume",
+            err=True,
+        )
+
+
+@app.command()
+def average(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints of one run (.pt).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The averaged checkpoint to write.")],
+) -> None:
+    """Average the weights of several checkpoints (e.g. RUN_DIR/step-*.pt) into one."""
+    from nmt.checkpoint import average_checkpoints
+
+    try:
+        average_checkpoints(checkpoints, out)
+    except NmtError as err:
+        raise _fail(err) from None
+    typer.echo(f"wrote {out}: the average of {len(checkpoints)} checkpoints")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -98,6 +98,13 @@ class ModelConfig:
     dropout: float = option(
         0.2, "Dropout on embeddings, between layers and before the output.", min=0.0, max=0.99
     )
+    share_embeddings: bool = option(
+        True, "Share source and target embeddings when the vocabulary is joint."
+    )
+    tie_output: bool = option(True, "Tie the output layer to the target embeddings.")
+    input_feeding: bool = option(
+        False, "`luong` only: feed the last attentional state to the next step (sequential)."
+    )
 
 
 @dataclass
@@ -116,6 +123,53 @@ class TrainConfig:
     )
     max_len: int = option(
         200, "Training pairs with a side longer than this many subwords are skipped.", min=1
+    )
+    optimizer: str = option("adam", "Optimiser.", choices=("adam", "adamw"))
+    lr: float = option(1e-3, "Peak learning rate.", min=0.0)
+    weight_decay: float = option(0.0, "Weight decay (decoupled with adamw).", min=0.0)
+    schedule: str = option(
+        "constant",
+        "Learning-rate schedule after warm-up: `constant`, `inverse_sqrt` (decay with "
+        "1/sqrt(step)), or `plateau` (multiply by lr_decay when the validation metric stalls).",
+        choices=("constant", "inverse_sqrt", "plateau"),
+    )
+    warmup_steps: int = option(0, "Linear warm-up from 0 to lr over this many steps.", min=0)
+    lr_decay: float = option(
+        0.5, "`plateau`: factor applied when the metric stalls.", min=0.01, max=1.0
+    )
+    lr_patience: int = option(2, "`plateau`: validations without improvement before decay.", min=0)
+    min_lr: float = option(1e-6, "`plateau`: the learning rate never goes below this.", min=0.0)
+    clip_norm: float = option(1.0, "Clip the gradient norm to this; 0 turns clipping off.", min=0.0)
+    label_smoothing: float = option(
+        0.1, "Label smoothing of the cross-entropy loss.", min=0.0, max=0.99
+    )
+    accum_steps: int = option(
+        1,
+        "Batches whose gradients are summed before one update (effective batch = "
+        "batch_tokens x accum_steps).",
+        min=1,
+    )
+    max_steps: int = option(0, "Stop after this many updates; 0 = no limit.", min=0)
+    max_epochs: int = option(0, "Stop after this many epochs; 0 = no limit.", min=0)
+    max_minutes: float = option(0.0, "Stop after this much training time; 0 = no limit.", min=0.0)
+    valid_every: int = option(1000, "Validate every this many updates (and at the end).", min=1)
+    valid_metric: str = option(
+        "bleu",
+        "Metric that picks the best checkpoint and drives early stopping.",
+        choices=("bleu", "chrf", "loss"),
+    )
+    patience: int = option(
+        10, "Stop after this many validations without improvement; 0 = never.", min=0
+    )
+    keep_last: int = option(3, "Step checkpoints kept besides best.pt and last.pt.", min=0)
+    log_every: int = option(
+        50, "Write training loss to metrics.jsonl every this many updates.", min=1
+    )
+    precision: str = option(
+        "auto",
+        "`fp32`, `bf16` (autocast), `fp16` (autocast + gradient scaling, CUDA only), or `auto`: "
+        "bf16 on a GPU that has it, else fp16 on a GPU, fp32 on a CPU.",
+        choices=("auto", "fp32", "bf16", "fp16"),
     )
 
 

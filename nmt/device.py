@@ -1,0 +1,58 @@
+"""Device and numeric precision, decided in one place.
+
+`Runtime` answers: which device, which autocast dtype, whether to scale gradients. Training,
+validation and translation all take their device and precision from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from nmt.errors import NmtError
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the forward pass (a no-op in fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling, needed for fp16 only (bf16 has fp32's range)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+
+def resolve_runtime(device: str | None = None, precision: str = "auto") -> Runtime:
+    """CUDA when available (unless `device` says otherwise), and the precision that suits it."""
+    if device in (None, "", "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise NmtError(
+            f"unknown device {device!r}", "--device", "use cpu, cuda, cuda:N or auto"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NmtError(
+            "CUDA was asked for but no GPU is visible",
+            "--device",
+            "use --device cpu, or check the driver and CUDA_VISIBLE_DEVICES",
+        )
+    if precision == "auto":
+        if dev.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "fp32"
+    if precision == "fp16" and dev.type != "cuda":
+        raise NmtError("fp16 needs a GPU", "train.precision", "use bf16 or fp32 on a CPU")
+    return Runtime(dev, precision)

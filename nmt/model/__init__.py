@@ -1,0 +1,5 @@
+"""GRU encoder-decoder models: rnnenc (Cho et al. 2014), rnnsearch (Bahdanau et al. 2015), luong."""
+
+from nmt.model.seq2seq import DecoderState, Seq2Seq, build_model
+
+__all__ = ["DecoderState", "Seq2Seq", "build_model"]

@@ -1,0 +1,59 @@
+"""Attention over encoder states: additive (Bahdanau et al. 2015) and multiplicative (Luong).
+
+Both split the work so that what depends only on the source (the keys) is computed once per
+sentence, outside the decoder's time loop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AdditiveAttention(nn.Module):
+    """e_ij = v · tanh(W_a s_{i-1} + U_a h_j); the query projection W_a is applied by the caller.
+
+    The rnnsearch decoder fuses W_a with the GRU's recurrent matrix into one product per step,
+    so this module exposes `query` (W_a) but takes already-projected queries.
+    """
+
+    def __init__(self, query_size: int, memory_size: int, attn_size: int):
+        super().__init__()
+        self.query = nn.Linear(query_size, attn_size, bias=False)  # W_a
+        self.key = nn.Linear(memory_size, attn_size)  # U_a (its bias acts as the attention bias)
+        self.v = nn.Linear(attn_size, 1, bias=False)
+
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:
+        """[B, S, M] → [B, S, A], once per sentence."""
+        return self.key(memory)
+
+    def forward(
+        self, query_proj: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """query_proj [B, A], keys [B, S, A], memory [B, S, M], mask [B, S] (True = real token)
+        → context [B, M], weights [B, S]."""
+        scores = self.v(torch.tanh(keys + query_proj.unsqueeze(1))).squeeze(2)  # [B, S]
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # [B, M]
+        return context, weights
+
+
+class MultiplicativeAttention(nn.Module):
+    """Luong et al. (2015) "general" score: e_ij = s_i · W h_j, for many queries at once."""
+
+    def __init__(self, query_size: int, memory_size: int):
+        super().__init__()
+        self.key = nn.Linear(memory_size, query_size, bias=False)  # W, applied to the memory
+
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:
+        """[B, S, M] → [B, S, Q], once per sentence."""
+        return self.key(memory)
+
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries [B, T, Q], keys [B, S, Q], memory [B, S, M], mask [B, S]
+        → context [B, T, M], weights [B, T, S]."""
+        scores = torch.bmm(queries, keys.transpose(1, 2))  # [B, T, S]
+        weights = torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=2)
+        return torch.bmm(weights, memory), weights

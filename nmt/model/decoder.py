@@ -1,0 +1,284 @@
+"""Decoders: rnnenc (Cho et al. 2014), rnnsearch (Bahdanau et al. 2015) and luong (2015).
+
+Each decoder has two paths that compute the same function:
+
+- `forward(y_in, state)`: teacher-forced, whole target sequence (training, scoring). Everything
+  that does not depend on the recurrence is hoisted out of the time loop: embeddings and their
+  input projections for all steps at once, attention keys once per sentence, and the readout for
+  all steps at once after the loop.
+- `step(y_prev, state)`: one token for every hypothesis in the batch (search).
+
+Both return "features" of size emb_size; `Seq2Seq.output` turns them into logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nmt.model.attention import AdditiveAttention, MultiplicativeAttention
+from nmt.model.gru import gru_step
+
+
+@dataclass
+class DecoderState:
+    """What a decoder carries from step to step (batch dimension: 1 for hidden, 0 for others)."""
+
+    hidden: torch.Tensor  # [L, B, H]
+    memory: torch.Tensor | None = None  # [B, S, M] encoder states
+    keys: torch.Tensor | None = None  # [B, S, A] attention keys
+    mask: torch.Tensor | None = None  # [B, S] True at real source tokens
+    context: torch.Tensor | None = None  # rnnenc: summary c [B, H]; luong feed: [B, E]
+
+    def select(self, index: torch.Tensor) -> DecoderState:
+        """The states of the hypotheses `index` (reorders beams, drops finished sentences)."""
+        picked = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        picked = {
+            k: None if v is None else v.index_select(1 if k == "hidden" else 0, index)
+            for k, v in picked.items()
+        }
+        return DecoderState(**picked)
+
+
+def maxout(x: torch.Tensor) -> torch.Tensor:
+    """Maxout with pool size 2 over the last dimension: [..., 2K] → [..., K]."""
+    return x.unflatten(-1, (-1, 2)).amax(-1)
+
+
+def _initial_hidden(proj: nn.Linear, source: torch.Tensor, layers: int) -> torch.Tensor:
+    """tanh(W source) split into one initial state per layer: [B, D] → [L, B, H]."""
+    return torch.tanh(proj(source)).unflatten(1, (layers, -1)).transpose(0, 1).contiguous()
+
+
+class RNNEncDecoder(nn.Module):
+    """Cho et al. (2014): a fixed summary c = tanh(V h_T) conditions every step.
+
+    s_0 = tanh(V' c); s_i = GRU(s_{i-1}, [E y_{i-1}; c]); readout maxout(O_h s_i + O_y E y_{i-1}
+    + O_c c). As c is constant over time, the whole decoder is one fused `nn.GRU` call.
+    """
+
+    def __init__(
+        self, embed: nn.Embedding, enc_size: int, hidden: int, layers: int, dropout: float
+    ):
+        super().__init__()
+        emb = embed.embedding_dim
+        self.embed, self.layers = embed, layers
+        self.dropout = nn.Dropout(dropout)
+        self.summary = nn.Linear(enc_size, hidden)  # V
+        self.init = nn.Linear(hidden, layers * hidden)  # V'
+        self.rnn = nn.GRU(
+            emb + hidden, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
+        self.readout = nn.Linear(hidden + emb + hidden, 2 * emb)
+
+    def init_state(
+        self, states: torch.Tensor, final: torch.Tensor, mask: torch.Tensor
+    ) -> DecoderState:
+        c = torch.tanh(self.summary(final[-1]))  # [B, H] from the top layer's last state
+        return DecoderState(hidden=_initial_hidden(self.init, c, self.layers), context=c)
+
+    def forward(self, y_in: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, None]:
+        e = self.dropout(self.embed(y_in))  # [B, T, E]
+        c = state.context.unsqueeze(1).expand(-1, e.shape[1], -1)  # [B, T, H]
+        s, _ = self.rnn(torch.cat([e, c], -1), state.hidden)  # [B, T, H]
+        return maxout(self.readout(torch.cat([s, e, c], -1))), None
+
+    def step(
+        self, y_prev: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, DecoderState, None]:
+        e = self.dropout(self.embed(y_prev)).unsqueeze(1)  # [B, 1, E]
+        c = state.context.unsqueeze(1)  # [B, 1, H]
+        s, hidden = self.rnn(torch.cat([e, c], -1), state.hidden)
+        features = maxout(self.readout(torch.cat([s, e, c], -1))).squeeze(1)
+        return features, dataclasses.replace(state, hidden=hidden), None
+
+
+class RNNSearchDecoder(nn.Module):
+    """Bahdanau et al. (2015): additive attention recomputed at every step.
+
+    s_0 = tanh(W_s h_1^←) (the backward encoder's state at the first word);
+    c_i = Σ_j α_ij h_j with α_i = softmax_j(v · tanh(W_a s_{i-1} + U_a h_j));
+    s_i = GRU(s_{i-1}, [E y_{i-1}; c_i]); readout maxout(U_o s_i + V_o E y_{i-1} + C_o c_i)
+    (eq. 4 of the paper: the output depends on s_i, y_{i-1} and c_i). With more than one layer,
+    the layers above the first run after the loop as one fused `nn.GRU` (they do not feed the
+    attention), so only the first layer is sequential.
+
+    Per step the loop does one matrix product of s_{i-1} with [W_a; U] (attention query and all
+    three GRU gates fused), the attention, and one product of c_i with the GRU's context columns;
+    the embedding half of the GRU input projection is computed for all steps before the loop.
+    """
+
+    def __init__(
+        self,
+        embed: nn.Embedding,
+        enc_size: int,
+        enc_hidden: int,
+        hidden: int,
+        layers: int,
+        dropout: float,
+    ):
+        super().__init__()
+        emb = embed.embedding_dim
+        self.embed, self.layers, self.emb_size = embed, layers, emb
+        self.dropout = nn.Dropout(dropout)
+        self.init = nn.Linear(enc_hidden, layers * hidden)  # W_s
+        self.attention = AdditiveAttention(hidden, enc_size, hidden)
+        self.cell = nn.GRUCell(emb + enc_size, hidden)
+        self.upper = (
+            nn.GRU(
+                hidden, hidden, layers - 1, batch_first=True, dropout=dropout if layers > 2 else 0.0
+            )
+            if layers > 1
+            else None
+        )
+        self.readout = nn.Linear(hidden + emb + enc_size, 2 * emb)
+
+    def init_state(
+        self, states: torch.Tensor, final: torch.Tensor, mask: torch.Tensor
+    ) -> DecoderState:
+        hidden = _initial_hidden(self.init, final[-1], self.layers)  # final[-1]: top backward
+        return DecoderState(
+            hidden=hidden, memory=states, keys=self.attention.keys(states), mask=mask
+        )
+
+    def _fused(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Weights regrouped for the loop: W_y, W_c (GRU input columns), [W_a; U], its bias."""
+        w_y, w_c = self.cell.weight_ih.split(
+            [self.emb_size, self.cell.input_size - self.emb_size], dim=1
+        )
+        recurrent = torch.cat([self.attention.query.weight, self.cell.weight_hh])  # [A+3H, H]
+        bias = torch.cat(
+            [self.cell.bias_hh.new_zeros(self.attention.query.out_features), self.cell.bias_hh]
+        )
+        return w_y, w_c, recurrent, bias
+
+    def _advance(
+        self,
+        s: torch.Tensor,
+        gi_y: torch.Tensor,
+        state: DecoderState,
+        w_c: torch.Tensor,
+        recurrent: torch.Tensor,
+        bias: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step of the first layer: s_{i-1} [B, H], gi_y [B, 3H] → s_i, c_i, α_i."""
+        proj = F.linear(s, recurrent, bias)  # [B, A+3H]
+        attn_size = recurrent.shape[0] - 3 * s.shape[1]
+        context, weights = self.attention(
+            proj[:, :attn_size], state.keys, state.memory, state.mask
+        )  # [B, M], [B, S]
+        gi = gi_y + F.linear(context, w_c)  # [B, 3H]
+        return gru_step(gi, proj[:, attn_size:], s), context, weights
+
+    def _upper(self, s: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layers 2..L over first-layer states s [B, T, H] → top states, their last hidden."""
+        return self.upper(self.dropout(s), hidden)
+
+    def forward(self, y_in: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.dropout(self.embed(y_in))  # [B, T, E]
+        w_y, w_c, recurrent, bias = self._fused()
+        gi_y = F.linear(e, w_y, self.cell.bias_ih)  # [B, T, 3H], all steps at once
+        s = state.hidden[0]  # [B, H]
+        states, contexts, weights = [], [], []
+        for t in range(y_in.shape[1]):
+            s, context, alpha = self._advance(s, gi_y[:, t], state, w_c, recurrent, bias)
+            states.append(s)
+            contexts.append(context)
+            weights.append(alpha)
+        top = torch.stack(states, 1)  # [B, T, H]
+        if self.upper is not None:
+            top, _ = self._upper(top, state.hidden[1:])
+        context = torch.stack(contexts, 1)  # [B, T, M]
+        return maxout(self.readout(torch.cat([top, e, context], -1))), torch.stack(weights, 1)
+
+    def step(
+        self, y_prev: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+        e = self.dropout(self.embed(y_prev))  # [B, E]
+        w_y, w_c, recurrent, bias = self._fused()
+        gi_y = F.linear(e, w_y, self.cell.bias_ih)
+        s, context, alpha = self._advance(state.hidden[0], gi_y, state, w_c, recurrent, bias)
+        top, hidden = s, s.unsqueeze(0)
+        if self.upper is not None:
+            out, upper_hidden = self._upper(s.unsqueeze(1), state.hidden[1:])
+            top, hidden = out.squeeze(1), torch.cat([hidden, upper_hidden])
+        features = maxout(self.readout(torch.cat([top, e, context], -1)))
+        return features, dataclasses.replace(state, hidden=hidden), alpha
+
+
+class LuongDecoder(nn.Module):
+    """Luong et al. (2015) with the "general" score: attention after the recurrence.
+
+    s_i = GRU(s_{i-1}, E y_{i-1}) runs fused over the whole target; then for all steps at once
+    α_i = softmax(s_i W H^T), c_i = α_i H, and h̃_i = tanh(W_c [c_i; s_i]) is the output feature.
+    With input feeding, h̃_{i-1} joins the GRU input, which makes the decoder sequential again.
+    """
+
+    def __init__(
+        self,
+        embed: nn.Embedding,
+        enc_size: int,
+        enc_hidden: int,
+        hidden: int,
+        layers: int,
+        dropout: float,
+        input_feeding: bool,
+    ):
+        super().__init__()
+        emb = embed.embedding_dim
+        self.embed, self.layers, self.input_feeding = embed, layers, input_feeding
+        self.dropout = nn.Dropout(dropout)
+        self.init = nn.Linear(enc_hidden, layers * hidden)
+        self.rnn = nn.GRU(
+            emb * (2 if input_feeding else 1),
+            hidden,
+            layers,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.attention = MultiplicativeAttention(hidden, enc_size)
+        self.combine = nn.Linear(enc_size + hidden, emb)  # W_c
+
+    def init_state(
+        self, states: torch.Tensor, final: torch.Tensor, mask: torch.Tensor
+    ) -> DecoderState:
+        hidden = _initial_hidden(self.init, final[-1], self.layers)
+        feed = states.new_zeros(states.shape[0], self.combine.out_features)
+        return DecoderState(
+            hidden=hidden,
+            memory=states,
+            keys=self.attention.keys(states),
+            mask=mask,
+            context=feed if self.input_feeding else None,
+        )
+
+    def _attend(self, s: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        """s [B, T, H] → attentional features h̃ [B, T, E], weights [B, T, S]."""
+        context, weights = self.attention(s, state.keys, state.memory, state.mask)
+        return torch.tanh(self.combine(torch.cat([context, s], -1))), weights
+
+    def forward(self, y_in: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.input_feeding:
+            outputs = []
+            for t in range(y_in.shape[1]):
+                features, state, weights = self.step(y_in[:, t], state)
+                outputs.append((features, weights))
+            return torch.stack([f for f, _ in outputs], 1), torch.stack([w for _, w in outputs], 1)
+        s, _ = self.rnn(self.dropout(self.embed(y_in)), state.hidden)  # [B, T, H]
+        return self._attend(s, state)
+
+    def step(
+        self, y_prev: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+        x = self.dropout(self.embed(y_prev)).unsqueeze(1)  # [B, 1, E]
+        if self.input_feeding:
+            x = torch.cat([x, state.context.unsqueeze(1)], -1)
+        s, hidden = self.rnn(x, state.hidden)
+        features, weights = self._attend(s, state)
+        features, weights = features.squeeze(1), weights.squeeze(1)
+        feed = features if self.input_feeding else None
+        return features, dataclasses.replace(state, hidden=hidden, context=feed), weights

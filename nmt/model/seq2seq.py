@@ -1,0 +1,120 @@
+"""The encoder-decoder: built from a config, trained with `loss`, searched with `encode`/`step`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nmt.config import ModelConfig
+from nmt.data.tokenizer import PAD_ID
+from nmt.model.decoder import (
+    DecoderState,
+    LuongDecoder,
+    RNNEncDecoder,
+    RNNSearchDecoder,
+)
+from nmt.model.encoder import Encoder
+
+
+class Seq2Seq(nn.Module):
+    """Embeddings, GRU encoder, one of the three decoders, and the output layer.
+
+    The output layer maps the decoder's emb_size features to the target vocabulary; with
+    `tie_output` it shares its weight with the target embeddings (Press & Wolf 2017).
+    """
+
+    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, share: bool):
+        super().__init__()
+        emb, hidden, layers, p = cfg.emb_size, cfg.hidden_size, cfg.layers, cfg.dropout
+        self.cfg = cfg
+        self.src_embed = nn.Embedding(src_vocab, emb, padding_idx=PAD_ID)
+        self.tgt_embed = (
+            self.src_embed if share else nn.Embedding(tgt_vocab, emb, padding_idx=PAD_ID)
+        )
+        bidirectional = cfg.arch != "rnnenc"
+        self.encoder = Encoder(self.src_embed, hidden, layers, p, bidirectional)
+        enc_size = self.encoder.output_size
+        if cfg.arch == "rnnenc":
+            self.decoder: nn.Module = RNNEncDecoder(self.tgt_embed, enc_size, hidden, layers, p)
+        elif cfg.arch == "rnnsearch":
+            self.decoder = RNNSearchDecoder(self.tgt_embed, enc_size, hidden, hidden, layers, p)
+        else:
+            self.decoder = LuongDecoder(
+                self.tgt_embed, enc_size, hidden, hidden, layers, p, cfg.input_feeding
+            )
+        self.dropout = nn.Dropout(p)
+        self.output = nn.Linear(emb, tgt_vocab)
+        if cfg.tie_output:
+            self.output.weight = self.tgt_embed.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Orthogonal recurrent matrices (one block per gate), Xavier elsewhere, zero biases."""
+        for name, param in self.named_parameters():
+            if "embed" in name:
+                nn.init.normal_(param, std=param.shape[1] ** -0.5)
+                with torch.no_grad():
+                    param[PAD_ID].zero_()
+            elif "weight_hh" in name:
+                for block in param.data.chunk(3):
+                    nn.init.orthogonal_(block)
+            elif param.dim() > 1:
+                nn.init.xavier_uniform_(param)
+            else:
+                nn.init.zeros_(param)
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> DecoderState:
+        """Run the encoder once per sentence; src [B, S], src_lengths [B] → initial state."""
+        states, final = self.encoder(src, src_lengths)
+        return self.decoder.init_state(states, final, src != PAD_ID)
+
+    def forward(
+        self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher-forced logits [B, T, V] of the next token at every target position."""
+        features, _ = self.decoder(tgt_in, self.encode(src, src_lengths))  # [B, T, E]
+        return self.output(self.dropout(features))
+
+    def step(
+        self, y_prev: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """Log-probabilities [B, V] of the next token after y_prev [B]; the new state; α [B, S]."""
+        features, state, weights = self.decoder.step(y_prev, state)
+        logits = self.output(features)  # [B, V]; at least float32 under bf16/fp16 autocast
+        return (
+            F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1),
+            state,
+            weights,
+        )
+
+    def loss(
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        tgt_in: torch.Tensor,
+        tgt_out: torch.Tensor,
+        label_smoothing: float = 0.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training loss summed over tokens, negative log-likelihood summed over tokens)."""
+        logits = self(src, src_lengths, tgt_in).flatten(0, 1)  # [B*T, V]
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        target = tgt_out.flatten()  # [B*T]
+        smoothed = F.cross_entropy(
+            logits, target, ignore_index=PAD_ID, reduction="sum", label_smoothing=label_smoothing
+        )
+        if label_smoothing == 0.0:
+            return smoothed, smoothed.detach()
+        with torch.no_grad():
+            nll = F.cross_entropy(logits, target, ignore_index=PAD_ID, reduction="sum")
+        return smoothed, nll
+
+
+def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint_vocab: bool) -> Seq2Seq:
+    """The model a config describes; embeddings are shared only over a joint vocabulary."""
+    return Seq2Seq(cfg, src_vocab, tgt_vocab, share=cfg.share_embeddings and joint_vocab)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters, each shared tensor counted once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

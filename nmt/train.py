@@ -1,0 +1,473 @@
+"""The training loop: batches, optimisation, validation, checkpoints, early stopping, signals.
+
+`train()` is what `nmt train` calls. A run directory holds `config.yaml`, `metrics.jsonl` (one
+JSON record per log line and per validation), `last.pt` (everything needed to resume exactly),
+`best.pt` (best validation score so far) and the last `keep_last` step checkpoints
+(`step-N.pt`, for averaging). Every file is written atomically.
+
+Resuming restores the weights, optimizer, schedule, gradient scaler, RNG states and the
+sampler's position inside its epoch, so a run stopped and resumed ends with the same weights as
+one that never stopped. SIGINT and SIGTERM finish the current update, save `last.pt` and return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from nmt.checkpoint import (
+    checkpoint_config,
+    load_checkpoint,
+    make_checkpoint,
+    save_checkpoint,
+    vocab_entry,
+)
+from nmt.config import Config, TrainConfig, apply_overrides, dump_config
+from nmt.data.batching import ParallelDataset, TokenBatchSampler
+from nmt.data.corpus import read_lines
+from nmt.data.store import load_tokenizers, read_manifest
+from nmt.device import Runtime, resolve_runtime
+from nmt.errors import NmtError
+from nmt.fileio import atomic_write_bytes
+from nmt.metrics import score_corpus
+from nmt.model import build_model
+from nmt.model.seq2seq import count_parameters
+from nmt.search import greedy_search
+
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "last.pt")
+
+
+@dataclass
+class Progress:
+    """Counters that a checkpoint carries so that a resumed run continues where it stopped."""
+
+    step: int = 0  # optimizer updates
+    tokens: int = 0  # target tokens trained on
+    seconds: float = 0.0  # training time, summed over resumed runs
+    best: float | None = None  # best validation score (valid_metric)
+    best_step: int = 0
+    bad_validations: int = 0  # validations since the best one
+    lr_scale: float = 1.0  # `plateau` schedule's current factor
+    lr_bad: int = 0  # validations since the last improvement, for `plateau`
+    validated_step: int = -1  # step of the last validation
+
+
+def learning_rate(cfg: TrainConfig, step: int, scale: float) -> float:
+    """Warm-up then the schedule (`plateau` enters through `scale`)."""
+    warm = min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    decay = 1.0
+    if cfg.schedule == "inverse_sqrt":
+        decay = math.sqrt(max(cfg.warmup_steps, 1) / max(step, cfg.warmup_steps, 1))
+    return max(cfg.lr * warm * decay * scale, cfg.min_lr if cfg.schedule == "plateau" else 0.0)
+
+
+def _better(metric: str, score: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return score < best if metric == "loss" else score > best
+
+
+class Trainer:
+    """One training run over a preprocessed directory; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        data_dir: Path,
+        run_dir: Path,
+        runtime: Runtime,
+        log: Callable[[str], None] = tqdm.write,
+        progress_bar: bool = True,
+    ):
+        self.cfg, self.run_dir, self.runtime = cfg, Path(run_dir), runtime
+        self.log, self.progress_bar = log, progress_bar
+        manifest = read_manifest(data_dir)
+        self.tokenizers = load_tokenizers(data_dir, manifest)
+        self.vocab = vocab_entry(manifest, self.tokenizers)
+        _check_data_fits(cfg, manifest, data_dir)
+        torch.manual_seed(cfg.train.seed)
+        tc = cfg.train
+        self.train_set = ParallelDataset(data_dir, "train", max_len=tc.max_len)
+        self.sampler = TokenBatchSampler(
+            self.train_set.src_sizes,
+            self.train_set.tgt_sizes,
+            tc.batch_tokens,
+            indices=self.train_set.indices,
+            seed=tc.seed,
+            pool_size=tc.pool_size,
+        )
+        self.dev_set = ParallelDataset(data_dir, "dev")
+        longest = int(max(self.dev_set.src_sizes.max(), self.dev_set.tgt_sizes.max()))
+        self.dev_batches = TokenBatchSampler(
+            self.dev_set.src_sizes,
+            self.dev_set.tgt_sizes,
+            max(tc.batch_tokens, longest),
+            shuffle=False,
+        )
+        tgt = manifest["tgt"]
+        self.dev_text = {
+            side: list(read_lines(Path(data_dir) / f"dev.{lang}.txt"))
+            for side, lang in (("src", manifest["src"]), ("ref", tgt))
+        }
+        self.model = build_model(
+            cfg.model, self.vocab["src_size"], self.vocab["tgt_size"], manifest["joint"]
+        ).to(runtime.device)
+        optim = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = optim(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.scaler = runtime.grad_scaler()
+        self.progress = Progress()
+        self.stop_signal: str | None = None
+
+    # --- state -----------------------------------------------------------------------------
+
+    def train_state(self) -> dict[str, Any]:
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": rng,
+            "progress": dataclasses.asdict(self.progress),
+        }
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by `save('last')`."""
+        if checkpoint["vocab"]["tokenizers"] != self.vocab["tokenizers"]:
+            raise NmtError(
+                "the checkpoint's vocabulary is not the data's (different SentencePiece models)",
+                str(self.run_dir / "last.pt"),
+                "resume with the preprocessed directory the run started with",
+            )
+        self.model.load_state_dict(checkpoint["model"])
+        state = checkpoint["train"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.progress = Progress(**state["progress"])
+
+    def save(self, kind: str) -> None:
+        """`last` (resumable), `best` or `step` (weights only, for translation/averaging)."""
+        weights = self.model.state_dict()
+        if kind == "last":
+            checkpoint = make_checkpoint(self.cfg, self.vocab, weights, self.train_state())
+            save_checkpoint(self.run_dir / "last.pt", checkpoint)
+            return
+        checkpoint = make_checkpoint(self.cfg, self.vocab, weights, None)
+        if kind == "best":
+            save_checkpoint(self.run_dir / "best.pt", checkpoint)
+            return
+        save_checkpoint(self.run_dir / f"step-{self.progress.step}.pt", checkpoint)
+        steps = sorted(self.run_dir.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+        for old in steps[: max(0, len(steps) - self.cfg.train.keep_last)]:
+            old.unlink(missing_ok=True)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> tuple[Progress, str]:
+        """Train until a stop condition; return the progress and why it stopped."""
+        tc = self.cfg.train
+        self.log(
+            f"model {self.cfg.model.arch}: {count_parameters(self.model):,} parameters; "
+            f"{len(self.train_set.indices):,} training pairs "
+            f"({self.train_set.skipped} over max_len {tc.max_len} skipped); "
+            f"device {self.runtime.device}, {self.runtime.precision}"
+        )
+        batches = self._batches()
+        self._t0, self._seconds0 = time.perf_counter(), self.progress.seconds
+        window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "time": time.perf_counter()}
+        reason = None
+        with _stop_on_signals(self), self._bar() as bar:
+            while reason is None:
+                group = list(islice(batches, tc.accum_steps))
+                if not group:
+                    reason = f"max_epochs ({tc.max_epochs})"
+                    break
+                self._update(group, window)
+                bar.update()
+                reason = self._after_update(window, bar)
+        if reason != "signal" and self.progress.validated_step != self.progress.step:
+            self._validate()
+        self.save("last")
+        return self.progress, reason
+
+    def _batches(self) -> Iterator[Any]:
+        """Batches across epochs, resuming inside the epoch the sampler is at."""
+        max_epochs = self.cfg.train.max_epochs
+        while not max_epochs or self.sampler.epoch < max_epochs:
+            yield from self.sampler
+
+    def _bar(self) -> tqdm:
+        total = self.cfg.train.max_steps or None
+        return tqdm(
+            total=total,
+            initial=self.progress.step,
+            unit=" steps",
+            dynamic_ncols=True,
+            disable=None if self.progress_bar else True,
+            mininterval=1.0,
+        )
+
+    def _update(self, group: list[Any], window: dict[str, Any]) -> None:
+        """Forward/backward over the batches of one update, then one optimizer step."""
+        tc = self.cfg.train
+        self.model.train()
+        tokens = int(sum(self.train_set.tgt_sizes[indices].sum() for indices in group))
+        for indices in group:
+            batch = self.train_set.batch(indices).to(self.runtime.device)
+            with self.runtime.autocast():
+                loss, nll = self.model.loss(
+                    batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, tc.label_smoothing
+                )
+            self.scaler.scale(loss / tokens).backward()
+            window["loss"] += loss.detach()  # tensors: no device sync until logging
+            window["nll"] += nll
+        lr = learning_rate(tc, self.progress.step + 1, self.progress.lr_scale)
+        for group_ in self.optimizer.param_groups:
+            group_["lr"] = lr
+        if tc.clip_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress.step += 1
+        self.progress.tokens += tokens
+        window["tokens"] += tokens
+
+    def _after_update(self, window: dict[str, Any], bar: tqdm) -> str | None:
+        """Log, validate, checkpoint; return a stop reason or None."""
+        tc, p = self.cfg.train, self.progress
+        p.seconds = self._seconds0 + time.perf_counter() - self._t0
+        if p.step % tc.log_every == 0:
+            self._log_train(window, bar)
+        if p.step % tc.valid_every == 0:
+            self._validate()
+            self.save("step")
+            self.save("last")
+        if self.stop_signal:
+            return "signal"
+        if tc.max_steps and p.step >= tc.max_steps:
+            return f"max_steps ({tc.max_steps})"
+        if tc.max_minutes and p.seconds >= 60 * tc.max_minutes:
+            return f"max_minutes ({tc.max_minutes})"
+        if tc.patience and p.bad_validations >= tc.patience:
+            return f"no improvement in {tc.patience} validations (early stopping)"
+        return None
+
+    def _log_train(self, window: dict[str, Any], bar: tqdm) -> None:
+        p, now = self.progress, time.perf_counter()
+        tokens = max(window["tokens"], 1)
+        record = {
+            "event": "train",
+            "step": p.step,
+            "epoch": self.sampler.epoch,
+            "loss": window["loss"] / tokens,
+            "ppl": math.exp(min(window["nll"] / tokens, 50)),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "tokens_per_s": round(tokens / max(now - window["time"], 1e-9)),
+            "seconds": round(p.seconds, 1),
+        }
+        self._record(record)
+        bar.set_postfix(
+            loss=f"{record['loss']:.3f}",
+            lr=f"{record['lr']:.2e}",
+            tok_s=record["tokens_per_s"],
+            refresh=False,
+        )
+        window.update(loss=0.0, nll=0.0, tokens=0, time=now)
+
+    def _validate(self) -> dict[str, Any]:
+        """Dev loss and perplexity, greedy BLEU/chrF; keeps best.pt and the schedule."""
+        tc, p = self.cfg.train, self.progress
+        result = evaluate_dev(self)
+        score = result[tc.valid_metric]
+        improved = _better(tc.valid_metric, score, p.best)
+        if improved:
+            p.best, p.best_step, p.bad_validations, p.lr_bad = score, p.step, 0, 0
+            self.save("best")
+        else:
+            p.bad_validations += 1
+            p.lr_bad += 1
+            if tc.schedule == "plateau" and p.lr_bad > tc.lr_patience:
+                p.lr_scale, p.lr_bad = p.lr_scale * tc.lr_decay, 0
+        p.validated_step = p.step
+        self._record(
+            {
+                "event": "valid",
+                "step": p.step,
+                "epoch": self.sampler.epoch,
+                **result,
+                "best": improved,
+                "seconds": round(p.seconds, 1),
+            }
+        )
+        self.log(
+            f"step {p.step}: dev loss {result['loss']:.3f} ppl {result['ppl']:.2f} "
+            f"BLEU {result['bleu']:.2f} chrF {result['chrf']:.2f}"
+            + (" (best)" if improved else f" (best {p.best:.2f} at {p.best_step})")
+        )
+        return result
+
+    def _record(self, record: dict[str, Any]) -> None:
+        with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@torch.no_grad()
+def evaluate_dev(trainer: Trainer, samples: int = 3) -> dict[str, Any]:
+    """Teacher-forced dev loss and greedy-decoded BLEU/chrF against the raw references."""
+    model, runtime, dev, dc = trainer.model, trainer.runtime, trainer.dev_set, trainer.cfg.decode
+    model.eval()
+    nll = tokens = 0.0
+    hyps = [""] * len(dev)
+    decode = trainer.tokenizers[trainer.vocab["tgt"]].decode
+    for indices in trainer.dev_batches.batches(0):
+        batch = dev.batch(indices).to(runtime.device)
+        with runtime.autocast():
+            _, batch_nll = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
+            outputs, _ = greedy_search(
+                model, batch.src, batch.src_lengths, dc.max_len_a, dc.max_len_b
+            )
+        nll += float(batch_nll)
+        tokens += batch.target_tokens
+        for i, ids in zip(indices, outputs):
+            hyps[i] = decode(ids)
+    scores = {s.name: s.score for s in score_corpus(hyps, [trainer.dev_text["ref"]])}
+    loss = nll / max(tokens, 1)
+    shown = [
+        {"src": trainer.dev_text["src"][i], "ref": trainer.dev_text["ref"][i], "hyp": hyps[i]}
+        for i in range(min(samples, len(dev)))
+    ]
+    return {"loss": loss, "ppl": math.exp(min(loss, 50)), **scores, "samples": shown}
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the loop to stop after the current update (a second SIGINT aborts)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_signal and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_signal = signal.Signals(signum).name
+        trainer.log(
+            f"{trainer.stop_signal}: saving a checkpoint after this update "
+            "(press Ctrl-C again to abort without saving)"
+        )
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _check_data_fits(cfg: Config, manifest: dict[str, Any], data_dir: Path) -> None:
+    """A config that names its data must agree with the preprocessed directory."""
+    sizes = {info["vocab_size"] for info in manifest["tokenizers"].values()}
+    if cfg.data.train and cfg.data.vocab_size not in sizes:
+        raise NmtError(
+            f"the config says data.vocab_size={cfg.data.vocab_size} but {data_dir} was "
+            f"preprocessed with {sorted(sizes)}",
+            "data.vocab_size",
+            "preprocess again with this config, or fix data.vocab_size",
+        )
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one directory; never delete what is not a run's."""
+    holds_run = run_dir.is_dir() and any((run_dir / m).exists() for m in RUN_MARKERS)
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise NmtError(
+                "--resume, but there is no last.pt to resume from",
+                str(run_dir),
+                "start the run without --resume",
+            )
+        return
+    if holds_run and not overwrite:
+        raise NmtError(
+            "the run directory holds another run",
+            str(run_dir),
+            "pass --resume to continue it, --overwrite to start over, or choose another --out",
+        )
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not holds_run:
+        raise NmtError(
+            "the run directory is not empty and holds no run; nothing was changed",
+            str(run_dir),
+            "choose another --out",
+        )
+    if holds_run:
+        for path in [*run_dir.glob("*.pt"), *(run_dir / m for m in RUN_MARKERS)]:
+            path.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from (they will be logged again)."""
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        atomic_write_bytes(path, "".join(kept).encode("utf-8"))
+
+
+def train(
+    cfg: Config,
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    overrides: list[str] | None = None,
+    device: str | None = None,
+    progress_bar: bool = True,
+    log: Callable[[str], None] = tqdm.write,
+) -> tuple[Trainer, str]:
+    """Train (or resume) a model; returns the trainer (model, progress) and why it stopped.
+
+    With `resume`, the run's own config is used, with `overrides` applied on top (e.g. a larger
+    train.max_steps); `cfg` is then ignored.
+    """
+    run_dir = Path(run_dir)
+    _prepare_run_dir(run_dir, resume, overwrite)
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(run_dir / "last.pt")
+        cfg = apply_overrides(
+            checkpoint_config(checkpoint, str(run_dir / "last.pt")), overrides or []
+        )
+    runtime = resolve_runtime(device, cfg.train.precision)
+    trainer = Trainer(cfg, data_dir, run_dir, runtime, log=log, progress_bar=progress_bar)
+    if checkpoint is not None:
+        trainer.load(checkpoint)
+        _truncate_metrics(run_dir, trainer.progress.step)
+        log(f"resumed at step {trainer.progress.step} (epoch {trainer.sampler.epoch})")
+    atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
+    _, reason = trainer.run()
+    log(
+        f"stopped at step {trainer.progress.step}: {reason}; best {cfg.train.valid_metric} "
+        f"{trainer.progress.best:.2f} at step {trainer.progress.best_step}"
+    )
+    return trainer, reason

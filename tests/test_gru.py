@@ -1,0 +1,89 @@
+"""The GRU code against the update/reset-gate equations written out by hand, in float64."""
+
+import pytest
+import torch
+from torch import nn
+
+from nmt.model.gru import gru_cell, gru_step
+
+B, I, H = 4, 5, 3
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def by_hand(x, h, w_ih, w_hh, b_ih, b_hh, reset_after=True):
+    """r = σ(W_r x + b_ir + U_r h + b_hr); z likewise; candidate; h' = (1 - z) ĥ + z h."""
+    W = dict(zip("rzn", w_ih.split(H)))
+    U = dict(zip("rzn", w_hh.split(H)))
+    bi = dict(zip("rzn", b_ih.split(H)))
+    bh = dict(zip("rzn", b_hh.split(H)))
+    r = 1 / (1 + torch.exp(-(x @ W["r"].T + bi["r"] + h @ U["r"].T + bh["r"])))
+    z = 1 / (1 + torch.exp(-(x @ W["z"].T + bi["z"] + h @ U["z"].T + bh["z"])))
+    if reset_after:  # cuDNN / PyTorch
+        candidate = torch.tanh(x @ W["n"].T + bi["n"] + r * (h @ U["n"].T + bh["n"]))
+    else:  # Cho et al. 2014, eq. 8
+        candidate = torch.tanh(x @ W["n"].T + bi["n"] + (r * h) @ U["n"].T + bh["n"])
+    return (1 - z) * candidate + z * h
+
+
+@pytest.fixture
+def cell():
+    torch.manual_seed(0)
+    cell = nn.GRUCell(I, H)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.uniform_(-1, 1)
+    return cell
+
+
+def test_pytorch_gru_cell_is_the_reset_after_variant(cell):
+    x, h = torch.randn(B, I), torch.randn(B, H)
+    expected = by_hand(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    torch.testing.assert_close(cell(x, h), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gru_cell(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih,
+                                        cell.bias_hh), expected, rtol=0, atol=1e-12)
+
+
+def test_reference_before_variant_is_chos_equation(cell):
+    x, h = torch.randn(B, I), torch.randn(B, H)
+    args = (x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    before = gru_cell(*args, reset="before")
+    torch.testing.assert_close(before, by_hand(*args, reset_after=False), rtol=0, atol=1e-12)
+    assert (before - gru_cell(*args)).abs().max() > 1e-3  # the variants are different functions
+
+
+def test_variants_agree_when_the_reset_gate_is_open(cell):
+    """With r = 1 and no recurrent candidate bias, r ⊙ (U h) = U (r ⊙ h): the only difference
+    is where the reset gate acts."""
+    x, h = torch.randn(B, I), torch.randn(B, H)
+    b_ih, b_hh = cell.bias_ih.clone(), cell.bias_hh.clone()
+    b_ih[:H] = 1e3  # saturate r
+    b_hh[2 * H:] = 0.0
+    args = (x, h, cell.weight_ih, cell.weight_hh, b_ih, b_hh)
+    torch.testing.assert_close(gru_cell(*args), gru_cell(*args, reset="before"))
+
+
+def test_hoisted_step_used_by_the_decoders(cell):
+    x, h = torch.randn(B, I), torch.randn(B, H)
+    gi = x @ cell.weight_ih.T + cell.bias_ih  # computed for all steps outside the loop
+    gh = h @ cell.weight_hh.T + cell.bias_hh
+    expected = by_hand(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    torch.testing.assert_close(gru_step(gi, gh, h), expected, rtol=0, atol=1e-12)
+
+
+def test_fused_sequence_gru_is_the_same_recurrence():
+    """nn.GRU (the encoder, rnnenc and luong decoders; cuDNN on GPU) = the equations per step."""
+    torch.manual_seed(1)
+    rnn = nn.GRU(I, H, batch_first=True)
+    x, h = torch.randn(B, 6, I), torch.randn(B, H)
+    out, _ = rnn(x, h.unsqueeze(0))
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+    for t in range(6):
+        h = by_hand(x[:, t], h, *weights)
+        torch.testing.assert_close(out[:, t], h, rtol=0, atol=1e-12)

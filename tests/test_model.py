@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from nmt.config import ModelConfig
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.model import build_model
+from nmt.search import greedy_search
+
+ARCHS = [("rnnenc", False, 1), ("rnnsearch", False, 1), ("rnnsearch", False, 2),
+         ("luong", False, 1), ("luong", True, 2), ("rnnenc", False, 2)]
+V = 40
+
+
+def _model(arch, feed=False, layers=1, dropout=0.0, emb=16, hidden=24, dtype=torch.float64):
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch=arch, emb_size=emb, hidden_size=hidden, layers=layers,
+                      dropout=dropout, input_feeding=feed)
+    return build_model(cfg, V, V, joint_vocab=True).to(dtype)
+
+
+def _batch(lengths, tgt_len=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, V, (len(lengths), max(lengths)), generator=g)
+    for i, n in enumerate(lengths):
+        src[i, n - 1] = EOS_ID
+        src[i, n:] = PAD_ID
+    tgt = torch.randint(4, V, (len(lengths), tgt_len + 1), generator=g)
+    tgt[:, 0] = BOS_ID
+    return src, torch.tensor(lengths), tgt[:, :-1], tgt[:, 1:]
+
+
+@pytest.mark.parametrize("arch, feed, layers", ARCHS)
+def test_step_by_step_equals_teacher_forced_forward(arch, feed, layers):
+    """Search (step) and training (forward) compute the same distribution."""
+    model = _model(arch, feed, layers).eval()
+    src, lengths, tgt_in, _ = _batch([7, 5, 2])
+    expected = model(src, lengths, tgt_in).log_softmax(-1)  # [B, T, V]
+    state = model.encode(src, lengths)
+    for t in range(tgt_in.shape[1]):
+        log_probs, state, _ = model.step(tgt_in[:, t], state)
+        torch.testing.assert_close(log_probs, expected[:, t], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("arch, feed, layers", ARCHS)
+def test_padding_invariance(arch, feed, layers):
+    """A sentence scores the same alone and inside a padded batch of longer sentences."""
+    model = _model(arch, feed, layers, dtype=torch.float32).eval()
+    src, lengths, tgt_in, tgt_out = _batch([9, 3, 6], tgt_len=8)
+    tgt_in[1, 4:], tgt_out[1, 3], tgt_out[1, 4:] = PAD_ID, EOS_ID, PAD_ID  # short target
+    with torch.no_grad():
+        _, batch_nll = model.loss(src, lengths, tgt_in, tgt_out)
+        alone = [model.loss(src[i:i + 1, :lengths[i]], lengths[i:i + 1],
+                            tgt_in[i:i + 1, :int((tgt_out[i] != PAD_ID).sum())],
+                            tgt_out[i:i + 1, :int((tgt_out[i] != PAD_ID).sum())])[1]
+                 for i in range(3)]
+    torch.testing.assert_close(batch_nll, sum(alone), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # per sentence, through the logits
+        logits = model(src, lengths, tgt_in)
+        single = model(src[1:2, :3], lengths[1:2], tgt_in[1:2, :4])
+    torch.testing.assert_close(logits[1, :4], single[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch, feed, layers", ARCHS)
+def test_overfits_a_small_batch(arch, feed, layers):
+    model = _model(arch, feed, layers, dtype=torch.float32, emb=32, hidden=64)
+    src, lengths, tgt_in, tgt_out = _batch([8, 6, 7, 5, 8, 4], tgt_len=7)
+    tgt_out[:, -1] = EOS_ID
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss, nll = model.loss(src, lengths, tgt_in, tgt_out)
+        optimizer.zero_grad()
+        (loss / tgt_out.numel()).backward()
+        optimizer.step()
+    assert float(nll) / tgt_out.numel() < 0.05
+    model.eval()
+    out, _ = greedy_search(model, src, lengths, max_len_a=2, max_len_b=5)
+    assert out == tgt_out[:, :-1].tolist()  # memorised exactly
+
+
+def test_tied_and_shared_embeddings():
+    model = _model("rnnsearch")
+    assert model.output.weight is model.tgt_embed.weight is model.src_embed.weight
+    cfg = ModelConfig(emb_size=8, hidden_size=8, tie_output=False)
+    separate = build_model(cfg, 30, 40, joint_vocab=False)
+    assert separate.src_embed is not separate.tgt_embed
+    assert separate.output.weight is not separate.tgt_embed.weight
+    assert separate.output.out_features == 40
+
+
+def test_recurrent_weights_are_orthogonal_per_gate():
+    model = _model("rnnsearch", hidden=24, dtype=torch.float64)
+    for name, param in model.named_parameters():
+        if "weight_hh" in name:
+            for block in param.chunk(3):
+                eye = torch.eye(24, dtype=torch.float64)
+                torch.testing.assert_close(block @ block.T, eye, rtol=0, atol=1e-6)  # fp32 init

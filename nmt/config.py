@@ -9,6 +9,7 @@ through `set_value`, which validates it and names the file, line and key when it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -213,6 +214,9 @@ def _unknown(kind: str, name: str, valid: Sequence[str], where: str) -> NmtError
 def _check(key: str, f: dataclasses.Field, typ: type, value: Any, where: str) -> Any:
     """Return `value` converted to the field's type, or raise an NmtError that says why not."""
     meta = f.metadata
+    if typ is float and isinstance(value, str):  # PyYAML reads 5e-4 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            value = float(value)
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),

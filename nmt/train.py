@@ -2,8 +2,9 @@
 
 `train()` is what `nmt train` calls. A run directory holds `config.yaml`, `metrics.jsonl` (one
 JSON record per log line and per validation), `last.pt` (everything needed to resume exactly),
-`best.pt` (best validation score so far) and the last `keep_last` step checkpoints
-(`step-N.pt`, for averaging). Every file is written atomically.
+`best.pt` (best validation score so far), the last `keep_last` step checkpoints (`step-N.pt`,
+for averaging) and `dev.hyp.txt` (the dev set as translated at the last validation). Every file
+is written atomically.
 
 Resuming restores the weights, optimizer, schedule, gradient scaler, RNG states and the
 sampler's position inside its epoch, so a run stopped and resumed ends with the same weights as
@@ -47,7 +48,7 @@ from nmt.model import build_model
 from nmt.model.seq2seq import count_parameters
 from nmt.search import greedy_search
 
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", "last.pt")
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "last.pt", "dev.hyp.txt")
 
 
 @dataclass
@@ -295,9 +296,12 @@ class Trainer:
         window.update(loss=0.0, nll=0.0, tokens=0, time=now)
 
     def _validate(self) -> dict[str, Any]:
-        """Dev loss and perplexity, greedy BLEU/chrF; keeps best.pt and the schedule."""
+        """Dev loss and perplexity, greedy BLEU/chrF, dev.hyp.txt; keeps best.pt and the
+        schedule."""
         tc, p = self.cfg.train, self.progress
-        result = evaluate_dev(self)
+        result, hyps = evaluate_dev(self)
+        text = "".join(h + "\n" for h in hyps)
+        atomic_write_bytes(self.run_dir / "dev.hyp.txt", text.encode("utf-8"))
         score = result[tc.valid_metric]
         improved = _better(tc.valid_metric, score, p.best)
         if improved:
@@ -332,8 +336,9 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate_dev(trainer: Trainer, samples: int = 3) -> dict[str, Any]:
-    """Teacher-forced dev loss and greedy-decoded BLEU/chrF against the raw references."""
+def evaluate_dev(trainer: Trainer, samples: int = 3) -> tuple[dict[str, Any], list[str]]:
+    """Teacher-forced dev loss and greedy-decoded BLEU/chrF against the raw references;
+    also returns the dev translations."""
     model, runtime, dev, dc = trainer.model, trainer.runtime, trainer.dev_set, trainer.cfg.decode
     model.eval()
     nll = tokens = 0.0
@@ -356,7 +361,7 @@ def evaluate_dev(trainer: Trainer, samples: int = 3) -> dict[str, Any]:
         {"src": trainer.dev_text["src"][i], "ref": trainer.dev_text["ref"][i], "hyp": hyps[i]}
         for i in range(min(samples, len(dev)))
     ]
-    return {"loss": loss, "ppl": math.exp(min(loss, 50)), **scores, "samples": shown}
+    return {"loss": loss, "ppl": math.exp(min(loss, 50)), **scores, "samples": shown}, hyps
 
 
 @contextlib.contextmanager
@@ -451,6 +456,7 @@ def train(
     train.max_steps); `cfg` is then ignored.
     """
     run_dir = Path(run_dir)
+    read_manifest(data_dir)  # a bad --data fails before the run directory is touched
     _prepare_run_dir(run_dir, resume, overwrite)
     checkpoint = None
     if resume:
@@ -465,9 +471,11 @@ def train(
         _truncate_metrics(run_dir, trainer.progress.step)
         log(f"resumed at step {trainer.progress.step} (epoch {trainer.sampler.epoch})")
     atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
-    _, reason = trainer.run()
-    log(
-        f"stopped at step {trainer.progress.step}: {reason}; best {cfg.train.valid_metric} "
-        f"{trainer.progress.best:.2f} at step {trainer.progress.best_step}"
+    progress, reason = trainer.run()
+    best = (
+        f"best {cfg.train.valid_metric} {progress.best:.2f} at step {progress.best_step}"
+        if progress.best is not None
+        else "not validated yet"
     )
+    log(f"stopped at step {progress.step}: {reason}; {best}")
     return trainer, reason

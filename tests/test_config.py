@@ -22,6 +22,16 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.model.dropout == 0.3 and cfg.data.src == "es"
 
 
+def test_scientific_notation_without_a_dot(tmp_path):
+    """PyYAML reads `5e-4` as a string; the schema knows lr is a float."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 5e-4\n")
+    assert load_config(path, ["train.min_lr=1e-7"]).train.lr == 5e-4
+    assert load_config(path, ["train.min_lr=1e-7"]).train.min_lr == 1e-7
+    with pytest.raises(NmtError, match="must be a number"):
+        apply_overrides(Config(), ["train.lr=fast"])
+
+
 def test_int_accepted_for_float_but_not_bool_for_int():
     assert apply_overrides(Config(), ["model.dropout=0"]).model.dropout == 0.0
     with pytest.raises(NmtError, match="must be an integer"):

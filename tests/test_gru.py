@@ -6,7 +6,7 @@ from torch import nn
 
 from nmt.model.gru import gru_cell, gru_step
 
-B, I, H = 4, 5, 3
+B, IN, H = 4, 5, 3
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,7 @@ def by_hand(x, h, w_ih, w_hh, b_ih, b_hh, reset_after=True):
 @pytest.fixture
 def cell():
     torch.manual_seed(0)
-    cell = nn.GRUCell(I, H)
+    cell = nn.GRUCell(IN, H)
     with torch.no_grad():
         for p in cell.parameters():
             p.uniform_(-1, 1)
@@ -43,15 +43,19 @@ def cell():
 
 
 def test_pytorch_gru_cell_is_the_reset_after_variant(cell):
-    x, h = torch.randn(B, I), torch.randn(B, H)
+    x, h = torch.randn(B, IN), torch.randn(B, H)
     expected = by_hand(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
     torch.testing.assert_close(cell(x, h), expected, rtol=0, atol=1e-12)
-    torch.testing.assert_close(gru_cell(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih,
-                                        cell.bias_hh), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        gru_cell(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh),
+        expected,
+        rtol=0,
+        atol=1e-12,
+    )
 
 
 def test_reference_before_variant_is_chos_equation(cell):
-    x, h = torch.randn(B, I), torch.randn(B, H)
+    x, h = torch.randn(B, IN), torch.randn(B, H)
     args = (x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
     before = gru_cell(*args, reset="before")
     torch.testing.assert_close(before, by_hand(*args, reset_after=False), rtol=0, atol=1e-12)
@@ -61,16 +65,16 @@ def test_reference_before_variant_is_chos_equation(cell):
 def test_variants_agree_when_the_reset_gate_is_open(cell):
     """With r = 1 and no recurrent candidate bias, r ⊙ (U h) = U (r ⊙ h): the only difference
     is where the reset gate acts."""
-    x, h = torch.randn(B, I), torch.randn(B, H)
+    x, h = torch.randn(B, IN), torch.randn(B, H)
     b_ih, b_hh = cell.bias_ih.clone(), cell.bias_hh.clone()
     b_ih[:H] = 1e3  # saturate r
-    b_hh[2 * H:] = 0.0
+    b_hh[2 * H :] = 0.0
     args = (x, h, cell.weight_ih, cell.weight_hh, b_ih, b_hh)
     torch.testing.assert_close(gru_cell(*args), gru_cell(*args, reset="before"))
 
 
 def test_hoisted_step_used_by_the_decoders(cell):
-    x, h = torch.randn(B, I), torch.randn(B, H)
+    x, h = torch.randn(B, IN), torch.randn(B, H)
     gi = x @ cell.weight_ih.T + cell.bias_ih  # computed for all steps outside the loop
     gh = h @ cell.weight_hh.T + cell.bias_hh
     expected = by_hand(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
@@ -80,8 +84,8 @@ def test_hoisted_step_used_by_the_decoders(cell):
 def test_fused_sequence_gru_is_the_same_recurrence():
     """nn.GRU (the encoder, rnnenc and luong decoders; cuDNN on GPU) = the equations per step."""
     torch.manual_seed(1)
-    rnn = nn.GRU(I, H, batch_first=True)
-    x, h = torch.randn(B, 6, I), torch.randn(B, H)
+    rnn = nn.GRU(IN, H, batch_first=True)
+    x, h = torch.randn(B, 6, IN), torch.randn(B, H)
     out, _ = rnn(x, h.unsqueeze(0))
     weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
     for t in range(6):

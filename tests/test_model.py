@@ -6,15 +6,27 @@ from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.model import build_model
 from nmt.search import greedy_search
 
-ARCHS = [("rnnenc", False, 1), ("rnnsearch", False, 1), ("rnnsearch", False, 2),
-         ("luong", False, 1), ("luong", True, 2), ("rnnenc", False, 2)]
+ARCHS = [
+    ("rnnenc", False, 1),
+    ("rnnsearch", False, 1),
+    ("rnnsearch", False, 2),
+    ("luong", False, 1),
+    ("luong", True, 2),
+    ("rnnenc", False, 2),
+]
 V = 40
 
 
 def _model(arch, feed=False, layers=1, dropout=0.0, emb=16, hidden=24, dtype=torch.float64):
     torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, emb_size=emb, hidden_size=hidden, layers=layers,
-                      dropout=dropout, input_feeding=feed)
+    cfg = ModelConfig(
+        arch=arch,
+        emb_size=emb,
+        hidden_size=hidden,
+        layers=layers,
+        dropout=dropout,
+        input_feeding=feed,
+    )
     return build_model(cfg, V, V, joint_vocab=True).to(dtype)
 
 
@@ -49,10 +61,15 @@ def test_padding_invariance(arch, feed, layers):
     tgt_in[1, 4:], tgt_out[1, 3], tgt_out[1, 4:] = PAD_ID, EOS_ID, PAD_ID  # short target
     with torch.no_grad():
         _, batch_nll = model.loss(src, lengths, tgt_in, tgt_out)
-        alone = [model.loss(src[i:i + 1, :lengths[i]], lengths[i:i + 1],
-                            tgt_in[i:i + 1, :int((tgt_out[i] != PAD_ID).sum())],
-                            tgt_out[i:i + 1, :int((tgt_out[i] != PAD_ID).sum())])[1]
-                 for i in range(3)]
+        alone = [
+            model.loss(
+                src[i : i + 1, : lengths[i]],
+                lengths[i : i + 1],
+                tgt_in[i : i + 1, : int((tgt_out[i] != PAD_ID).sum())],
+                tgt_out[i : i + 1, : int((tgt_out[i] != PAD_ID).sum())],
+            )[1]
+            for i in range(3)
+        ]
     torch.testing.assert_close(batch_nll, sum(alone), rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # per sentence, through the logits
         logits = model(src, lengths, tgt_in)

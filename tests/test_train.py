@@ -1,0 +1,275 @@
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from nmt import fileio
+from nmt.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
+from nmt.config import Config, TrainConfig, apply_overrides
+from nmt.errors import NmtError
+from nmt.preprocess import preprocess
+from nmt.search import greedy_search
+from nmt.train import learning_rate, train
+from tests.conftest import data_config, write_tsv
+
+SMALL = [
+    "model.emb_size=32",
+    "model.hidden_size=48",
+    "train.batch_tokens=800",
+    "train.valid_every=1000",
+    "train.log_every=2",
+    "decode.max_len_a=1",
+    "decode.max_len_b=3",
+]
+
+
+def _cfg(*overrides):
+    return apply_overrides(Config(), [*SMALL, *overrides])
+
+
+def _quiet(_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory):
+    """Reverse random symbol sequences: a task an attention model must solve exactly."""
+    rng = random.Random(0)
+    symbols = [chr(97 + i) for i in range(20)]
+
+    def pairs(n):
+        out = []
+        for _ in range(n):
+            seq = [rng.choice(symbols) for _ in range(rng.randint(3, 10))]
+            out.append((" ".join(seq), " ".join(reversed(seq))))
+        return out
+
+    root = tmp_path_factory.mktemp("toy")
+    cfg = data_config(
+        train=str(write_tsv(root / "train.tsv", pairs(6000))),
+        dev=str(write_tsv(root / "dev.tsv", pairs(200))),
+        test="",
+        vocab_size=45,
+    )
+    preprocess(cfg, root / "data", progress=False)
+    return root / "data"
+
+
+def test_rnnsearch_learns_to_reverse_sequences(toy_dir, tmp_path):
+    cfg = _cfg(
+        "model.emb_size=64",
+        "model.hidden_size=128",
+        "train.batch_tokens=1500",
+        "train.lr=3e-3",
+        "model.dropout=0",
+        "train.label_smoothing=0",
+        "train.max_steps=400",
+        "train.valid_every=200",
+    )
+    trainer, reason = train(cfg, toy_dir, tmp_path / "run", progress_bar=False, log=_quiet)
+    assert reason == "max_steps (400)"
+    dev, model = trainer.dev_set, trainer.model.eval()
+    correct = 0
+    for indices in trainer.dev_batches.batches(0):
+        batch = dev.batch(indices)
+        out, _ = greedy_search(model, batch.src, batch.src_lengths, 1.0, 3)
+        correct += sum(out[j] == dev.tgt[i].tolist() for j, i in enumerate(indices))
+    assert correct / len(dev) >= 0.95
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    train_losses = [r["loss"] for r in records if r["event"] == "train"]
+    assert train_losses[-1] < 0.2 * train_losses[0]
+    assert [r["step"] for r in records if r["event"] == "valid"] == [200, 400]
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(toy_dir, tmp_path):
+    common = ["model.dropout=0.3", "train.accum_steps=2", "train.max_steps=12"]
+    whole, _ = train(_cfg(*common), toy_dir, tmp_path / "a", progress_bar=False, log=_quiet)
+    train(
+        _cfg(*common, "train.max_steps=5"), toy_dir, tmp_path / "b", progress_bar=False, log=_quiet
+    )
+    resumed, _ = train(
+        Config(),
+        toy_dir,
+        tmp_path / "b",
+        resume=True,
+        overrides=["train.max_steps=12"],
+        progress_bar=False,
+        log=_quiet,
+    )
+    assert resumed.progress.step == 12
+    for (name, a), (_, b) in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().items()
+    ):
+        assert torch.equal(a, b), name
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "b" / "metrics.jsonl").open()
+        if '"train"' in line
+    ]
+    assert steps == list(range(2, 13, 2))  # logged once each, none twice
+
+
+def test_sigterm_saves_and_resume_finishes(toy_dir, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nmt", "train", "--data", str(toy_dir), "--out", str(run)]
+    cmd += [f"--set={s}" for s in [*SMALL, "train.max_steps=100000"]]
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    deadline = time.monotonic() + 60
+    while not (run / "metrics.jsonl").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "stopped by SIGTERM" in stderr and "--resume" in stderr
+    stopped = load_checkpoint(run / "last.pt")["train"]["progress"]["step"]
+    assert stopped >= 2
+    resumed, reason = train(
+        Config(),
+        toy_dir,
+        run,
+        resume=True,
+        overrides=[f"train.max_steps={stopped + 3}"],
+        progress_bar=False,
+        log=_quiet,
+    )
+    assert resumed.progress.step == stopped + 3 and reason.startswith("max_steps")
+    assert (run / "best.pt").exists()
+
+
+def test_early_stopping_and_max_epochs(toy_dir, tmp_path):
+    _, reason = train(
+        _cfg("train.lr=0", "train.valid_every=1", "train.patience=2", "train.max_steps=50"),
+        toy_dir,
+        tmp_path / "a",
+        progress_bar=False,
+        log=_quiet,
+    )
+    assert reason == "no improvement in 2 validations (early stopping)"
+    trainer, reason = train(
+        _cfg("train.max_epochs=1", "train.batch_tokens=4000"),
+        toy_dir,
+        tmp_path / "b",
+        progress_bar=False,
+        log=_quiet,
+    )
+    assert reason == "max_epochs (1)"
+    assert trainer.progress.step == len(trainer.sampler.batches(0))
+
+
+def test_step_checkpoints_keep_the_last_k(toy_dir, tmp_path):
+    train(
+        _cfg("train.valid_every=2", "train.keep_last=2", "train.max_steps=8"),
+        toy_dir,
+        tmp_path / "r",
+        progress_bar=False,
+        log=_quiet,
+    )
+    assert sorted(p.name for p in (tmp_path / "r").glob("*.pt")) == [
+        "best.pt",
+        "last.pt",
+        "step-6.pt",
+        "step-8.pt",
+    ]
+    best = load_checkpoint(tmp_path / "r" / "best.pt")
+    assert best["train"] is None and best["vocab"]["tokenizers"]["es"]["proto"]
+    assert best["config"]["model"]["hidden_size"] == 48
+
+
+def test_learning_rate_schedules():
+    warm = TrainConfig(lr=1.0, warmup_steps=4)
+    assert [learning_rate(warm, s, 1.0) for s in (1, 2, 4, 8)] == [0.25, 0.5, 1.0, 1.0]
+    inv = TrainConfig(lr=1.0, warmup_steps=4, schedule="inverse_sqrt")
+    assert learning_rate(inv, 16, 1.0) == pytest.approx(0.5)
+    plateau = TrainConfig(lr=1.0, schedule="plateau", min_lr=0.1)
+    assert learning_rate(plateau, 10, 0.25) == 0.25 and learning_rate(plateau, 10, 0.01) == 0.1
+
+
+# --- run directories and checkpoints ---------------------------------------------------------
+
+
+def test_run_directory_rules(toy_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg("train.max_steps=2"), toy_dir, run, progress_bar=False, log=_quiet)
+    with pytest.raises(NmtError, match="holds another run"):
+        train(_cfg("train.max_steps=2"), toy_dir, run, progress_bar=False, log=_quiet)
+    train(_cfg("train.max_steps=1"), toy_dir, run, overwrite=True, progress_bar=False, log=_quiet)
+    assert load_checkpoint(run / "last.pt")["train"]["progress"]["step"] == 1
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    with pytest.raises(NmtError, match="holds no run"):
+        train(_cfg(), toy_dir, other, overwrite=True, progress_bar=False, log=_quiet)
+    with pytest.raises(NmtError, match="no last.pt to resume from"):
+        train(_cfg(), toy_dir, tmp_path / "new", resume=True, progress_bar=False, log=_quiet)
+
+
+def test_resume_on_other_data_and_config_mismatch(toy_dir, sample_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg("train.max_steps=1"), toy_dir, run, progress_bar=False, log=_quiet)
+    with pytest.raises(NmtError, match="vocabulary is not the data's"):
+        train(Config(), sample_dir, run, resume=True, progress_bar=False, log=_quiet)
+    with pytest.raises(NmtError, match=r"data.vocab_size=8000 .* preprocessed with \[45\]"):
+        train(_cfg("data.train=x"), toy_dir, tmp_path / "r2", progress_bar=False, log=_quiet)
+
+
+def test_bad_checkpoints_are_clear_errors(toy_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg("train.max_steps=1"), toy_dir, run, progress_bar=False, log=_quiet)
+    good = (run / "last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(good[: len(good) // 2])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    for name in ("cut.pt", "junk.pt"):
+        with pytest.raises(NmtError, match="not a readable checkpoint"):
+            load_checkpoint(tmp_path / name)
+    checkpoint = load_checkpoint(run / "last.pt")
+    save_checkpoint(tmp_path / "future.pt", {**checkpoint, "format_version": 99})
+    with pytest.raises(NmtError, match="checkpoint format 99"):
+        load_checkpoint(tmp_path / "future.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(NmtError, match="not an nmt checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_killed_write_never_corrupts_the_previous_checkpoint(toy_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(_cfg("train.max_steps=1"), toy_dir, run, progress_bar=False, log=_quiet)
+    before = (run / "last.pt").read_bytes()
+    checkpoint = load_checkpoint(run / "last.pt")
+
+    def killed(*args):  # the process dies after writing the new file, before the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileio.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(run / "last.pt", {**checkpoint, "model": {}})
+    assert (run / "last.pt").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+
+
+def test_average(toy_dir, tmp_path):
+    train(
+        _cfg("train.valid_every=2", "train.max_steps=4"),
+        toy_dir,
+        tmp_path / "r",
+        progress_bar=False,
+        log=_quiet,
+    )
+    a, b = tmp_path / "r" / "step-2.pt", tmp_path / "r" / "step-4.pt"
+    avg = average_checkpoints([a, b], tmp_path / "avg.pt")
+    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    for key, value in avg["model"].items():
+        torch.testing.assert_close(value, (wa[key] + wb[key]) / 2)
+    same = average_checkpoints([a, a], tmp_path / "same.pt")["model"]
+    assert all(torch.equal(same[k], wa[k]) for k in wa)
+    assert load_checkpoint(tmp_path / "avg.pt")["train"] is None
+    np.testing.assert_equal(sorted(avg["vocab"]), sorted(load_checkpoint(a)["vocab"]))

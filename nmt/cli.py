@@ -273,6 +273,48 @@ def bench_batching(
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 
 
+@bench_app.command("train")
+def bench_train(
+    data: Annotated[Path, typer.Option(help="Preprocessed directory (nmt preprocess --out).")],
+    archs: Annotated[str, typer.Option(help="Comma-separated architectures.")] = (
+        "rnnenc,rnnsearch,luong"
+    ),
+    sizes: Annotated[str, typer.Option(help="Comma-separated EMBxHIDDEN sizes.")] = "256x512",
+    precisions: Annotated[str, typer.Option(help="Comma-separated: fp32, bf16, fp16.")] = "fp32",
+    steps: Annotated[int, typer.Option(help="Timed updates per configuration.")] = 20,
+    warmup: Annotated[int, typer.Option(help="Untimed updates first.")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    out: BenchOut = Path("bench-out"),
+    set_: SetOpt = None,
+) -> None:
+    """Training tokens/s, peak memory and model FLOP utilisation per architecture and size.
+
+    Utilisation = analytic training FLOPs (3 x forward matrix products, from the layer sizes)
+    per second, divided by the matrix-multiply rate of the same dtype measured in the same
+    process. Each configuration runs in a fresh process on real batches from --data.
+    """
+    from nmt import bench
+
+    runs = [
+        {
+            "model.arch": a,
+            "model.emb_size": int(sz.split("x")[0]),
+            "model.hidden_size": int(sz.split("x")[1]),
+            "train.precision": p,
+        }
+        for a in archs.split(",")
+        for sz in sizes.split(",")
+        for p in precisions.split(",")
+    ]
+    try:
+        rows = bench.bench_train(data, runs, steps, warmup, device, set_ or [])
+    except NmtError as err:
+        raise _fail(err) from None
+    settings = {"data": str(data), "steps": steps, "warmup": warmup, "set": set_ or []}
+    path = bench.write_report(out, "train", rows, settings)
+    typer.echo(f"{bench.table(rows)}\nwrote {path}")
+
+
 def _not_yet(command: str) -> None:
     typer.echo(
         f"error: `nmt {command}` is not implemented in nmt {__version__} yet; "

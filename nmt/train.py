@@ -127,7 +127,9 @@ class Trainer:
             cfg.model, self.vocab["src_size"], self.vocab["tgt_size"], manifest["joint"]
         ).to(runtime.device)
         optim = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = optim(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.optimizer = optim(
+            self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True
+        )
         self.scaler = runtime.grad_scaler()
         self.progress = Progress()
         self.stop_signal: str | None = None

@@ -117,8 +117,8 @@ def test_config_command_prints_resolved_yaml():
         ),
         (["evaluate", "missing.txt", "ref.txt"], "missing.txt: file not found"),
         (["config", "missing.yaml"], "missing.yaml: config file not found"),
-    (["train", "--data", "nodata", "--out", "run"], "nodata: not a preprocessed directory"),
-    (["average", "a.pt", "--out", "b.pt"], "a.pt: checkpoint not found"),
+        (["train", "--data", "nodata", "--out", "run"], "nodata: not a preprocessed directory"),
+        (["average", "a.pt", "--out", "b.pt"], "a.pt: checkpoint not found"),
     ],
 )
 def test_bad_input_exits_2_without_traceback(tmp_path, args, message):

@@ -166,13 +166,11 @@ class RNNSearchDecoder(nn.Module):
         bias: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of the first layer: s_{i-1} [B, H], gi_y [B, 3H] → s_i, c_i, α_i."""
-        proj = F.linear(s, recurrent, bias)  # [B, A+3H]
         attn_size = recurrent.shape[0] - 3 * s.shape[1]
-        context, weights = self.attention(
-            proj[:, :attn_size], state.keys, state.memory, state.mask
-        )  # [B, M], [B, S]
+        query, gh = F.linear(s, recurrent, bias).split([attn_size, 3 * s.shape[1]], 1)
+        context, weights = self.attention(query, state.keys, state.memory, state.mask)
         gi = gi_y + F.linear(context, w_c)  # [B, 3H]
-        return gru_step(gi, proj[:, attn_size:], s), context, weights
+        return gru_step(gi, gh, s), context, weights  # [B, H], [B, M], [B, S]
 
     def _upper(self, s: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Layers 2..L over first-layer states s [B, T, H] → top states, their last hidden."""
@@ -184,8 +182,9 @@ class RNNSearchDecoder(nn.Module):
         gi_y = F.linear(e, w_y, self.cell.bias_ih)  # [B, T, 3H], all steps at once
         s = state.hidden[0]  # [B, H]
         states, contexts, weights = [], [], []
-        for t in range(y_in.shape[1]):
-            s, context, alpha = self._advance(s, gi_y[:, t], state, w_c, recurrent, bias)
+        # unbind, not gi_y[:, t]: the backward of T slices would build T full-size gradients
+        for gi_t in gi_y.unbind(1):
+            s, context, alpha = self._advance(s, gi_t, state, w_c, recurrent, bias)
             states.append(s)
             contexts.append(context)
             weights.append(alpha)

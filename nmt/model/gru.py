@@ -57,7 +57,10 @@ def gru_step(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tenso
     The input projection gi is computed for all time steps at once, outside the loop.
     """
     hidden = h.shape[-1]
-    rz = torch.sigmoid(gi[:, : 2 * hidden] + gh[:, : 2 * hidden])  # [B, 2H]
-    r, z = rz[:, :hidden], rz[:, hidden:]
-    candidate = torch.tanh(gi[:, 2 * hidden :] + r * gh[:, 2 * hidden :])
+    # split/chunk rather than slicing: their backward is one concatenation, where each slice's
+    # backward would allocate and zero a full [B, 3H] gradient
+    i_rz, i_n = gi.split([2 * hidden, hidden], 1)
+    h_rz, h_n = gh.split([2 * hidden, hidden], 1)
+    r, z = torch.sigmoid(i_rz + h_rz).chunk(2, 1)  # [B, H] each
+    candidate = torch.tanh(i_n + r * h_n)
     return candidate + z * (h - candidate)  # = (1 - z) * candidate + z * h

@@ -69,12 +69,18 @@ class Seq2Seq(nn.Module):
         states, final = self.encoder(src, src_lengths)
         return self.decoder.init_state(states, final, src != PAD_ID)
 
+    def features(
+        self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher-forced decoder features [B, T, E], before the output layer."""
+        features, _ = self.decoder(tgt_in, self.encode(src, src_lengths))
+        return features
+
     def forward(
         self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
     ) -> torch.Tensor:
         """Teacher-forced logits [B, T, V] of the next token at every target position."""
-        features, _ = self.decoder(tgt_in, self.encode(src, src_lengths))  # [B, T, E]
-        return self.output(self.dropout(features))
+        return self.output(self.dropout(self.features(src, src_lengths, tgt_in)))
 
     def step(
         self, y_prev: torch.Tensor, state: DecoderState
@@ -96,18 +102,20 @@ class Seq2Seq(nn.Module):
         tgt_out: torch.Tensor,
         label_smoothing: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(training loss summed over tokens, negative log-likelihood summed over tokens)."""
-        logits = self(src, src_lengths, tgt_in).flatten(0, 1)  # [B*T, V]
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        target = tgt_out.flatten()  # [B*T]
-        smoothed = F.cross_entropy(
-            logits, target, ignore_index=PAD_ID, reduction="sum", label_smoothing=label_smoothing
-        )
+        """(training loss, negative log-likelihood), each summed over the target tokens.
+
+        The output layer and softmax run on real tokens only (padding rows are dropped first),
+        and one log-softmax serves both the label-smoothed loss and the likelihood.
+        """
+        real = tgt_out != PAD_ID  # [B, T]
+        features = self.features(src, src_lengths, tgt_in)[real]  # [N, E]
+        logits = self.output(self.dropout(features))  # [N, V]
+        log_probs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+        nll = -log_probs.gather(1, tgt_out[real].unsqueeze(1)).sum()
         if label_smoothing == 0.0:
-            return smoothed, smoothed.detach()
-        with torch.no_grad():
-            nll = F.cross_entropy(logits, target, ignore_index=PAD_ID, reduction="sum")
-        return smoothed, nll
+            return nll, nll.detach()
+        uniform = -log_probs.mean(-1).sum()  # cross-entropy with the uniform distribution
+        return (1 - label_smoothing) * nll + label_smoothing * uniform, nll.detach()
 
 
 def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint_vocab: bool) -> Seq2Seq:

@@ -111,3 +111,22 @@ def test_recurrent_weights_are_orthogonal_per_gate():
             for block in param.chunk(3):
                 eye = torch.eye(24, dtype=torch.float64)
                 torch.testing.assert_close(block @ block.T, eye, rtol=0, atol=1e-6)  # fp32 init
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_fused_smoothed_cross_entropy_matches_pytorch(smoothing):
+    from torch.nn import functional as F
+
+    from nmt.model.loss import SmoothedCrossEntropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(12, 9, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 9, (12,))
+    loss, nll = SmoothedCrossEntropy.apply(logits, target, smoothing)
+    (2.5 * loss).backward()
+    ref_logits = logits.detach().clone().requires_grad_()
+    ref = F.cross_entropy(ref_logits, target, label_smoothing=smoothing, reduction="sum")
+    (2.5 * ref).backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(nll, F.cross_entropy(logits.detach(), target, reduction="sum"))
+    torch.testing.assert_close(logits.grad, ref_logits.grad)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nmt.model.attention import AdditiveAttention, MultiplicativeAttention
+from nmt.model.attention_gru import AttentionGRU
 from nmt.model.gru import gru_step
 
 
@@ -136,6 +137,7 @@ class RNNSearchDecoder(nn.Module):
             else None
         )
         self.readout = nn.Linear(hidden + emb + enc_size, 2 * emb)
+        self.fused_recurrence = True  # False: differentiate the loop op by op (reference)
 
     def init_state(
         self, states: torch.Tensor, final: torch.Tensor, mask: torch.Tensor
@@ -180,6 +182,37 @@ class RNNSearchDecoder(nn.Module):
         e = self.dropout(self.embed(y_in))  # [B, T, E]
         w_y, w_c, recurrent, bias = self._fused()
         gi_y = F.linear(e, w_y, self.cell.bias_ih)  # [B, T, 3H], all steps at once
+        if not self.fused_recurrence or torch.is_autocast_enabled(gi_y.device.type):
+            top, context, weights = self.recurrence(gi_y, state, w_c, recurrent, bias)
+        else:  # the same recurrence with a hand-written backward (attention_gru.py)
+            v = self.attention.v.weight.squeeze(0)
+            outputs = AttentionGRU.apply(
+                gi_y.transpose(0, 1).contiguous(),
+                state.hidden[0],
+                state.keys,
+                state.memory,
+                state.mask,
+                recurrent,
+                bias,
+                w_c,
+                v,
+            )
+            top, context, weights = (x.transpose(0, 1) for x in outputs)
+        if self.upper is not None:
+            top, _ = self._upper(top, state.hidden[1:])
+        return maxout(self.readout(torch.cat([top, e, context], -1))), weights
+
+    def recurrence(
+        self,
+        gi_y: torch.Tensor,
+        state: DecoderState,
+        w_c: torch.Tensor,
+        recurrent: torch.Tensor,
+        bias: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first layer over all steps, differentiated by autograd (the reference path;
+        used under autocast). gi_y [B, T, 3H] → states [B, T, H], contexts [B, T, M],
+        weights [B, T, S]."""
         s = state.hidden[0]  # [B, H]
         states, contexts, weights = [], [], []
         # unbind, not gi_y[:, t]: the backward of T slices would build T full-size gradients
@@ -188,11 +221,7 @@ class RNNSearchDecoder(nn.Module):
             states.append(s)
             contexts.append(context)
             weights.append(alpha)
-        top = torch.stack(states, 1)  # [B, T, H]
-        if self.upper is not None:
-            top, _ = self._upper(top, state.hidden[1:])
-        context = torch.stack(contexts, 1)  # [B, T, M]
-        return maxout(self.readout(torch.cat([top, e, context], -1))), torch.stack(weights, 1)
+        return torch.stack(states, 1), torch.stack(contexts, 1), torch.stack(weights, 1)
 
     def step(
         self, y_prev: torch.Tensor, state: DecoderState

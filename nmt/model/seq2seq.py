@@ -15,6 +15,7 @@ from nmt.model.decoder import (
     RNNSearchDecoder,
 )
 from nmt.model.encoder import Encoder
+from nmt.model.loss import SmoothedCrossEntropy
 
 
 class Seq2Seq(nn.Module):
@@ -104,18 +105,14 @@ class Seq2Seq(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(training loss, negative log-likelihood), each summed over the target tokens.
 
-        The output layer and softmax run on real tokens only (padding rows are dropped first),
-        and one log-softmax serves both the label-smoothed loss and the likelihood.
+        The output layer and softmax run on real tokens only (padding rows are dropped first);
+        the loss has a fused backward (see loss.py).
         """
         real = tgt_out != PAD_ID  # [B, T]
         features = self.features(src, src_lengths, tgt_in)[real]  # [N, E]
         logits = self.output(self.dropout(features))  # [N, V]
-        log_probs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
-        nll = -log_probs.gather(1, tgt_out[real].unsqueeze(1)).sum()
-        if label_smoothing == 0.0:
-            return nll, nll.detach()
-        uniform = -log_probs.mean(-1).sum()  # cross-entropy with the uniform distribution
-        return (1 - label_smoothing) * nll + label_smoothing * uniform, nll.detach()
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return SmoothedCrossEntropy.apply(logits, tgt_out[real], label_smoothing)
 
 
 def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint_vocab: bool) -> Seq2Seq:

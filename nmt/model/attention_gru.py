@@ -1,0 +1,99 @@
+"""rnnsearch's first decoder layer over a whole target sequence, with a hand-written backward.
+
+The recurrence (see `RNNSearchDecoder`): for each step t, with s the previous state,
+
+    [q; gh] = [W_a; U] s + [0; b_hh]                  one product: attention query, GRU gates
+    α = softmax_j(v · tanh(K_j + q)),  c = Σ_j α_j M_j additive attention over keys K, memory M
+    gi = gi_y[t] + W_c c                              input projection (gi_y hoisted: E y + b_ih)
+    s' = GRU(gi, gh, s)                               `gru.gru_step`, reset gate after U
+
+Autograd would differentiate this op by op, T times: for each step a small product for every
+weight gradient, each then added into the weight's gradient. Here the backward walks the steps
+in reverse computing only what must be sequential (gradients of the state and of the per-step
+activations), and the weight gradients come afterwards as one large product each over all
+T x B rows (dW = dP^T S), which runs near the machine's matrix-multiply peak. The forward runs
+without building a graph. `tests/test_attention_gru.py` checks both directions against the
+autograd path (`RNNSearchDecoder._advance`) in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class AttentionGRU(torch.autograd.Function):
+    """states, contexts, weights = AttentionGRU.apply(gi_y, s0, keys, memory, mask, w_rec,
+    b_rec, w_c, v). Shapes: gi_y [T, B, 3H] (time-major), s0 [B, H], keys [B, S, A],
+    memory [B, S, M], mask [B, S] (True at real tokens), w_rec [A+3H, H], b_rec [A+3H],
+    w_c [3H, M], v [A] → states [T, B, H], contexts [T, B, M], weights [T, B, S]."""
+
+    @staticmethod
+    def forward(ctx, gi_y, s0, keys, memory, mask, w_rec, b_rec, w_c, v):  # noqa: D102
+        steps, batch, h3 = gi_y.shape
+        hidden, attn = h3 // 3, keys.shape[2]
+        new = gi_y.new_empty
+        states, contexts = new(steps, batch, hidden), new(steps, batch, memory.shape[2])
+        alphas, tanhs = new(steps, batch, keys.shape[1]), new(steps, *keys.shape)
+        gates, gh_n = new(steps, batch, h3), new(steps, batch, hidden)  # r, z, n; U_n s + b_hn
+        padding = ~mask
+        s = s0
+        for t in range(steps):
+            q, gh = torch.addmm(b_rec, s, w_rec.t()).split([attn, h3], 1)
+            th = torch.add(keys, q.unsqueeze(1), out=tanhs[t]).tanh_()  # [B, S, A]
+            scores = torch.matmul(th, v).masked_fill_(padding, float("-inf"))  # [B, S]
+            alpha = torch.softmax(scores, 1)
+            alphas[t] = alpha
+            c = torch.bmm(alpha.unsqueeze(1), memory, out=contexts[t].unsqueeze(1)).squeeze(1)
+            gi = torch.addmm(gi_y[t], c, w_c.t())  # [B, 3H]
+            r, z, n = gates[t].split(hidden, 1)
+            torch.sigmoid(gi[:, : 2 * hidden] + gh[:, : 2 * hidden], out=gates[t, :, : 2 * hidden])
+            gh_n[t] = gh[:, 2 * hidden :]
+            torch.tanh(torch.addcmul(gi[:, 2 * hidden :], r, gh_n[t]), out=n)
+            s = torch.addcmul(n, z, s - n, out=states[t])
+        ctx.save_for_backward(
+            s0, keys, memory, w_rec, w_c, v, states, contexts, alphas, tanhs, gates, gh_n
+        )
+        ctx.mark_non_differentiable(alphas)
+        return states, contexts, alphas
+
+    @staticmethod
+    def backward(ctx, d_states, d_contexts, _):  # noqa: D102
+        s0, keys, memory, w_rec, w_c, v, states, contexts, alphas, tanhs, gates, gh_n = (
+            ctx.saved_tensors
+        )
+        steps, batch, hidden = states.shape
+        attn = keys.shape[2]
+        d_states = torch.zeros_like(states) if d_states is None else d_states
+        d_contexts = torch.zeros_like(contexts) if d_contexts is None else d_contexts
+        d_keys = torch.zeros_like(keys)
+        d_proj = states.new_empty(steps, batch, attn + 3 * hidden)  # d[q; gh] per step
+        d_gi = states.new_empty(steps, batch, 3 * hidden)
+        d_c = torch.empty_like(contexts)
+        d_scores = torch.empty_like(alphas)
+        ds = torch.zeros_like(s0)
+        for t in reversed(range(steps)):
+            s_prev = states[t - 1] if t else s0
+            r, z, n = gates[t].split(hidden, 1)
+            ds = ds + d_states[t]
+            dn = ds * (1 - z) * (1 - n * n)  # through s' = n + z (s - n), then n = tanh(.)
+            dr = dn * gh_n[t] * r * (1 - r)
+            dz = ds * (s_prev - n) * z * (1 - z)
+            torch.cat([dr, dz, dn], 1, out=d_gi[t])
+            torch.cat([dr, dz, dn * r], 1, out=d_proj[t, :, attn:])
+            dc = torch.addmm(d_contexts[t], d_gi[t], w_c, out=d_c[t])  # [B, M]
+            d_alpha = torch.bmm(memory, dc.unsqueeze(2)).squeeze(2)  # [B, S]
+            alpha = alphas[t]
+            de = alpha * (d_alpha - (alpha * d_alpha).sum(1, keepdim=True))
+            d_scores[t] = de
+            th = tanhs[t]
+            d_pre = (1 - th * th).mul_(de.unsqueeze(2) * v)  # [B, S, A]
+            d_keys += d_pre
+            torch.sum(d_pre, 1, out=d_proj[t, :, :attn])
+            ds = torch.addmm(ds * z, d_proj[t], w_rec)  # direct path + through [W_a; U]
+        previous = torch.cat([s0.unsqueeze(0), states[:-1]])  # [T, B, H]
+        rows = steps * batch
+        d_w_rec = d_proj.reshape(rows, -1).t() @ previous.reshape(rows, hidden)
+        d_w_c = d_gi.reshape(rows, -1).t() @ contexts.reshape(rows, -1)
+        d_memory = torch.bmm(alphas.permute(1, 2, 0), d_c.transpose(0, 1))  # [B, S, M]
+        d_v = d_scores.reshape(1, -1).mm(tanhs.reshape(-1, attn)).squeeze(0)  # Σ de tanh
+        return (d_gi, ds, d_keys, d_memory, None, d_w_rec, d_proj.sum((0, 1)), d_w_c, d_v)

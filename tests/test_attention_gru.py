@@ -1,0 +1,70 @@
+"""The hand-written backward of rnnsearch's recurrence against autograd, in float64."""
+
+import torch
+
+from nmt.config import ModelConfig
+from nmt.model import build_model
+from nmt.model.attention_gru import AttentionGRU
+
+
+def _setup(seed=0, batch=3, src_len=6, tgt_len=5):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(arch="rnnsearch", emb_size=8, hidden_size=10, dropout=0.0)
+    model = build_model(cfg, 30, 30, joint_vocab=True).double()
+    src = torch.randint(4, 30, (batch, src_len))
+    src[1, 4:] = 0  # padding: masked positions must get no attention and no gradient
+    lengths = (src != 0).sum(1)
+    state = model.encode(src, lengths)
+    decoder = model.decoder
+    w_y, w_c, recurrent, bias = decoder._fused()
+    gi_y = torch.randn(batch, tgt_len, 3 * 10, dtype=torch.float64)
+    return decoder, state, gi_y, w_c, recurrent, bias
+
+
+def _leaves(*tensors):
+    return [t.detach().clone().requires_grad_() for t in tensors]
+
+
+def test_forward_and_gradients_match_autograd():
+    decoder, state, gi_y, w_c, recurrent, bias = _setup()
+    v = decoder.attention.v.weight.squeeze(0)
+    inputs = _leaves(gi_y, state.hidden[0], state.keys, state.memory, recurrent, bias, w_c, v)
+    gi, s0, keys, memory, rec, b, wc, vv = inputs
+    reference_state = type(state)(hidden=s0.unsqueeze(0), memory=memory, keys=keys, mask=state.mask)
+    with torch.no_grad():
+        decoder.attention.v.weight.copy_(vv.unsqueeze(0))
+    decoder.attention.v.weight.requires_grad_(True)
+    ref = decoder.recurrence(gi, reference_state, wc, rec, b)  # autograd through every op
+    g_states, g_contexts = torch.randn_like(ref[0]), torch.randn_like(ref[1])
+    (ref[0] * g_states).sum().add_((ref[1] * g_contexts).sum()).backward()
+    expected = [x.grad.clone() for x in (gi, s0, keys, memory, rec, b, wc)]
+    expected.append(decoder.attention.v.weight.grad.squeeze(0).clone())
+
+    fused_inputs = _leaves(gi_y, state.hidden[0], state.keys, state.memory, recurrent, bias, w_c, v)
+    gi2, s02, keys2, memory2, rec2, b2, wc2, v2 = fused_inputs
+    states, contexts, weights = AttentionGRU.apply(
+        gi2.transpose(0, 1), s02, keys2, memory2, state.mask, rec2, b2, wc2, v2
+    )
+    torch.testing.assert_close(states.transpose(0, 1), ref[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(contexts.transpose(0, 1), ref[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(weights.transpose(0, 1), ref[2], rtol=0, atol=1e-12)
+    (states.transpose(0, 1) * g_states).sum().add_(
+        (contexts.transpose(0, 1) * g_contexts).sum()
+    ).backward()
+    for name, x, want in zip(
+        ["gi_y", "s0", "keys", "memory", "w_rec", "b_rec", "w_c", "v"], fused_inputs, expected
+    ):
+        torch.testing.assert_close(x.grad, want, rtol=1e-10, atol=1e-10, msg=name)
+    assert keys2.grad[1, 4:].abs().max() == 0 and memory2.grad[1, 4:].abs().max() == 0
+
+
+def test_gradcheck():
+    decoder, state, gi_y, w_c, recurrent, bias = _setup(seed=1, batch=2, src_len=3, tgt_len=3)
+    v = decoder.attention.v.weight.squeeze(0)
+    inputs = _leaves(gi_y.transpose(0, 1), state.hidden[0], state.keys, state.memory)
+    weights = _leaves(recurrent, bias, w_c, v)
+
+    def first_two(*args):
+        return AttentionGRU.apply(*args[:4], state.mask, *args[4:])[:2]
+
+    assert torch.autograd.gradcheck(first_two, (*inputs, *weights))

@@ -7,6 +7,9 @@ validation and translation all take their device and precision from here.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +35,32 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
 
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks of up to 1 GiB instead of returning them to the OS.
+
+    Training allocates and frees the same large buffers every step; by default glibc serves
+    blocks over 32 MiB with fresh mmap()s, so every step pays page faults to zero them again
+    (on the CPU this was 10% of luong's training time). Peak memory is unchanged; memory is
+    simply not handed back between steps. Linux/glibc only; elsewhere nothing happens.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return all(
+        libc.mallopt(option, value) == 1
+        for option, value in (
+            (m_mmap_threshold, 1 << 30),
+            (m_trim_threshold, (1 << 31) - 1),
+            (m_top_pad, 1 << 28),
+        )
+    )
+
+
 def resolve_runtime(device: str | None = None, precision: str = "auto") -> Runtime:
     """CUDA when available (unless `device` says otherwise), and the precision that suits it."""
     if device in (None, "", "auto"):
@@ -55,4 +84,6 @@ def resolve_runtime(device: str | None = None, precision: str = "auto") -> Runti
             precision = "fp32"
     if precision == "fp16" and dev.type != "cuda":
         raise NmtError("fp16 needs a GPU", "train.precision", "use bf16 or fp32 on a CPU")
+    if dev.type == "cpu":
+        keep_freed_memory()
     return Runtime(dev, precision)

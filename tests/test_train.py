@@ -70,11 +70,11 @@ def test_rnnsearch_learns_to_reverse_sequences(toy_dir, tmp_path):
         "train.lr=3e-3",
         "model.dropout=0",
         "train.label_smoothing=0",
-        "train.max_steps=400",
-        "train.valid_every=200",
+        "train.max_steps=600",
+        "train.valid_every=300",
     )
     trainer, reason = train(cfg, toy_dir, tmp_path / "run", progress_bar=False, log=_quiet)
-    assert reason == "max_steps (400)"
+    assert reason == "max_steps (600)"
     dev, model = trainer.dev_set, trainer.model.eval()
     correct = 0
     for indices in trainer.dev_batches.batches(0):
@@ -85,7 +85,7 @@ def test_rnnsearch_learns_to_reverse_sequences(toy_dir, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     train_losses = [r["loss"] for r in records if r["event"] == "train"]
     assert train_losses[-1] < 0.2 * train_losses[0]
-    assert [r["step"] for r in records if r["event"] == "valid"] == [200, 400]
+    assert [r["step"] for r in records if r["event"] == "valid"] == [300, 600]
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(toy_dir, tmp_path):

@@ -33,14 +33,16 @@ class AttentionGRU(torch.autograd.Function):
         hidden, attn = h3 // 3, keys.shape[2]
         new = gi_y.new_empty
         states, contexts = new(steps, batch, hidden), new(steps, batch, memory.shape[2])
-        alphas, tanhs = new(steps, batch, keys.shape[1]), new(steps, *keys.shape)
+        alphas, sigmas = new(steps, batch, keys.shape[1]), new(steps, *keys.shape)
         gates, gh_n = new(steps, batch, h3), new(steps, batch, hidden)  # r, z, n; U_n s + b_hn
         padding = ~mask
+        keys2 = 2 * keys  # tanh(x) = 2σ(2x) - 1, and σ is 10x faster than tanh on the CPU
         s = s0
         for t in range(steps):
             q, gh = torch.addmm(b_rec, s, w_rec.t()).split([attn, h3], 1)
-            th = torch.add(keys, q.unsqueeze(1), out=tanhs[t]).tanh_()  # [B, S, A]
-            scores = torch.matmul(th, v).masked_fill_(padding, float("-inf"))  # [B, S]
+            sig = torch.add(keys2, q.unsqueeze(1), alpha=2, out=sigmas[t]).sigmoid_()
+            # v · tanh = 2 v · σ - Σv: the constant drops out of the softmax
+            scores = torch.matmul(sig, 2 * v).masked_fill_(padding, float("-inf"))  # [B, S]
             alpha = torch.softmax(scores, 1)
             alphas[t] = alpha
             c = torch.bmm(alpha.unsqueeze(1), memory, out=contexts[t].unsqueeze(1)).squeeze(1)
@@ -51,21 +53,21 @@ class AttentionGRU(torch.autograd.Function):
             torch.tanh(torch.addcmul(gi[:, 2 * hidden :], r, gh_n[t]), out=n)
             s = torch.addcmul(n, z, s - n, out=states[t])
         ctx.save_for_backward(
-            s0, keys, memory, w_rec, w_c, v, states, contexts, alphas, tanhs, gates, gh_n
+            s0, keys, memory, w_rec, w_c, v, states, contexts, alphas, sigmas, gates, gh_n
         )
         ctx.mark_non_differentiable(alphas)
         return states, contexts, alphas
 
     @staticmethod
     def backward(ctx, d_states, d_contexts, _):  # noqa: D102
-        s0, keys, memory, w_rec, w_c, v, states, contexts, alphas, tanhs, gates, gh_n = (
+        s0, keys, memory, w_rec, w_c, v, states, contexts, alphas, sigmas, gates, gh_n = (
             ctx.saved_tensors
         )
         steps, batch, hidden = states.shape
         attn = keys.shape[2]
         d_states = torch.zeros_like(states) if d_states is None else d_states
         d_contexts = torch.zeros_like(contexts) if d_contexts is None else d_contexts
-        d_keys = torch.zeros_like(keys)
+        d_keys_v = torch.zeros_like(keys)  # d_keys / 4v
         d_proj = states.new_empty(steps, batch, attn + 3 * hidden)  # d[q; gh] per step
         d_gi = states.new_empty(steps, batch, 3 * hidden)
         d_c = torch.empty_like(contexts)
@@ -85,15 +87,27 @@ class AttentionGRU(torch.autograd.Function):
             alpha = alphas[t]
             de = alpha * (d_alpha - (alpha * d_alpha).sum(1, keepdim=True))
             d_scores[t] = de
-            th = tanhs[t]
-            d_pre = (1 - th * th).mul_(de.unsqueeze(2) * v)  # [B, S, A]
-            d_keys += d_pre
-            torch.sum(d_pre, 1, out=d_proj[t, :, :attn])
+            # d(keys + q) = (1 - tanh²) · de ⊗ v with 1 - tanh² = 4σ(1 - σ); the factor 4v is
+            # applied once, after the loop
+            g = torch.addcmul(sigmas[t], sigmas[t], sigmas[t], value=-1).mul_(de.unsqueeze(2))
+            d_keys_v += g  # [B, S, A]
+            torch.mul(g.sum(1), 4 * v, out=d_proj[t, :, :attn])
             ds = torch.addmm(ds * z, d_proj[t], w_rec)  # direct path + through [W_a; U]
         previous = torch.cat([s0.unsqueeze(0), states[:-1]])  # [T, B, H]
         rows = steps * batch
         d_w_rec = d_proj.reshape(rows, -1).t() @ previous.reshape(rows, hidden)
         d_w_c = d_gi.reshape(rows, -1).t() @ contexts.reshape(rows, -1)
         d_memory = torch.bmm(alphas.permute(1, 2, 0), d_c.transpose(0, 1))  # [B, S, M]
-        d_v = d_scores.reshape(1, -1).mm(tanhs.reshape(-1, attn)).squeeze(0)  # Σ de tanh
-        return (d_gi, ds, d_keys, d_memory, None, d_w_rec, d_proj.sum((0, 1)), d_w_c, d_v)
+        # Σ de tanh = 2 Σ de σ - Σ de, and Σ_s de = 0 (a softmax gradient sums to zero)
+        d_v = d_scores.reshape(1, -1).mm(sigmas.reshape(-1, attn)).squeeze(0).mul_(2)
+        return (
+            d_gi,
+            ds,
+            d_keys_v.mul_(4 * v),
+            d_memory,
+            None,
+            d_w_rec,
+            d_proj.sum((0, 1)),
+            d_w_c,
+            d_v,
+        )

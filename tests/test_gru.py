@@ -91,3 +91,46 @@ def test_fused_sequence_gru_is_the_same_recurrence():
     for t in range(6):
         h = by_hand(x[:, t], h, *weights)
         torch.testing.assert_close(out[:, t], h, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (1, True), (2, True), (3, False)])
+def test_gru_layer_equals_packed_nn_gru(layers, bidirectional):
+    """The CPU path (GRULayer, hand-written backward) computes what cuDNN/nn.GRU computes on
+    packed sequences: outputs, final states and every gradient."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from nmt.model.gru import run_gru
+
+    torch.manual_seed(2)
+    rnn = nn.GRU(IN, H, layers, batch_first=True, bidirectional=bidirectional)
+    x = torch.randn(B, 7, IN, requires_grad=True)
+    h0 = torch.randn(layers * (2 if bidirectional else 1), B, H, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1])
+    mask = torch.arange(7).unsqueeze(0) < lengths.unsqueeze(1)
+    out, final = run_gru(rnn, x, h0, mask)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    ref_out, ref_final = rnn(packed, h0)
+    ref_out, _ = pad_packed_sequence(ref_out, batch_first=True, total_length=7)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(final, ref_final, rtol=0, atol=1e-12)
+    g_out, g_final = torch.randn_like(out), torch.randn_like(final)
+    params = [x, h0, *rnn.parameters()]
+    grads = torch.autograd.grad((out * g_out).sum() + (final * g_final).sum(), params)
+    ref = torch.autograd.grad((ref_out * g_out).sum() + (ref_final * g_final).sum(), params)
+    for got, want in zip(grads, ref):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_gru_layer_gradcheck():
+    from nmt.model.gru import GRULayer
+
+    torch.manual_seed(3)
+    gi = torch.randn(4, 2, 3 * H, requires_grad=True)
+    h0 = torch.randn(2, H, requires_grad=True)
+    w_hh = torch.randn(3 * H, H, requires_grad=True)
+    b_hh = torch.randn(3 * H, requires_grad=True)
+    mask = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0]], dtype=torch.bool)
+    for reverse in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda *a, r=reverse: GRULayer.apply(*a, mask, r), (gi, h0, w_hh, b_hh)
+        )

@@ -22,7 +22,7 @@ from torch import nn
 
 from nmt.model.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.model.attention_gru import AttentionGRU
-from nmt.model.gru import gru_step
+from nmt.model.gru import gru_step, run_gru
 
 
 @dataclass
@@ -85,7 +85,7 @@ class RNNEncDecoder(nn.Module):
     def forward(self, y_in: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, None]:
         e = self.dropout(self.embed(y_in))  # [B, T, E]
         c = state.context.unsqueeze(1).expand(-1, e.shape[1], -1)  # [B, T, H]
-        s, _ = self.rnn(torch.cat([e, c], -1), state.hidden)  # [B, T, H]
+        s, _ = run_gru(self.rnn, torch.cat([e, c], -1), state.hidden)  # [B, T, H]
         return maxout(self.readout(torch.cat([s, e, c], -1))), None
 
     def step(
@@ -93,7 +93,7 @@ class RNNEncDecoder(nn.Module):
     ) -> tuple[torch.Tensor, DecoderState, None]:
         e = self.dropout(self.embed(y_prev)).unsqueeze(1)  # [B, 1, E]
         c = state.context.unsqueeze(1)  # [B, 1, H]
-        s, hidden = self.rnn(torch.cat([e, c], -1), state.hidden)
+        s, hidden = run_gru(self.rnn, torch.cat([e, c], -1), state.hidden)
         features = maxout(self.readout(torch.cat([s, e, c], -1))).squeeze(1)
         return features, dataclasses.replace(state, hidden=hidden), None
 
@@ -176,7 +176,7 @@ class RNNSearchDecoder(nn.Module):
 
     def _upper(self, s: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Layers 2..L over first-layer states s [B, T, H] → top states, their last hidden."""
-        return self.upper(self.dropout(s), hidden)
+        return run_gru(self.upper, self.dropout(s), hidden)
 
     def forward(self, y_in: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         e = self.dropout(self.embed(y_in))  # [B, T, E]
@@ -296,7 +296,7 @@ class LuongDecoder(nn.Module):
                 features, state, weights = self.step(y_in[:, t], state)
                 outputs.append((features, weights))
             return torch.stack([f for f, _ in outputs], 1), torch.stack([w for _, w in outputs], 1)
-        s, _ = self.rnn(self.dropout(self.embed(y_in)), state.hidden)  # [B, T, H]
+        s, _ = run_gru(self.rnn, self.dropout(self.embed(y_in)), state.hidden)  # [B, T, H]
         return self._attend(s, state)
 
     def step(
@@ -305,7 +305,7 @@ class LuongDecoder(nn.Module):
         x = self.dropout(self.embed(y_prev)).unsqueeze(1)  # [B, 1, E]
         if self.input_feeding:
             x = torch.cat([x, state.context.unsqueeze(1)], -1)
-        s, hidden = self.rnn(x, state.hidden)
+        s, hidden = run_gru(self.rnn, x, state.hidden)
         features, weights = self._attend(s, state)
         features, weights = features.squeeze(1), weights.squeeze(1)
         feed = features if self.input_feeding else None

@@ -1,14 +1,15 @@
-"""The GRU encoder: (bi)directional, multi-layer, over packed sequences so padding is never read."""
+"""The GRU encoder: (bi)directional, multi-layer; padding is never read (packed or masked)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from nmt.model.gru import run_gru
 
 
 class Encoder(nn.Module):
-    """Embeds the source and runs `nn.GRU` (cuDNN on a GPU) over the packed batch."""
+    """Embeds the source and runs the GRU over it (`gru.run_gru`: cuDNN on a GPU, packed)."""
 
     def __init__(
         self, embed: nn.Embedding, hidden: int, layers: int, dropout: float, bidirectional: bool
@@ -32,7 +33,6 @@ class Encoder(nn.Module):
         """src [B, S], lengths [B] → states [B, S, D*H] (zeros at padding),
         final [layers*D, B, H] (each direction's last state at each sentence's true end)."""
         x = self.dropout(self.embed(src))  # [B, S, E]
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        states, final = self.rnn(packed)
-        states, _ = pad_packed_sequence(states, batch_first=True, total_length=src.shape[1])
-        return states, final
+        positions = torch.arange(src.shape[1], device=src.device)
+        mask = positions.unsqueeze(0) < lengths.to(src.device).unsqueeze(1)  # [B, S]
+        return run_gru(self.rnn, x, None, mask)

@@ -20,6 +20,9 @@ variant; `gru_cell` implements both so tests can check the code against the equa
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 def gru_cell(
@@ -64,3 +67,118 @@ def gru_step(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tenso
     r, z = torch.sigmoid(i_rz + h_rz).chunk(2, 1)  # [B, H] each
     candidate = torch.tanh(i_n + r * h_n)
     return candidate + z * (h - candidate)  # = (1 - z) * candidate + z * h
+
+
+class GRULayer(torch.autograd.Function):
+    """One GRU layer in one direction over a whole sequence, with a hand-written backward.
+
+    outputs, final = GRULayer.apply(gi, h0, w_hh, b_hh, mask, reverse): gi [T, B, 3H] is the
+    input projection W x + b_ih for every step (one large product, done by the caller), h0
+    [B, H], mask [T, B] (True at real tokens: at padding the state is carried unchanged and the
+    output is zero, which is what packed sequences compute), `reverse` runs from t = T-1 down
+    → outputs [T, B, H], final [B, H].
+
+    The backward computes per step only the gradients that must be sequential; the gradient of
+    the recurrent matrix comes afterwards as one product over all T x B rows, where autograd
+    (and PyTorch's CPU GRU) makes one small product per step.
+    """
+
+    @staticmethod
+    def forward(ctx, gi, h0, w_hh, b_hh, mask, reverse):  # noqa: D102
+        steps, batch, h3 = gi.shape
+        hidden = h3 // 3
+        outputs, states = gi.new_empty(steps, batch, hidden), gi.new_empty(steps, batch, hidden)
+        gates, gh_n = gi.new_empty(steps, batch, h3), gi.new_empty(steps, batch, hidden)
+        keep = mask.unsqueeze(2).to(gi.dtype)  # [T, B, 1]
+        h = h0
+        for t in reversed(range(steps)) if reverse else range(steps):
+            gh = torch.addmm(b_hh, h, w_hh.t())  # [B, 3H]
+            r, z, n = gates[t].split(hidden, 1)
+            torch.sigmoid(
+                gi[t, :, : 2 * hidden] + gh[:, : 2 * hidden], out=gates[t, :, : 2 * hidden]
+            )
+            gh_n[t] = gh[:, 2 * hidden :]
+            torch.tanh(torch.addcmul(gi[t, :, 2 * hidden :], r, gh_n[t]), out=n)
+            new = torch.addcmul(n, z, h - n)
+            torch.mul(new, keep[t], out=outputs[t])
+            h = torch.addcmul(h, keep[t], new - h, out=states[t])  # carried past padding
+        ctx.save_for_backward(h0, w_hh, states, gates, gh_n, keep)
+        ctx.reverse = reverse
+        return outputs, h.clone()
+
+    @staticmethod
+    def backward(ctx, d_outputs, d_final):  # noqa: D102
+        h0, w_hh, states, gates, gh_n, keep = ctx.saved_tensors
+        steps, batch, hidden = states.shape
+        if ctx.reverse:  # the state before step t is the one after step t + 1
+            previous = torch.cat([states[1:], h0.unsqueeze(0)])
+        else:
+            previous = torch.cat([h0.unsqueeze(0), states[:-1]])
+        d_gi = states.new_empty(steps, batch, 3 * hidden)
+        d_gh = states.new_empty(steps, batch, 3 * hidden)
+        dh = torch.zeros_like(h0) if d_final is None else d_final.clone()
+        for t in range(steps) if ctx.reverse else reversed(range(steps)):
+            r, z, n = gates[t].split(hidden, 1)
+            d_new = keep[t] * (dh if d_outputs is None else dh + d_outputs[t])
+            dn = d_new * (1 - z) * (1 - n * n)
+            dr = dn * gh_n[t] * r * (1 - r)
+            dz = d_new * (previous[t] - n) * z * (1 - z)
+            torch.cat([dr, dz, dn], 1, out=d_gi[t])
+            torch.cat([dr, dz, dn * r], 1, out=d_gh[t])
+            # padded rows pass the state's gradient through; real rows go through z and U
+            dh = torch.addmm(torch.addcmul(dh * (1 - keep[t]), d_new, z), d_gh[t], w_hh)
+        d_w_hh = d_gh.reshape(-1, 3 * hidden).t() @ previous.reshape(-1, hidden)
+        return d_gi, dh, d_w_hh, d_gh.sum((0, 1)), None, None
+
+
+def run_gru(
+    rnn: nn.GRU, x: torch.Tensor, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `rnn(x, h0)` computes (batch_first; padding per `mask` as packed sequences do).
+
+    On a GPU, or under autocast, this is `nn.GRU` itself (cuDNN), packed when a mask is given.
+    On the CPU, fp32, each layer and direction is one `GRULayer` with its input projection done
+    for all steps at once. Both read the same parameters. x [B, T, I], h0 [L*D, B, H],
+    mask [B, T] → outputs [B, T, D*H], final states [L*D, B, H].
+    """
+    if x.is_cuda or torch.is_autocast_enabled(x.device.type):
+        return _run_nn_gru(rnn, x, h0, mask)
+    dirs, batch, steps = 2 if rnn.bidirectional else 1, x.shape[0], x.shape[1]
+    if h0 is None:
+        h0 = x.new_zeros(rnn.num_layers * dirs, batch, rnn.hidden_size)
+    keep = torch.ones(steps, batch, dtype=torch.bool, device=x.device) if mask is None else mask.t()
+    layer_input = x.transpose(0, 1)  # [T, B, I], time-major for the recurrence
+    finals = []
+    for layer in range(rnn.num_layers):
+        outputs = []
+        for direction in range(dirs):
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            gi = F.linear(
+                layer_input, getattr(rnn, f"weight_ih{suffix}"), getattr(rnn, f"bias_ih{suffix}")
+            )  # [T, B, 3H]
+            out, final = GRULayer.apply(
+                gi,
+                h0[layer * dirs + direction],
+                getattr(rnn, f"weight_hh{suffix}"),
+                getattr(rnn, f"bias_hh{suffix}"),
+                keep,
+                direction == 1,
+            )
+            outputs.append(out)
+            finals.append(final)
+        layer_input = torch.cat(outputs, 2) if dirs > 1 else outputs[0]  # [T, B, D*H]
+        if layer < rnn.num_layers - 1 and rnn.dropout and rnn.training:
+            layer_input = F.dropout(layer_input, rnn.dropout, training=True)
+    return layer_input.transpose(0, 1), torch.stack(finals)
+
+
+def _run_nn_gru(
+    rnn: nn.GRU, x: torch.Tensor, h0: torch.Tensor | None, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if mask is None:
+        return rnn(x, h0)
+    lengths = mask.sum(1).cpu()
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    outputs, final = rnn(packed, h0)
+    outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=x.shape[1])
+    return outputs, final

@@ -110,19 +110,7 @@ class Trainer:
             seed=tc.seed,
             pool_size=tc.pool_size,
         )
-        self.dev_set = ParallelDataset(data_dir, "dev")
-        longest = int(max(self.dev_set.src_sizes.max(), self.dev_set.tgt_sizes.max()))
-        self.dev_batches = TokenBatchSampler(
-            self.dev_set.src_sizes,
-            self.dev_set.tgt_sizes,
-            max(tc.batch_tokens, longest),
-            shuffle=False,
-        )
-        tgt = manifest["tgt"]
-        self.dev_text = {
-            side: list(read_lines(Path(data_dir) / f"dev.{lang}.txt"))
-            for side, lang in (("src", manifest["src"]), ("ref", tgt))
-        }
+        self._open_dev(Path(data_dir), manifest)
         self.model = build_model(
             cfg.model, self.vocab["src_size"], self.vocab["tgt_size"], manifest["joint"]
         ).to(runtime.device)
@@ -133,6 +121,21 @@ class Trainer:
         self.scaler = runtime.grad_scaler()
         self.progress = Progress()
         self.stop_signal: str | None = None
+
+    def _open_dev(self, data_dir: Path, manifest: dict[str, Any]) -> None:
+        """The dev set in length-sorted batches, and its raw text (references, samples)."""
+        self.dev_set = ParallelDataset(data_dir, "dev")
+        longest = int(max(self.dev_set.src_sizes.max(), self.dev_set.tgt_sizes.max()))
+        self.dev_batches = TokenBatchSampler(
+            self.dev_set.src_sizes,
+            self.dev_set.tgt_sizes,
+            max(self.cfg.train.batch_tokens, longest),
+            shuffle=False,
+        )
+        self.dev_text = {
+            side: list(read_lines(data_dir / f"dev.{manifest[lang]}.txt"))
+            for side, lang in (("src", "src"), ("ref", "tgt"))
+        }
 
     # --- state -----------------------------------------------------------------------------
 
@@ -206,9 +209,10 @@ class Trainer:
                 self._update(group, window)
                 bar.update()
                 reason = self._after_update(window, bar)
-        if reason != "signal" and self.progress.validated_step != self.progress.step:
-            self._validate()
-        self.save("last")
+        if self.progress.validated_step != self.progress.step:  # else saved right after it
+            if reason != "signal":  # a signal asks to stop now, not after decoding dev
+                self._validate()
+            self.save("last")
         return self.progress, reason
 
     def _batches(self) -> Iterator[Any]:
@@ -263,7 +267,8 @@ class Trainer:
             self._log_train(window, bar)
         if p.step % tc.valid_every == 0:
             self._validate()
-            self.save("step")
+            if tc.keep_last:
+                self.save("step")
             self.save("last")
         if self.stop_signal:
             return "signal"
@@ -330,6 +335,8 @@ class Trainer:
             f"BLEU {result['bleu']:.2f} chrF {result['chrf']:.2f}"
             + (" (best)" if improved else f" (best {p.best:.2f} at {p.best_step})")
         )
+        for sample in result["samples"][:1]:
+            self.log(f"  src: {sample['src']}\n  ref: {sample['ref']}\n  hyp: {sample['hyp']}")
         return result
 
     def _record(self, record: dict[str, Any]) -> None:

@@ -25,10 +25,15 @@ class AttentionGRU(torch.autograd.Function):
     """states, contexts, weights = AttentionGRU.apply(gi_y, s0, keys, memory, mask, w_rec,
     b_rec, w_c, v). Shapes: gi_y [T, B, 3H] (time-major), s0 [B, H], keys [B, S, A],
     memory [B, S, M], mask [B, S] (True at real tokens), w_rec [A+3H, H], b_rec [A+3H],
-    w_c [3H, M], v [A] → states [T, B, H], contexts [T, B, M], weights [T, B, S]."""
+    w_c [3H, M], v [A], mm_dtype (the dtype the matrix products run in: the inputs' float32,
+    or bfloat16 under autocast) → states [T, B, H], contexts [T, B, M], weights [T, B, S]."""
 
     @staticmethod
-    def forward(ctx, gi_y, s0, keys, memory, mask, w_rec, b_rec, w_c, v):  # noqa: D102
+    def forward(ctx, gi_y, s0, keys, memory, mask, w_rec, b_rec, w_c, v, mm_dtype):  # noqa: D102
+        low = [x.to(mm_dtype) for x in (memory, w_rec, w_c)]  # operands of the products
+        memory_m, w_rec_m, w_c_m = low
+        dtype = gi_y.dtype  # of the state, gates and gradients
+        ctx.mm_dtype = mm_dtype
         steps, batch, h3 = gi_y.shape
         hidden, attn = h3 // 3, keys.shape[2]
         new = gi_y.new_empty
@@ -39,22 +44,22 @@ class AttentionGRU(torch.autograd.Function):
         keys2 = 2 * keys  # tanh(x) = 2σ(2x) - 1, and σ is 10x faster than tanh on the CPU
         s = s0
         for t in range(steps):
-            q, gh = torch.addmm(b_rec, s, w_rec.t()).split([attn, h3], 1)
+            q, gh = _mm(s, w_rec_m.t(), mm_dtype, dtype).add_(b_rec).split([attn, h3], 1)
             sig = torch.add(keys2, q.unsqueeze(1), alpha=2, out=sigmas[t]).sigmoid_()
             # v · tanh = 2 v · σ - Σv: the constant drops out of the softmax
             scores = torch.matmul(sig, 2 * v).masked_fill_(padding, float("-inf"))  # [B, S]
             alpha = torch.softmax(scores, 1)
             alphas[t] = alpha
-            c = torch.bmm(alpha.unsqueeze(1), memory, out=contexts[t].unsqueeze(1)).squeeze(1)
-            gi = torch.addmm(gi_y[t], c, w_c.t())  # [B, 3H]
+            contexts[t] = c = _bmm(alpha.unsqueeze(1), memory_m, mm_dtype, dtype).squeeze(
+                1
+            )  # [B, M]
+            gi = _mm(c, w_c_m.t(), mm_dtype, dtype).add_(gi_y[t])  # [B, 3H]
             r, z, n = gates[t].split(hidden, 1)
             torch.sigmoid(gi[:, : 2 * hidden] + gh[:, : 2 * hidden], out=gates[t, :, : 2 * hidden])
             gh_n[t] = gh[:, 2 * hidden :]
             torch.tanh(torch.addcmul(gi[:, 2 * hidden :], r, gh_n[t]), out=n)
             s = torch.addcmul(n, z, s - n, out=states[t])
-        ctx.save_for_backward(
-            s0, keys, memory, w_rec, w_c, v, states, contexts, alphas, sigmas, gates, gh_n
-        )
+        ctx.save_for_backward(s0, keys, *low, v, states, contexts, alphas, sigmas, gates, gh_n)
         ctx.mark_non_differentiable(alphas)
         return states, contexts, alphas
 
@@ -65,6 +70,7 @@ class AttentionGRU(torch.autograd.Function):
         )
         steps, batch, hidden = states.shape
         attn = keys.shape[2]
+        dtype, mm_dtype = states.dtype, ctx.mm_dtype
         d_states = torch.zeros_like(states) if d_states is None else d_states
         d_contexts = torch.zeros_like(contexts) if d_contexts is None else d_contexts
         d_keys_v = torch.zeros_like(keys)  # d_keys / 4v
@@ -82,8 +88,8 @@ class AttentionGRU(torch.autograd.Function):
             dz = ds * (s_prev - n) * z * (1 - z)
             torch.cat([dr, dz, dn], 1, out=d_gi[t])
             torch.cat([dr, dz, dn * r], 1, out=d_proj[t, :, attn:])
-            dc = torch.addmm(d_contexts[t], d_gi[t], w_c, out=d_c[t])  # [B, M]
-            d_alpha = torch.bmm(memory, dc.unsqueeze(2)).squeeze(2)  # [B, S]
+            d_c[t] = dc = _mm(d_gi[t], w_c, mm_dtype, dtype).add_(d_contexts[t])  # [B, M]
+            d_alpha = _bmm(memory, dc.unsqueeze(2), mm_dtype, dtype).squeeze(2)  # [B, S]
             alpha = alphas[t]
             de = alpha * (d_alpha - (alpha * d_alpha).sum(1, keepdim=True))
             d_scores[t] = de
@@ -92,12 +98,15 @@ class AttentionGRU(torch.autograd.Function):
             g = torch.addcmul(sigmas[t], sigmas[t], sigmas[t], value=-1).mul_(de.unsqueeze(2))
             d_keys_v += g  # [B, S, A]
             torch.mul(g.sum(1), 4 * v, out=d_proj[t, :, :attn])
-            ds = torch.addmm(ds * z, d_proj[t], w_rec)  # direct path + through [W_a; U]
+            ds = _mm(d_proj[t], w_rec, mm_dtype, dtype).add_(
+                ds * z
+            )  # direct path + through [W_a; U]
         previous = torch.cat([s0.unsqueeze(0), states[:-1]])  # [T, B, H]
         rows = steps * batch
-        d_w_rec = d_proj.reshape(rows, -1).t() @ previous.reshape(rows, hidden)
-        d_w_c = d_gi.reshape(rows, -1).t() @ contexts.reshape(rows, -1)
-        d_memory = torch.bmm(alphas.permute(1, 2, 0), d_c.transpose(0, 1))  # [B, S, M]
+        # w_rec, w_c and memory are the product-dtype copies saved by forward
+        d_w_rec = _mm(d_proj.reshape(rows, -1).t(), previous.reshape(rows, hidden), mm_dtype, dtype)
+        d_w_c = _mm(d_gi.reshape(rows, -1).t(), contexts.reshape(rows, -1), mm_dtype, dtype)
+        d_memory = _bmm(alphas.permute(1, 2, 0), d_c.transpose(0, 1), mm_dtype, dtype)  # [B, S, M]
         # Σ de tanh = 2 Σ de σ - Σ de, and Σ_s de = 0 (a softmax gradient sums to zero)
         d_v = d_scores.reshape(1, -1).mm(sigmas.reshape(-1, attn)).squeeze(0).mul_(2)
         return (
@@ -110,4 +119,19 @@ class AttentionGRU(torch.autograd.Function):
             d_proj.sum((0, 1)),
             d_w_c,
             d_v,
+            None,
         )
+
+
+def _mm(
+    a: torch.Tensor, b: torch.Tensor, mm_dtype: torch.dtype, dtype: torch.dtype
+) -> torch.Tensor:
+    """a @ b computed in mm_dtype (bfloat16 under autocast), returned in dtype: the state,
+    gates and gradients keep their precision whatever the products run in."""
+    return torch.mm(a.to(mm_dtype), b.to(mm_dtype)).to(dtype)
+
+
+def _bmm(
+    a: torch.Tensor, b: torch.Tensor, mm_dtype: torch.dtype, dtype: torch.dtype
+) -> torch.Tensor:
+    return torch.bmm(a.to(mm_dtype), b.to(mm_dtype)).to(dtype)

@@ -182,21 +182,19 @@ class RNNSearchDecoder(nn.Module):
         e = self.dropout(self.embed(y_in))  # [B, T, E]
         w_y, w_c, recurrent, bias = self._fused()
         gi_y = F.linear(e, w_y, self.cell.bias_ih)  # [B, T, 3H], all steps at once
-        if not self.fused_recurrence or torch.is_autocast_enabled(gi_y.device.type):
+        device = gi_y.device.type
+        autocast = torch.is_autocast_enabled(device)
+        if not self.fused_recurrence or (autocast and device != "cpu"):
             top, context, weights = self.recurrence(gi_y, state, w_c, recurrent, bias)
         else:  # the same recurrence with a hand-written backward (attention_gru.py)
             v = self.attention.v.weight.squeeze(0)
-            outputs = AttentionGRU.apply(
-                gi_y.transpose(0, 1).contiguous(),
-                state.hidden[0],
-                state.keys,
-                state.memory,
-                state.mask,
-                recurrent,
-                bias,
-                w_c,
-                v,
-            )
+            mm_dtype = torch.get_autocast_dtype(device) if autocast else recurrent.dtype
+            with torch.autocast(device, enabled=False):  # float32 state, products in mm_dtype
+                inputs = (gi_y.transpose(0, 1), state.hidden[0], state.keys, state.memory)
+                gi_t, s0, keys, memory = (x.to(recurrent.dtype).contiguous() for x in inputs)
+                outputs = AttentionGRU.apply(
+                    gi_t, s0, keys, memory, state.mask, recurrent, bias, w_c, v, mm_dtype
+                )
             top, context, weights = (x.transpose(0, 1) for x in outputs)
         if self.upper is not None:
             top, _ = self._upper(top, state.hidden[1:])

@@ -169,7 +169,8 @@ class TrainConfig:
     precision: str = option(
         "auto",
         "`fp32`, `bf16` (autocast), `fp16` (autocast + gradient scaling, CUDA only), or `auto`: "
-        "bf16 on a GPU that has it, else fp16 on a GPU, fp32 on a CPU.",
+        "bf16 on a GPU that has it, else fp16 on a GPU; on a CPU bf16 where the CPU has it "
+        "natively (AVX512-BF16, AMX), else fp32.",
         choices=("auto", "fp32", "bf16", "fp16"),
     )
 

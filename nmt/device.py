@@ -36,6 +36,20 @@ class Runtime:
 
 
 @functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); without it bf16 is
+    emulated and slower than fp32. On the Bible corpus, rnnsearch 256/512 trained 10 minutes
+    reached dev BLEU 26.2 in bf16 against 15.4 in fp32, with equal loss per step
+    (docs/benchmarks.md), so `auto` picks bf16 where it is native."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+@functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed blocks of up to 1 GiB instead of returning them to the OS.
 
@@ -81,7 +95,7 @@ def resolve_runtime(device: str | None = None, precision: str = "auto") -> Runti
         if dev.type == "cuda":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
-            precision = "fp32"
+            precision = "bf16" if cpu_has_native_bf16() else "fp32"
     if precision == "fp16" and dev.type != "cuda":
         raise NmtError("fp16 needs a GPU", "train.precision", "use bf16 or fp32 on a CPU")
     if dev.type == "cpu":

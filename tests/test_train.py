@@ -20,6 +20,7 @@ from nmt.train import learning_rate, train
 from tests.conftest import data_config, write_tsv
 
 SMALL = [
+    "train.precision=fp32",  # the fp32 paths are exact; bf16 is tested in test_attention_gru
     "model.emb_size=32",
     "model.hidden_size=48",
     "train.batch_tokens=800",

@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from nmt.device import cpu_has_native_bf16, resolve_runtime
+from nmt.errors import NmtError
+
+
+def test_explicit_and_automatic_choices():
+    assert resolve_runtime("cpu", "fp32").precision == "fp32"
+    assert resolve_runtime("cpu", "bf16").precision == "bf16"
+    auto = resolve_runtime("cpu", "auto")
+    assert auto.device == torch.device("cpu")
+    assert auto.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+
+
+def test_autocast_context_follows_the_precision():
+    with resolve_runtime("cpu", "bf16").autocast():
+        assert torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with resolve_runtime("cpu", "fp32").autocast():
+        assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU messages")
+def test_impossible_requests_are_clear_errors():
+    with pytest.raises(NmtError, match="no GPU is visible"):
+        resolve_runtime("cuda", "auto")
+    with pytest.raises(NmtError, match="fp16 needs a GPU"):
+        resolve_runtime("cpu", "fp16")
+    with pytest.raises(NmtError, match="unknown device 'tpu9'"):
+        resolve_runtime("tpu9", "auto")

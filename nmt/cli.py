@@ -315,15 +315,6 @@ def bench_train(
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 
 
-def _not_yet(command: str) -> None:
-    typer.echo(
-        f"error: `nmt {command}` is not implemented in nmt {__version__} yet; "
-        "see the issue tracker for its status.",
-        err=True,
-    )
-    raise typer.Exit(2)
-
-
 @app.command()
 def train(
     config: Annotated[
@@ -386,10 +377,120 @@ def average(
     typer.echo(f"wrote {out}: the average of {len(checkpoints)} checkpoints")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def translate() -> None:
-    """Translate text with a trained model (not available yet in this version)."""
-    _not_yet("translate")
+@app.command()
+def translate(
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="Checkpoint(s); several decode as an ensemble.")
+    ],
+    input: Annotated[
+        str,
+        typer.Option("--input", "-i", help="Text to translate, one sentence per line; - is stdin."),
+    ] = "-",
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Where to write; - is stdout.")
+    ] = "-",
+    beam: Annotated[
+        int | None,
+        typer.Option(min=1, help="Beam width (1: greedy).", show_default=_d("decode.beam_size")),
+    ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(
+            help="Length penalty exponent (--penalty wu).", show_default=_d("decode.alpha")
+        ),
+    ] = None,
+    penalty: Annotated[
+        str | None,
+        typer.Option(help="wu, length or none.", show_default=_d("decode.length_penalty")),
+    ] = None,
+    nbest: Annotated[
+        int, typer.Option(min=1, help="Hypotheses per line (≤ beam; needs --format tsv or jsonl).")
+    ] = 1,
+    batch_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Batch size: source subwords x beam.",
+            show_default=_d("decode.batch_tokens"),
+        ),
+    ] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            help="text: the best translation; tsv: translation<TAB>score per hypothesis; "
+            "jsonl: a JSON object per line with every hypothesis, its score and subwords."
+        ),
+    ] = "text",
+    attention: Annotated[
+        bool, typer.Option("--attention", help="Add attention weights to --format jsonl.")
+    ] = False,
+    plot_attention: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", help="Write attention heatmaps (line-N.png) for the first lines."
+        ),
+    ] = None,
+    plot_lines: Annotated[
+        int, typer.Option(min=1, help="How many lines --plot-attention draws.")
+    ] = 10,
+    errors: Annotated[
+        str,
+        typer.Option(help="Invalid UTF-8 in the input: strict (stop with an error) or replace."),
+    ] = "strict",
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
+    ] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16, fp16 (GPU), or auto (bf16 on a GPU).")
+    ] = "auto",
+) -> None:
+    """Translate a file or stdin with trained checkpoint(s): exactly one output line per line.
+
+    Lines are batched by length and decoded with beam search; empty lines stay empty, overlong
+    lines are truncated with a warning. Reading from a pipe, each translation is written as soon
+    as its line has arrived. Writing to a file shows a progress bar, and the file appears only
+    when complete.
+    """
+    from nmt import translate as api
+
+    try:
+        _check_translate_options(format, nbest, attention, errors)
+        translator = api.Translator.from_checkpoint(checkpoints, device, precision)
+        translator.warn = lambda message: typer.echo(message, err=True)
+        api.run_files(
+            translator,
+            input,
+            output,
+            fmt=format,
+            errors=errors,
+            attention=attention,
+            plot_dir=plot_attention,
+            plot_lines=plot_lines,
+            beam=beam,
+            nbest=nbest,
+            alpha=alpha,
+            penalty=penalty,
+            batch_tokens=batch_tokens,
+        )
+    except NmtError as err:
+        raise _fail(err) from None
+
+
+def _check_translate_options(fmt: str, nbest: int, attention: bool, errors: str) -> None:
+    if fmt not in ("text", "tsv", "jsonl"):
+        raise NmtError(f"unknown format {fmt!r}", "--format", "use text, tsv or jsonl")
+    if errors not in ("strict", "replace"):
+        raise NmtError(f"unknown error mode {errors!r}", "--errors", "use strict or replace")
+    if nbest > 1 and fmt == "text":
+        raise NmtError(
+            "--nbest lists need a format that holds them",
+            "--nbest",
+            "add --format tsv or --format jsonl",
+        )
+    if attention and fmt != "jsonl":
+        raise NmtError(
+            "attention weights are written in jsonl only", "--attention", "add --format jsonl"
+        )
 
 
 def main() -> None:

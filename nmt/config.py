@@ -187,6 +187,24 @@ class DecodeConfig:
         1.5, "Output length limit: a * source length + b (this is a).", min=0.0
     )
     max_len_b: int = option(10, "Output length limit: a * source length + b (this is b).", min=0)
+    length_penalty: str = option(
+        "wu",
+        "How finished hypotheses are compared: `wu` divides the log-probability by "
+        "((5+|y|)/6)^alpha, `length` by |y| (the mean), `none` uses it as is.",
+        choices=("wu", "length", "none"),
+    )
+    batch_tokens: int = option(
+        6000,
+        "Translation batch size in source subwords times beam size (sentences are sorted by "
+        "length first, so there is little padding).",
+        min=1,
+    )
+    max_input_len: int = option(
+        0,
+        "Input lines longer than this many subwords are truncated (with a warning); "
+        "0 means the training limit `train.max_len`.",
+        min=0,
+    )
 
 
 @dataclass

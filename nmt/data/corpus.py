@@ -59,18 +59,32 @@ def read_lines(path: Path) -> Iterator[str]:
     """
     _require_file(path)
     with _open_binary(path) as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise NmtError(
-                    f"invalid UTF-8 (byte {exc.start + 1} of the line)",
-                    f"{path}:{lineno}",
-                    "convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`",
-                ) from None
-            yield line.rstrip("\r\n")
+        yield from decode_lines(fh, str(path))
+
+
+_UTF8_FIX = "convert it to UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+
+
+def decode_lines(
+    stream: Iterable[bytes], name: str, errors: str = "strict", fix: str = _UTF8_FIX
+) -> Iterator[str]:
+    """Decode the byte lines of a stream as UTF-8, dropping line endings (LF or CRLF) and a BOM.
+
+    With errors="strict", invalid UTF-8 is an NmtError naming `name` and the line; with
+    "replace", bad bytes become U+FFFD.
+    """
+    for lineno, raw in enumerate(stream, 1):
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            line = raw.decode("utf-8", errors=errors)
+        except UnicodeDecodeError as exc:
+            raise NmtError(
+                f"invalid UTF-8 (byte {exc.start + 1} of the line)",
+                f"{name}:{lineno}",
+                fix,
+            ) from None
+        yield line.rstrip("\r\n")
 
 
 class TextCorpus:

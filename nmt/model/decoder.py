@@ -35,14 +35,19 @@ class DecoderState:
     mask: torch.Tensor | None = None  # [B, S] True at real source tokens
     context: torch.Tensor | None = None  # rnnenc: summary c [B, H]; luong feed: [B, E]
 
-    def select(self, index: torch.Tensor) -> DecoderState:
-        """The states of the hypotheses `index` (reorders beams, drops finished sentences)."""
-        picked = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        picked = {
-            k: None if v is None else v.index_select(1 if k == "hidden" else 0, index)
-            for k, v in picked.items()
-        }
-        return DecoderState(**picked)
+    def select(self, index: torch.Tensor, sources: torch.Tensor | None = None) -> DecoderState:
+        """The states of the hypotheses `index` (beam reordering): hidden and context follow
+        `index`; the source side (memory, keys, mask) follows `sources`, or stays as it is when
+        None (beams of one sentence share their source, so reordering them leaves it alone)."""
+        hidden = self.hidden.index_select(1, index)
+        context = None if self.context is None else self.context.index_select(0, index)
+        if sources is None:
+            return dataclasses.replace(self, hidden=hidden, context=context)
+        memory, keys, mask = (
+            None if x is None else x.index_select(0, sources)
+            for x in (self.memory, self.keys, self.mask)
+        )
+        return DecoderState(hidden, memory, keys, mask, context)
 
 
 def maxout(x: torch.Tensor) -> torch.Tensor:
@@ -148,7 +153,23 @@ class RNNSearchDecoder(nn.Module):
         )
 
     def _fused(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Weights regrouped for the loop: W_y, W_c (GRU input columns), [W_a; U], its bias."""
+        """Weights regrouped for the loop: W_y, W_c (GRU input columns), [W_a; U], its bias.
+
+        Without autograd (search) the regrouped copies are cached until a weight changes:
+        concatenating them anew at every decoding step cost more than the step itself."""
+        if torch.is_grad_enabled():
+            return self._regroup()
+        params = (self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_hh)
+        device = self.cell.weight_hh.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        key = (dtype, *((p.data_ptr(), p._version) for p in (*params, self.attention.query.weight)))
+        if getattr(self, "_fused_key", None) != key:
+            cache = self._regroup()
+            self._fused_cache = tuple(x.to(dtype) for x in cache) if dtype else cache
+            self._fused_key = key
+        return self._fused_cache
+
+    def _regroup(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         w_y, w_c = self.cell.weight_ih.split(
             [self.emb_size, self.cell.input_size - self.emb_size], dim=1
         )

@@ -1,0 +1,397 @@
+"""Translation with trained checkpoints: the Python API behind `nmt translate`.
+
+    translator = Translator.from_checkpoint("runs/x/best.pt")
+    translator.translate(["Hola, mundo."], beam=5)  # ["Hello, world."]
+
+Several checkpoints with the same vocabulary decode as an ensemble. Input lines are normalised
+like the training data, split into subwords, sorted by length and cut into batches of at most
+`batch_tokens` source tokens (counting every beam), decoded with `nmt.search`, and returned in
+input order. An empty line gives an empty translation; a line longer than the model's limit is
+truncated, with a warning naming its position.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nmt.checkpoint import checkpoint_config, load_checkpoint
+from nmt.config import Config
+from nmt.data.corpus import count_lines, decode_lines, normalize
+from nmt.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from nmt.device import Runtime, resolve_runtime
+from nmt.errors import NmtError
+from nmt.fileio import atomic_open
+from nmt.model import Seq2Seq, build_model
+from nmt.search import beam_search
+
+
+@dataclass
+class Translation:
+    """One hypothesis for one input line."""
+
+    text: str  # detokenised output
+    score: float  # log-probability divided by the length penalty
+    pieces: list[str]  # output subwords (without eos)
+    attention: list[list[float]] | None = None  # [len(pieces) + 1][len(source pieces) + 1]
+
+
+@dataclass
+class Result:
+    """Everything decoded for one input line: its subwords and its n-best list (best first)."""
+
+    source_pieces: list[str]
+    hypotheses: list[Translation]
+
+
+class Translator:
+    """One model or an ensemble, its tokenizers, and the device it runs on."""
+
+    def __init__(
+        self,
+        models: Sequence[Seq2Seq],
+        src_tokenizer: Tokenizer,
+        tgt_tokenizer: Tokenizer,
+        cfg: Config,
+        runtime: Runtime,
+    ):
+        self.models, self.cfg, self.runtime = list(models), cfg, runtime
+        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+        self.warn: Callable[[str], None] = lambda message: None
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        paths: str | Path | Sequence[str | Path],
+        device: str | None = None,
+        precision: str = "fp32",
+    ) -> Translator:
+        """Load one checkpoint, or several (an ensemble) trained on the same vocabulary.
+
+        The first checkpoint's decode settings are the defaults of `translate`."""
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if not paths:
+            raise NmtError("no checkpoint given", "nmt translate", "name a .pt file")
+        runtime = resolve_runtime(device, precision)
+        checkpoints = [load_checkpoint(Path(p)) for p in paths]
+        vocab = checkpoints[0]["vocab"]
+        models = []
+        for path, checkpoint in zip(paths, checkpoints):
+            if checkpoint["vocab"]["tokenizers"] != vocab["tokenizers"]:
+                raise NmtError(
+                    "an ensemble needs one vocabulary, and this checkpoint's differs",
+                    str(path),
+                    f"ensemble only models trained on the same preprocessed data as {paths[0]}",
+                )
+            cfg = checkpoint_config(checkpoint, str(path))
+            model = build_model(cfg.model, vocab["src_size"], vocab["tgt_size"], vocab["joint"])
+            model.load_state_dict(checkpoint["model"])
+            models.append(model.to(runtime.device).eval())
+        tokenizers = {
+            lang: Tokenizer(entry["proto"]) for lang, entry in vocab["tokenizers"].items()
+        }
+        cfg = checkpoint_config(checkpoints[0], str(paths[0]))
+        return cls(models, tokenizers[vocab["src"]], tokenizers[vocab["tgt"]], cfg, runtime)
+
+    def translate(self, texts: Sequence[str], beam: int | None = None, **options) -> list[str]:
+        """The best translation of each text (options as in `translate_nbest`)."""
+        results = self.translate_nbest(texts, beam=beam, **options)
+        return [r.hypotheses[0].text if r.hypotheses else "" for r in results]
+
+    def translate_nbest(
+        self,
+        texts: Sequence[str],
+        beam: int | None = None,
+        nbest: int = 1,
+        alpha: float | None = None,
+        penalty: str | None = None,
+        batch_tokens: int | None = None,
+        attention: bool = False,
+        first_line: int = 1,
+    ) -> list[Result]:
+        """Decode `texts`; None means the checkpoint's `decode` setting. `first_line` is the
+        line number of texts[0], used in warnings."""
+        dc = self.cfg.decode
+        options = DecodeOptions(
+            beam=beam or dc.beam_size,
+            nbest=nbest,
+            alpha=dc.alpha if alpha is None else alpha,
+            penalty=penalty or dc.length_penalty,
+            batch_tokens=batch_tokens or dc.batch_tokens,
+            attention=attention,
+        )
+        if nbest > options.beam:
+            raise NmtError(
+                f"an n-best list of {nbest} needs a beam of at least {nbest}, not {options.beam}",
+                "--nbest",
+                f"add --beam {nbest}",
+            )
+        ids = self._encode(texts, first_line)
+        results: list[Result | None] = [None] * len(texts)
+        for batch in _length_batches(ids, options.batch_tokens // options.beam):
+            for i, hyps in zip(batch, self._decode([ids[i] for i in batch], options)):
+                results[i] = hyps
+        for i, r in enumerate(results):
+            if r is None:  # empty lines are not decoded
+                results[i] = Result([], [Translation("", 0.0, [])])
+        return results  # type: ignore[return-value]
+
+    def _encode(self, texts: Sequence[str], first_line: int) -> list[list[int]]:
+        """Normalised, split into subwords, truncated to the model's limit (with a warning)."""
+        limit = self.cfg.decode.max_input_len or self.cfg.train.max_len
+        ids = self.src_tokenizer.encode([normalize(t) for t in texts])
+        for i, seq in enumerate(ids):
+            if len(seq) > limit:
+                self.warn(
+                    f"warning: line {first_line + i} has {len(seq)} subwords; truncated to the "
+                    f"first {limit} (decode.max_input_len)"
+                )
+                ids[i] = seq[:limit]
+        return ids
+
+    @torch.no_grad()
+    def _decode(self, batch: list[list[int]], options: DecodeOptions) -> list[Result]:
+        """One batch of subword sequences → their results, in the same order."""
+        lengths = torch.tensor([len(s) + 1 for s in batch])  # with eos
+        src = torch.full((len(batch), int(lengths.max())), PAD_ID, dtype=torch.long)
+        for row, seq in enumerate(batch):
+            src[row, : len(seq) + 1] = torch.tensor([*seq, EOS_ID])
+        dc = self.cfg.decode
+        with self.runtime.autocast():
+            nbest_lists = beam_search(
+                self.models,
+                src.to(self.runtime.device),
+                lengths.to(self.runtime.device),
+                beam=options.beam,
+                nbest=options.nbest,
+                alpha=options.alpha,
+                penalty=options.penalty,
+                max_len_a=dc.max_len_a,
+                max_len_b=dc.max_len_b,
+                attention=options.attention,
+            )
+        pieces, tgt = self.src_tokenizer.pieces, self.tgt_tokenizer
+        return [
+            Result(
+                pieces(seq) + ["</s>"],
+                [
+                    Translation(
+                        tgt.decode(h.tokens),
+                        h.score,
+                        tgt.pieces(h.tokens),
+                        None if h.attention is None else h.attention.tolist(),
+                    )
+                    for h in hyps
+                ],
+            )
+            for seq, hyps in zip(batch, nbest_lists)
+        ]
+
+
+@dataclass
+class DecodeOptions:
+    beam: int
+    nbest: int
+    alpha: float
+    penalty: str
+    batch_tokens: int
+    attention: bool
+
+
+def _length_batches(ids: list[list[int]], max_tokens: int) -> list[list[int]]:
+    """Indices of the non-empty sequences, sorted by length and cut into batches whose padded
+    size (sentences x longest) stays within `max_tokens` (a longer sentence goes alone)."""
+    order = sorted((i for i, s in enumerate(ids) if s), key=lambda i: len(ids[i]))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) + 1) * (len(ids[i]) + 1) > max(max_tokens, 1):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Consecutive lists of up to `size` lines (files: large chunks sort well by length)."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def live_chunks(lines: Iterable[str], size: int, linger: float = 0.05) -> Iterator[list[str]]:
+    """Chunks of whatever lines have arrived (at most `size`), for pipes and terminals.
+
+    A reader thread queues lines as they come; each chunk waits for one line, then takes what
+    else arrives within `linger` seconds. So a pipe gets each translation as soon as its line
+    is in, while a fast producer still gets batched decoding.
+    """
+    inbox: queue.Queue = queue.Queue(maxsize=4 * size)
+    done = object()
+
+    def read() -> None:
+        try:
+            for line in lines:
+                inbox.put(line)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer below
+            inbox.put(exc)
+        inbox.put(done)
+
+    threading.Thread(target=read, daemon=True).start()
+    finished = False
+    while not finished:
+        chunk = []
+        item = inbox.get()
+        while True:
+            if item is done:
+                finished = True
+                break
+            if isinstance(item, BaseException):
+                raise item
+            chunk.append(item)
+            if len(chunk) == size:
+                break
+            try:
+                item = inbox.get(timeout=linger)
+            except queue.Empty:
+                break
+        if chunk:
+            yield chunk
+
+
+def format_result(result: Result, fmt: str, line: int, source: str, attention: bool = False) -> str:
+    """One output line for one input line (no newline): text is the best translation; tsv is
+    `translation<TAB>score` per hypothesis; jsonl is a JSON object with every hypothesis (and,
+    with `attention`, its attention weights over the source pieces)."""
+    if fmt == "text":
+        return result.hypotheses[0].text
+    if fmt == "tsv":
+        return "\t".join(f"{h.text}\t{h.score:.4f}" for h in result.hypotheses)
+    record = {
+        "line": line,
+        "source": source,
+        "source_pieces": result.source_pieces,
+        "hypotheses": [
+            {
+                "text": h.text,
+                "score": round(h.score, 6),
+                "pieces": h.pieces,
+                **(
+                    {"attention": _rounded(h.attention)}
+                    if attention and h.attention is not None
+                    else {}
+                ),
+            }
+            for h in result.hypotheses
+        ],
+    }
+    return json.dumps(record, ensure_ascii=False)
+
+
+def _rounded(matrix: list[list[float]]) -> list[list[float]]:
+    return [[round(x, 4) for x in row] for row in matrix]
+
+
+def translate_stream(
+    translator: Translator,
+    chunked_lines: Iterable[list[str]],
+    write: Callable[[str], None],
+    fmt: str = "text",
+    attention: bool = False,
+    plot_dir: Path | None = None,
+    plot_lines: int = 10,
+    on_chunk: Callable[[int], None] = lambda n: None,
+    **options,
+) -> int:
+    """Translate chunks of lines, writing exactly one output line per input line, in order.
+
+    `write` receives each chunk's output (newline-terminated lines); `on_chunk` the number of
+    lines done. `attention` adds the attention weights to jsonl output; with `plot_dir`, the
+    first `plot_lines` lines get a heatmap, line-N.png. Options go to `translate_nbest`.
+    Returns the number of lines translated.
+    """
+    done = 0
+    for lines in chunked_lines:
+        plotting = plot_dir is not None and done < plot_lines
+        results = translator.translate_nbest(
+            lines, first_line=done + 1, attention=attention or plotting, **options
+        )
+        write(
+            "".join(
+                format_result(r, fmt, done + i + 1, line, attention) + "\n"
+                for i, (r, line) in enumerate(zip(results, lines))
+            )
+        )
+        if plotting:
+            _plot(results[: plot_lines - done], done + 1, plot_dir)
+        done += len(lines)
+        on_chunk(len(lines))
+    return done
+
+
+def _plot(results: list[Result], first_line: int, plot_dir: Path) -> None:
+    """Heatmaps of the best hypotheses' attention (lines without attention are skipped)."""
+    from nmt.plot import plot_attention
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for i, r in enumerate(results):
+        best = r.hypotheses[0]
+        if best.attention is not None and r.source_pieces:
+            path = plot_dir / f"line-{first_line + i}.png"
+            plot_attention(best.attention, r.source_pieces, [*best.pieces, "</s>"], path)
+
+
+def run_files(
+    translator: Translator,
+    input: str,
+    output: str,
+    errors: str = "strict",
+    chunk_lines: int = 2000,
+    **options,
+) -> int:
+    """`nmt translate`: from a file or stdin ("-") to a file (written atomically, with a
+    progress bar) or stdout (flushed after every chunk). Options go to `translate_stream`."""
+    fix = "convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or pass --errors replace"
+    if input == "-":
+        lines = decode_lines(sys.stdin.buffer, "<stdin>", errors, fix)
+        chunked = live_chunks(lines, chunk_lines)
+        total = None
+    else:
+        path = Path(input)
+        if not path.is_file():
+            raise NmtError("input file not found", input, "check the path, or use - for stdin")
+        total = count_lines(path)
+        chunked = chunks(_file_lines(path, errors, fix), chunk_lines)
+    if output == "-":
+
+        def write(text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        return translate_stream(translator, chunked, write, **options)
+    with (
+        atomic_open(Path(output)) as fh,
+        tqdm(total=total, unit="line", file=sys.stderr, desc="translate", disable=None) as bar,
+    ):
+        translator.warn = bar.write
+        return translate_stream(translator, chunked, fh.write, on_chunk=bar.update, **options)
+
+
+def _file_lines(path: Path, errors: str, fix: str) -> Iterator[str]:
+    with path.open("rb") as fh:
+        yield from decode_lines(fh, str(path), errors, fix)

@@ -1,0 +1,170 @@
+"""nmt translate and the Translator API: line alignment, formats, streaming, plots, errors."""
+
+import json
+import select
+import struct
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from nmt.checkpoint import load_checkpoint, save_checkpoint
+from nmt.cli import app
+from nmt.config import Config, apply_overrides
+from nmt.errors import NmtError
+from nmt.plot import figure_size
+from nmt.train import train
+from nmt.translate import Translator
+
+runner = CliRunner()
+TINY = [
+    "train.precision=fp32",
+    "model.emb_size=16",
+    "model.hidden_size=16",
+    "train.batch_tokens=500",
+    "train.max_steps=2",
+    "train.valid_every=1000",
+    "decode.max_len_a=0.5",
+    "decode.max_len_b=3",
+    "decode.max_input_len=12",
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(sample_dir, tmp_path_factory):
+    """A barely trained model: its translations are poor, but every code path runs."""
+    run = tmp_path_factory.mktemp("translate") / "run"
+    train(apply_overrides(Config(), TINY), sample_dir, run, progress_bar=False, log=lambda _: None)
+    return run / "last.pt"
+
+
+def _translate(checkpoint, tmp_path, data: bytes, *options):
+    src = tmp_path / "in.txt"
+    src.write_bytes(data)
+    out = tmp_path / "out.txt"
+    result = runner.invoke(
+        app, ["translate", str(checkpoint), "-i", str(src), "-o", str(out), *options]
+    )
+    return result, out
+
+
+def test_one_output_line_per_input_line(checkpoint, tmp_path):
+    """Empty lines stay empty, CRLF and a BOM are accepted, a long line is truncated with a
+    warning naming it; the output has exactly as many lines as the input, in order."""
+    long_line = " ".join(["palabra"] * 40)
+    data = "\ufeffEn el principio\r\n\r\nDios\r\n" + long_line + "\n\nY dijo Dios"
+    result, out = _translate(checkpoint, tmp_path, data.encode("utf-8"))
+    assert result.exit_code == 0, result.output
+    lines = out.read_text(encoding="utf-8").split("\n")
+    assert lines[-1] == "" and len(lines) - 1 == 6
+    assert lines[1] == "" and lines[4] == ""
+    assert all(lines[i] for i in (0, 2, 3, 5))
+    assert "line 4" in result.output and "truncat" in result.output
+    alone = Translator.from_checkpoint(checkpoint).translate(["En el principio", "Y dijo Dios"])
+    assert [lines[0], lines[5]] == alone  # the BOM and CRLF did not reach the model
+
+
+@pytest.mark.parametrize("data, expected", [(b"", 0), (b"\n\n\n", 3), (b"\r\n", 1)])
+def test_empty_files_and_files_of_empty_lines(checkpoint, tmp_path, data, expected):
+    result, out = _translate(checkpoint, tmp_path, data)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == b"\n" * expected
+
+
+def test_invalid_utf8_is_reported_with_its_line_or_replaced(checkpoint, tmp_path):
+    data = b"Dios\nDi\xe9s\nluz\n"
+    result, out = _translate(checkpoint, tmp_path, data)
+    assert result.exit_code == 2
+    assert "in.txt:2" in result.output and "--errors replace" in result.output
+    assert not out.exists()  # nothing half-written
+    result, out = _translate(checkpoint, tmp_path, data, "--errors", "replace")
+    assert result.exit_code == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_nbest_jsonl_and_tsv(checkpoint, tmp_path):
+    data = "Dios\n\nY dijo Dios: Sea la luz\n".encode()
+    result, out = _translate(
+        checkpoint, tmp_path, data, "--format", "jsonl", "--nbest", "3", "--attention"
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3]
+    assert records[1]["hypotheses"] == [{"text": "", "score": 0.0, "pieces": []}]
+    for r in (records[0], records[2]):
+        hyps = r["hypotheses"]
+        assert len(hyps) == 3 and len({tuple(h["pieces"]) for h in hyps}) == 3
+        assert [h["score"] for h in hyps] == sorted((h["score"] for h in hyps), reverse=True)
+        weights = hyps[0]["attention"]
+        assert len(weights) == len(hyps[0]["pieces"]) + 1
+        assert all(len(row) == len(r["source_pieces"]) for row in weights)
+    result, tsv = _translate(checkpoint, tmp_path, data, "--format", "tsv", "--nbest", "2")
+    rows = tsv.read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(rows) == 3 and len(rows[0].split("\t")) == 4
+    text = [h["text"] for h in records[0]["hypotheses"][:2]]
+    assert rows[0].split("\t")[::2] == text
+
+
+def test_option_errors(checkpoint, tmp_path):
+    result, _ = _translate(checkpoint, tmp_path, b"Dios\n", "--nbest", "3")
+    assert result.exit_code == 2 and "--format tsv" in result.output
+    result, _ = _translate(checkpoint, tmp_path, b"Dios\n", "--nbest", "6", "--format", "tsv")
+    assert result.exit_code == 2 and "beam" in result.output
+    result = runner.invoke(app, ["translate", str(tmp_path / "none.pt")])
+    assert result.exit_code == 2 and "checkpoint not found" in result.output
+
+
+def test_attention_plot_is_a_png_of_the_right_size(checkpoint, tmp_path):
+    plots = tmp_path / "plots"
+    data = "Y dijo Dios\n\nSea la luz\n".encode()
+    result, out = _translate(checkpoint, tmp_path, data, "--plot-attention", str(plots))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in plots.iterdir()) == ["line-1.png", "line-3.png"]
+    [first] = Translator.from_checkpoint(checkpoint).translate_nbest(["Y dijo Dios"])
+    png = (plots / "line-1.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    n_out = len(first.hypotheses[0].pieces) + 1
+    assert (width, height) == figure_size(len(first.source_pieces), n_out)
+
+
+def test_stdin_pipe_gets_each_translation_before_eof(checkpoint):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nmt", "translate", str(checkpoint)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        proc.stdin.write("Y dijo Dios\n".encode())
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 30)  # stdin is still open
+        assert ready, "no translation before the end of the input"
+        first = proc.stdout.readline()
+        assert first.endswith(b"\n") and first.strip()
+        proc.stdin.write(b"\n")
+        proc.stdin.close()
+        assert proc.stdout.read() == b"\n"
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+
+
+def test_python_api_and_self_ensemble(checkpoint):
+    texts = ["En el principio creó Dios los cielos y la tierra.", "", "Sea la luz"]
+    alone = Translator.from_checkpoint(checkpoint)
+    pair = Translator.from_checkpoint([checkpoint, checkpoint])
+    assert len(alone.translate(texts, beam=5)) == 3
+    for a, b in zip(alone.translate_nbest(texts, nbest=3), pair.translate_nbest(texts, nbest=3)):
+        assert [h.text for h in a.hypotheses] == [h.text for h in b.hypotheses]
+        assert [h.score for h in a.hypotheses] == pytest.approx([h.score for h in b.hypotheses])
+
+
+def test_an_ensemble_needs_one_vocabulary(checkpoint, tmp_path):
+    other = load_checkpoint(checkpoint)
+    for entry in other["vocab"]["tokenizers"].values():
+        entry["sha256"] = "0" * 64  # as if trained on other data
+    save_checkpoint(tmp_path / "other.pt", other)
+    with pytest.raises(NmtError, match="one vocabulary"):
+        Translator.from_checkpoint([checkpoint, tmp_path / "other.pt"])

@@ -29,19 +29,22 @@ docs: install
 	$(BIN)/nmt config --reference > docs/config.md
 
 # The main job on the shipped sample: preprocess, train a small model for a few minutes,
-# decode the dev set with it (greedy, at the last validation) and score that; then the floor
-# an untrained system gets (the untranslated source). `nmt translate` joins in a later version.
+# translate the test split with beam search, and score it (BLEU, chrF); then the floor an
+# untrained system gets (the untranslated source copied).
 demo: install
 	$(BIN)/nmt preprocess --config configs/sample.yaml --out $(DEMO)/data --overwrite
 	$(BIN)/nmt train configs/sample.yaml --data $(DEMO)/data --out $(DEMO)/run --overwrite
-	@echo "== the trained model's dev translations ($(DEMO)/run/dev.hyp.txt)"
-	$(BIN)/nmt evaluate $(DEMO)/run/dev.hyp.txt $(DEMO)/data/dev.en.txt --metrics bleu,chrf
+	$(BIN)/nmt translate $(DEMO)/run/best.pt -i $(DEMO)/data/test.es.txt -o $(DEMO)/test.hyp.txt \
+		--plot-attention $(DEMO)/attention --plot-lines 3
 	@echo "== floor: the source copied as the 'translation'"
-	$(BIN)/nmt evaluate $(DEMO)/data/dev.es.txt $(DEMO)/data/dev.en.txt --metrics bleu,chrf
+	$(BIN)/nmt evaluate $(DEMO)/data/test.es.txt $(DEMO)/data/test.en.txt --metrics bleu,chrf
+	@echo "== the trained model, beam search on the test split ($(DEMO)/test.hyp.txt)"
+	$(BIN)/nmt evaluate $(DEMO)/test.hyp.txt $(DEMO)/data/test.en.txt --metrics bleu,chrf
 
 bench: install
 	$(BIN)/nmt bench preprocess --corpus data/train.tsv --out bench-out
 	$(BIN)/nmt bench batching --data $(DEMO)/data --out bench-out
+	$(BIN)/nmt bench translate $(DEMO)/run/best.pt -i $(DEMO)/data/test.es.txt --lines 500 --out bench-out
 
 clean:
 	rm -rf runs bench-out .pytest_cache

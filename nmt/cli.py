@@ -315,6 +315,41 @@ def bench_train(
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 
 
+@bench_app.command("translate")
+def bench_translate(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to decode with.")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="Source text, one sentence per line.")
+    ],
+    lines: Annotated[int, typer.Option(help="Sentences to take from --input.")] = 1000,
+    beams: Annotated[str, typer.Option(help="Comma-separated beam sizes.")] = "1,5",
+    batch_tokens: Annotated[
+        str, typer.Option(help="Comma-separated batch sizes (source subwords x beam).")
+    ] = "2000,6000,20000",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 or auto.")] = "auto",
+    out: BenchOut = Path("bench-out"),
+) -> None:
+    """Translation sentences/s and tokens/s: batched at several sizes, and one at a time."""
+    from nmt import bench
+
+    try:
+        rows = bench.bench_translate(
+            checkpoint,
+            input,
+            lines,
+            [int(b) for b in beams.split(",")],
+            [int(b) for b in batch_tokens.split(",")],
+            device,
+            precision,
+        )
+    except NmtError as err:
+        raise _fail(err) from None
+    settings = {"checkpoint": str(checkpoint), "input": str(input), "lines": lines}
+    path = bench.write_report(out, "translate", rows, settings)
+    typer.echo(f"{bench.table(rows)}\nwrote {path}")
+
+
 @app.command()
 def train(
     config: Annotated[

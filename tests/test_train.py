@@ -17,6 +17,7 @@ from nmt.errors import NmtError
 from nmt.preprocess import preprocess
 from nmt.search import greedy_search
 from nmt.train import learning_rate, train
+from nmt.translate import Translator
 from tests.conftest import data_config, write_tsv
 
 SMALL = [
@@ -83,6 +84,10 @@ def test_rnnsearch_learns_to_reverse_sequences(toy_dir, tmp_path):
         out, _ = greedy_search(model, batch.src, batch.src_lengths, 1.0, 3)
         correct += sum(out[j] == dev.tgt[i].tolist() for j, i in enumerate(indices))
     assert correct / len(dev) >= 0.95
+    translator = Translator.from_checkpoint(tmp_path / "run" / "best.pt")  # and beam search
+    outputs = translator.translate(trainer.dev_text["src"], beam=5)
+    exact = sum(h == r for h, r in zip(outputs, trainer.dev_text["ref"]))
+    assert exact / len(outputs) >= 0.95
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     train_losses = [r["loss"] for r in records if r["event"] == "train"]
     assert train_losses[-1] < 0.2 * train_losses[0]

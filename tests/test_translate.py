@@ -84,7 +84,7 @@ def test_invalid_utf8_is_reported_with_its_line_or_replaced(checkpoint, tmp_path
 
 
 def test_nbest_jsonl_and_tsv(checkpoint, tmp_path):
-    data = "Dios\n\nY dijo Dios: Sea la luz\n".encode()
+    data = b"Dios\n\nY dijo Dios: Sea la luz\n"
     result, out = _translate(
         checkpoint, tmp_path, data, "--format", "jsonl", "--nbest", "3", "--attention"
     )
@@ -117,7 +117,7 @@ def test_option_errors(checkpoint, tmp_path):
 
 def test_attention_plot_is_a_png_of_the_right_size(checkpoint, tmp_path):
     plots = tmp_path / "plots"
-    data = "Y dijo Dios\n\nSea la luz\n".encode()
+    data = b"Y dijo Dios\n\nSea la luz\n"
     result, out = _translate(checkpoint, tmp_path, data, "--plot-attention", str(plots))
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in plots.iterdir()) == ["line-1.png", "line-3.png"]
@@ -137,7 +137,7 @@ def test_stdin_pipe_gets_each_translation_before_eof(checkpoint):
         stderr=subprocess.PIPE,
     )
     try:
-        proc.stdin.write("Y dijo Dios\n".encode())
+        proc.stdin.write(b"Y dijo Dios\n")
         proc.stdin.flush()
         ready, _, _ = select.select([proc.stdout], [], [], 30)  # stdin is still open
         assert ready, "no translation before the end of the input"

@@ -160,3 +160,20 @@ def test_outputs_respect_the_length_limit():
         beam_search(model, src, lengths, beam=3, max_len_a=1.0, max_len_b=2), [6, 2]
     ):
         assert all(len(h.tokens) <= n + 2 for h in hyps)
+
+
+def test_search_and_scoring_alternate_under_bf16_autocast():
+    """Validation decodes and computes the dev loss in turn, without autograd, under autocast:
+    the weights search caches in bf16 must not leak into the loss path (which keeps float32)."""
+    vocab = 30
+    model = _model("rnnsearch", vocab).float()
+    src, lengths = _sources([6, 3, 9], vocab)
+    tgt = torch.randint(4, vocab, (3, 5))
+    tgt_in = torch.cat([torch.full((3, 1), BOS_ID), tgt[:, :-1]], 1)
+    with torch.no_grad():
+        _, reference = model.loss(src, lengths, tgt_in, tgt)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for _ in range(2):
+                greedy_search(model, src, lengths)
+                _, nll = model.loss(src, lengths, tgt_in, tgt)
+                assert float(nll) == pytest.approx(float(reference), rel=0.05)

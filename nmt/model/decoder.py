@@ -152,16 +152,17 @@ class RNNSearchDecoder(nn.Module):
             hidden=hidden, memory=states, keys=self.attention.keys(states), mask=mask
         )
 
-    def _fused(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Weights regrouped for the loop: W_y, W_c (GRU input columns), [W_a; U], its bias.
+    def _fused(
+        self, dtype: torch.dtype | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Weights regrouped for the loop: W_y, W_c (GRU input columns), [W_a; U], its bias,
+        cast to `dtype` if given.
 
         Without autograd (search) the regrouped copies are cached until a weight changes:
         concatenating them anew at every decoding step cost more than the step itself."""
         if torch.is_grad_enabled():
             return self._regroup()
         params = (self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_hh)
-        device = self.cell.weight_hh.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         key = (dtype, *((p.data_ptr(), p._version) for p in (*params, self.attention.query.weight)))
         if getattr(self, "_fused_key", None) != key:
             cache = self._regroup()
@@ -246,7 +247,10 @@ class RNNSearchDecoder(nn.Module):
         self, y_prev: torch.Tensor, state: DecoderState
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         e = self.dropout(self.embed(y_prev))  # [B, E]
-        w_y, w_c, recurrent, bias = self._fused()
+        device = e.device.type  # under autocast, cache the weights in its dtype
+        w_y, w_c, recurrent, bias = self._fused(
+            torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        )
         gi_y = F.linear(e, w_y, self.cell.bias_ih)
         s, context, alpha = self._advance(state.hidden[0], gi_y, state, w_c, recurrent, bias)
         top, hidden = s, s.unsqueeze(0)

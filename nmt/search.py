@@ -258,7 +258,7 @@ def beam_search(
     scores[:, 1:] = float("-inf")  # all beams start equal: expand only the first
     finished = _Finished(batch, k, int(limit.max()) + 1, src_len, attention, scores)
     beams = torch.arange(batch, device=device).repeat_interleave(k)  # [B*K] → its sentence
-    states = select(ensemble.encode(src, src_lengths), beams, beams)
+    states = select(ensemble.encode(src, src_lengths), beams)  # the source stays [B, ...]
     sent = torch.arange(batch, device=device)  # [b] the live sentences
     history = torch.empty(batch, k, 0, dtype=torch.long, device=device)  # [b, K, t]
     weights = scores.new_zeros(batch, k, 0, src_len) if attention else None  # [b, K, t, S]
@@ -292,8 +292,7 @@ def beam_search(
         keep = ~done
         rows = (torch.arange(b, device=device).unsqueeze(1) * k + origin)[keep].view(-1)
         # the source side is copied only when sentences leave the batch
-        sources = None if bool(keep.all()) else keep.repeat_interleave(k).nonzero().squeeze(1)
-        states = select(states, rows, sources)
+        states = select(states, rows, None if bool(keep.all()) else keep.nonzero().squeeze(1))
         sent, scores, history, y = sent[keep], scores[keep], history[keep], y[keep].view(-1)
         if weights is not None:
             weights = weights[keep]

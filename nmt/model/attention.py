@@ -27,18 +27,26 @@ class AdditiveAttention(nn.Module):
         """[B, S, M] → [B, S, A], once per sentence."""
         return self.key(memory)
 
+    def weights(
+        self, query_proj: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """query_proj [N, A] with N = B*K: K consecutive queries per sentence (the beams of a
+        sentence share its source), keys [B, S, A], mask [B, S] (True = real token)
+        → weights [B, K, S]."""
+        queries = query_proj.view(keys.shape[0], -1, query_proj.shape[-1])  # [B, K, A]
+        # v · tanh(x) computed as 2 v · σ(2x): tanh(x) = 2σ(2x) - 1, the constant -Σv drops
+        # out of the softmax, and σ is ~10x faster than tanh on the CPU
+        hidden = (keys.unsqueeze(1) + queries.unsqueeze(2)).mul_(2).sigmoid_()  # [B, K, S, A]
+        scores = 2 * self.v(hidden).squeeze(3)  # [B, K, S]
+        return torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=2)
+
     def forward(
         self, query_proj: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """query_proj [B, A], keys [B, S, A], memory [B, S, M], mask [B, S] (True = real token)
-        → context [B, M], weights [B, S]."""
-        # v · tanh(x) computed as 2 v · σ(2x): tanh(x) = 2σ(2x) - 1, the constant -Σv drops
-        # out of the softmax, and σ is ~10x faster than tanh on the CPU
-        hidden = (keys + query_proj.unsqueeze(1)).mul_(2).sigmoid_()  # [B, S, A]
-        scores = 2 * self.v(hidden).squeeze(2)  # [B, S]
-        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # [B, M]
-        return context, weights
+        """As `weights`, with memory [B, S, M] → context [N, M], weights [N, S]."""
+        weights = self.weights(query_proj, keys, mask)  # [B, K, S]
+        context = torch.bmm(weights.to(memory.dtype), memory)  # [B, K, M]
+        return context.flatten(0, 1), weights.flatten(0, 1)
 
 
 class MultiplicativeAttention(nn.Module):

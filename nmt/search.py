@@ -93,28 +93,20 @@ class Ensemble:
     ) -> tuple[torch.Tensor, torch.Tensor, list[DecoderState], torch.Tensor | None]:
         """The k most probable next tokens after y_prev [N]: log-probabilities [N, k] (sorted)
         and ids [N, k], the new states, attention [N, S] or None. Rows where `at_limit` [N] is
-        True may only end: eos, then -inf. pad and bos are never generated.
-
-        With one model, the softmax is never materialised: the top k of the logits are the
-        top k of the log-probabilities, normalised afterwards by the log-sum-exp, which saves
-        several passes over [N, vocabulary] per step."""
-        if len(self.models) == 1:
-            scores, state, weights = self.models[0].step_logits(y_prev, states[0])
-            norm = scores.logsumexp(-1, keepdim=True)  # [N, 1]
-            states, weights = [state], [] if weights is None else [weights]
+        True may only end: eos, then -inf. pad and bos are never generated."""
+        outputs = [model.step(y_prev, state) for model, state in zip(self.models, states)]
+        if len(outputs) == 1:
+            scores = outputs[0][0].to(self.dtype)  # [N, V]
         else:
-            outputs = [model.step(y_prev, state) for model, state in zip(self.models, states)]
             scores = torch.stack([lp.to(self.dtype) for lp, _, _ in outputs]).mean(0)
-            norm = scores.new_zeros(scores.shape[0], 1)
-            states = [s for _, s, _ in outputs]
-            weights = [w for _, _, w in outputs if w is not None]
+        states = [s for _, s, _ in outputs]
+        weights = [w for _, _, w in outputs if w is not None]
         scores[:, PAD_ID] = scores[:, BOS_ID] = float("-inf")
-        eos = scores[:, EOS_ID] - norm[:, 0]  # [N]
+        eos = scores[:, EOS_ID]  # [N]
         values, tokens = scores.topk(min(k, scores.shape[1]), -1)
-        values = values.to(self.dtype) - norm
         if bool(at_limit.any()):
             values[at_limit] = float("-inf")
-            values[at_limit, 0] = eos[at_limit].to(self.dtype)
+            values[at_limit, 0] = eos[at_limit]
             tokens[at_limit, 0] = EOS_ID
         attention = torch.stack([w.to(self.dtype) for w in weights]).mean(0) if weights else None
         return values, tokens, states, attention

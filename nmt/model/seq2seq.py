@@ -86,18 +86,12 @@ class Seq2Seq(nn.Module):
     def step(
         self, y_prev: torch.Tensor, state: DecoderState
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """Log-probabilities [B, V] of the next token after y_prev [B]; the new state; α [B, S]."""
-        logits, state, weights = self.step_logits(y_prev, state)
-        return F.log_softmax(logits, -1), state, weights
-
-    def step_logits(
-        self, y_prev: torch.Tensor, state: DecoderState
-    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """Like `step`, but unnormalised logits [B, V] (at least float32 under autocast): search
-        normalises only the few scores it keeps."""
+        """Log-probabilities [B, V] of the next token after y_prev [B] (at least float32 under
+        autocast); the new state; α [B, S]."""
         features, state, weights = self.decoder.step(y_prev, state)
         logits = self.output(features)  # [B, V]
-        return logits.to(torch.promote_types(logits.dtype, torch.float32)), state, weights
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return F.log_softmax(logits, -1), state, weights
 
     def loss(
         self,

@@ -325,7 +325,7 @@ def bench_translate(
     beams: Annotated[str, typer.Option(help="Comma-separated beam sizes.")] = "1,5",
     batch_tokens: Annotated[
         str, typer.Option(help="Comma-separated batch sizes (source subwords x beam).")
-    ] = "2000,6000,20000",
+    ] = "2000,6000,20000,60000",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 or auto.")] = "auto",
     out: BenchOut = Path("bench-out"),

@@ -194,7 +194,7 @@ class DecodeConfig:
         choices=("wu", "length", "none"),
     )
     batch_tokens: int = option(
-        6000,
+        20000,
         "Translation batch size in source subwords times beam size (sentences are sorted by "
         "length first, so there is little padding).",
         min=1,

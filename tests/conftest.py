@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,16 @@ def write_tsv(path: Path, pairs: list[tuple[str, str]], header: str = "id\tes\te
     rows = [header] + [f"{i}\t{s}\t{t}" for i, (s, t) in enumerate(pairs)]
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
+
+
+def reversal_pairs(n: int, rng: random.Random) -> list[tuple[str, str]]:
+    """A toy task: random sequences of 3 to 10 symbols, and the same reversed."""
+    symbols = [chr(97 + i) for i in range(20)]
+    out = []
+    for _ in range(n):
+        seq = [rng.choice(symbols) for _ in range(rng.randint(3, 10))]
+        out.append((" ".join(seq), " ".join(reversed(seq))))
+    return out
 
 
 def data_config(**overrides) -> DataConfig:

@@ -18,7 +18,7 @@ from nmt.preprocess import preprocess
 from nmt.search import greedy_search
 from nmt.train import learning_rate, train
 from nmt.translate import Translator
-from tests.conftest import data_config, write_tsv
+from tests.conftest import data_config, reversal_pairs, write_tsv
 
 SMALL = [
     "train.precision=fp32",  # the fp32 paths are exact; bf16 is tested in test_attention_gru
@@ -44,19 +44,11 @@ def _quiet(_):
 def toy_dir(tmp_path_factory):
     """Reverse random symbol sequences: a task an attention model must solve exactly."""
     rng = random.Random(0)
-    symbols = [chr(97 + i) for i in range(20)]
-
-    def pairs(n):
-        out = []
-        for _ in range(n):
-            seq = [rng.choice(symbols) for _ in range(rng.randint(3, 10))]
-            out.append((" ".join(seq), " ".join(reversed(seq))))
-        return out
 
     root = tmp_path_factory.mktemp("toy")
     cfg = data_config(
-        train=str(write_tsv(root / "train.tsv", pairs(6000))),
-        dev=str(write_tsv(root / "dev.tsv", pairs(200))),
+        train=str(write_tsv(root / "train.tsv", reversal_pairs(6000, rng))),
+        dev=str(write_tsv(root / "dev.tsv", reversal_pairs(200, rng))),
         test="",
         vocab_size=45,
     )

@@ -55,7 +55,9 @@ def length_penalty(length: int, kind: str, alpha: float) -> float:
         return ((5.0 + length) / 6.0) ** alpha
     if kind == "length":
         return float(length)
-    return 1.0
+    if kind == "none":
+        return 1.0
+    raise ValueError(f"unknown length penalty {kind!r}; expected one of {PENALTIES}")
 
 
 class Ensemble:

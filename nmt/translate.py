@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from nmt.checkpoint import checkpoint_config, load_checkpoint
@@ -31,7 +32,7 @@ from nmt.device import Runtime, resolve_runtime
 from nmt.errors import NmtError
 from nmt.fileio import atomic_open
 from nmt.model import Seq2Seq, build_model
-from nmt.search import beam_search
+from nmt.search import PENALTIES, beam_search
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Translator:
     ):
         self.models, self.cfg, self.runtime = list(models), cfg, runtime
         self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
-        self.warn: Callable[[str], None] = lambda message: None
+        self.warn: Callable[[str], None] = lambda message: print(message, file=sys.stderr)
 
     @classmethod
     def from_checkpoint(
@@ -128,6 +129,10 @@ class Translator:
             batch_tokens=batch_tokens or dc.batch_tokens,
             attention=attention,
         )
+        if options.penalty not in PENALTIES:
+            raise NmtError(
+                f"unknown length penalty {options.penalty!r}", "--penalty", "use wu, length or none"
+            )
         if nbest > options.beam:
             raise NmtError(
                 f"an n-best list of {nbest} needs a beam of at least {nbest}, not {options.beam}",
@@ -161,9 +166,8 @@ class Translator:
     def _decode(self, batch: list[list[int]], options: DecodeOptions) -> list[Result]:
         """One batch of subword sequences → their results, in the same order."""
         lengths = torch.tensor([len(s) + 1 for s in batch])  # with eos
-        src = torch.full((len(batch), int(lengths.max())), PAD_ID, dtype=torch.long)
-        for row, seq in enumerate(batch):
-            src[row, : len(seq) + 1] = torch.tensor([*seq, EOS_ID])
+        sentences = [torch.tensor([*seq, EOS_ID]) for seq in batch]
+        src = pad_sequence(sentences, batch_first=True, padding_value=PAD_ID)  # [B, S]
         dc = self.cfg.decode
         with self.runtime.autocast():
             nbest_lists = beam_search(

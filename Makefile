@@ -22,8 +22,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check nmt tests data
-	$(BIN)/ruff format --check nmt tests data
+	$(BIN)/ruff check nmt tests data recipes
+	$(BIN)/ruff format --check nmt tests data recipes
 
 docs: install
 	$(BIN)/nmt config --reference > docs/config.md

@@ -274,8 +274,9 @@ def beam_search(
             weights = _gather_beams(torch.cat([weights, alpha_t.view(b, k, 1, -1)], 2), origin)
         ended = (token == EOS_ID) & (top > float("-inf"))
         ended[:, k:] = False  # only eos among the K best counts as finished
-        normalised = top / length_penalty(t + 1, penalty, alpha)
-        finished.add(sent, normalised.masked_fill(~ended, float("-inf")), history, weights)
+        if bool(ended.any()):
+            normalised = top / length_penalty(t + 1, penalty, alpha)
+            finished.add(sent, normalised.masked_fill(~ended, float("-inf")), history, weights)
         scores, pos = top.masked_fill(token == EOS_ID, float("-inf")).topk(k, 1)  # [b, K]
         history, origin, y = (_gather_beams(x, pos) for x in (history, origin, token))
         if weights is not None:

@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= runs/demo
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test lint demo bench clean docs
+.PHONY: install test lint demo bench clean docs results
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,13 @@ demo: install
 	$(BIN)/nmt evaluate $(DEMO)/data/test.es.txt $(DEMO)/data/test.en.txt --metrics bleu,chrf
 	@echo "== the trained model, beam search on the test split ($(DEMO)/test.hyp.txt)"
 	$(BIN)/nmt evaluate $(DEMO)/test.hyp.txt $(DEMO)/data/test.en.txt --metrics bleu,chrf
+
+# docs/results.md from scratch: the reference recipe for each architecture (40 minutes of
+# training each on a 2-core CPU), then the learning curves. About two and a quarter hours.
+BIBLE ?= ../shared/data/bible-es-en
+results: install
+	for arch in rnnsearch rnnenc luong; do ARCH=$$arch recipes/bible-es-en.sh $(BIBLE) runs/bible || exit 1; done
+	$(BIN)/python recipes/plot_curves.py runs/bible/rnnsearch runs/bible/rnnenc runs/bible/luong -o docs/curves.png
 
 bench: install
 	$(BIN)/nmt bench preprocess --corpus data/train.tsv --out bench-out

@@ -476,7 +476,11 @@ def translate(
         str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
     ] = "auto",
     precision: Annotated[
-        str, typer.Option(help="fp32, bf16, fp16 (GPU), or auto (bf16 on a GPU).")
+        str,
+        typer.Option(
+            help="fp32, bf16, fp16 (GPU only), or auto: bf16 on GPUs that have it (else fp16) "
+            "and on CPUs with native bf16, else fp32."
+        ),
     ] = "auto",
 ) -> None:
     """Translate a file or stdin with trained checkpoint(s): exactly one output line per line.

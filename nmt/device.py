@@ -91,6 +91,10 @@ def resolve_runtime(device: str | None = None, precision: str = "auto") -> Runti
             "--device",
             "use --device cpu, or check the driver and CUDA_VISIBLE_DEVICES",
         )
+    if precision not in ("auto", "fp32", *_DTYPES):
+        raise NmtError(
+            f"unknown precision {precision!r}", "--precision", "use auto, fp32, bf16 or fp16"
+        )
     if precision == "auto":
         if dev.type == "cuda":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -113,6 +113,8 @@ def test_option_errors(checkpoint, tmp_path):
     assert result.exit_code == 2 and "beam" in result.output
     result, _ = _translate(checkpoint, tmp_path, b"Dios\n", "--penalty", "short")
     assert result.exit_code == 2 and "unknown length penalty" in result.output
+    result, _ = _translate(checkpoint, tmp_path, b"Dios\n", "--precision", "int8")
+    assert result.exit_code == 2 and "unknown precision" in result.output
     result = runner.invoke(app, ["translate", str(tmp_path / "none.pt")])
     assert result.exit_code == 2 and "checkpoint not found" in result.output
 

@@ -78,17 +78,11 @@ class Ensemble:
         if not torch.is_autocast_enabled(device):
             return states
         dtype = torch.get_autocast_dtype(device)
-        return [
-            dataclasses.replace(
-                state,
-                **{
-                    name: getattr(state, name).to(dtype)
-                    for name in ("memory", "keys")
-                    if getattr(state, name) is not None
-                },
-            )
-            for state in states
-        ]
+
+        def cast(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.to(dtype)
+
+        return [dataclasses.replace(s, memory=cast(s.memory), keys=cast(s.keys)) for s in states]
 
     def topk(
         self, y_prev: torch.Tensor, states: list[DecoderState], k: int, at_limit: torch.Tensor

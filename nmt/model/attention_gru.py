@@ -13,7 +13,7 @@ in reverse computing only what must be sequential (gradients of the state and of
 activations), and the weight gradients come afterwards as one large product each over all
 T x B rows (dW = dP^T S), which runs near the machine's matrix-multiply peak. The forward runs
 without building a graph. `tests/test_attention_gru.py` checks both directions against the
-autograd path (`RNNSearchDecoder._advance`) in float64.
+autograd path (`RNNSearchDecoder.recurrence`) in float64.
 """
 
 from __future__ import annotations

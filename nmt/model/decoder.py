@@ -194,22 +194,6 @@ class RNNSearchDecoder(nn.Module):
             self._search_key = key
         return self._search_cache
 
-    def _advance(
-        self,
-        s: torch.Tensor,
-        gi_y: torch.Tensor,
-        state: DecoderState,
-        w_c: torch.Tensor,
-        recurrent: torch.Tensor,
-        bias: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step of the first layer: s_{i-1} [B, H], gi_y [B, 3H] → s_i, c_i, α_i."""
-        attn_size = recurrent.shape[0] - 3 * s.shape[1]
-        query, gh = F.linear(s, recurrent, bias).split([attn_size, 3 * s.shape[1]], 1)
-        context, weights = self.attention(query, state.keys, state.memory, state.mask)
-        gi = gi_y + F.linear(context, w_c)  # [B, 3H]
-        return gru_step(gi, gh, s), context, weights  # [B, H], [B, M], [B, S]
-
     def _upper(self, s: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Layers 2..L over first-layer states s [B, T, H] → top states, their last hidden."""
         return run_gru(self.upper, self.dropout(s), hidden)
@@ -248,10 +232,13 @@ class RNNSearchDecoder(nn.Module):
         used under autocast). gi_y [B, T, 3H] → states [B, T, H], contexts [B, T, M],
         weights [B, T, S]."""
         s = state.hidden[0]  # [B, H]
+        split = [recurrent.shape[0] - 3 * s.shape[1], 3 * s.shape[1]]  # attention query, gates
         states, contexts, weights = [], [], []
         # unbind, not gi_y[:, t]: the backward of T slices would build T full-size gradients
         for gi_t in gi_y.unbind(1):
-            s, context, alpha = self._advance(s, gi_t, state, w_c, recurrent, bias)
+            query, gh = F.linear(s, recurrent, bias).split(split, 1)
+            context, alpha = self.attention(query, state.keys, state.memory, state.mask)
+            s = gru_step(gi_t + F.linear(context, w_c), gh, s)  # [B, H]
             states.append(s)
             contexts.append(context)
             weights.append(alpha)

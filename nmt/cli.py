@@ -8,6 +8,7 @@ without a traceback and exit with code 2; a failed `--min-bleu` gate exits with 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -68,9 +69,24 @@ def _root(
     pass
 
 
-def _fail(err: NmtError) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
+def _fail(err: NmtError | None) -> typer.Exit:
+    """Exit code 2 with the error (None: another process of a distributed run reports it)."""
+    if err is not None:
+        typer.echo(f"error: {err}", err=True)
     return typer.Exit(2)
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """argv without `name VALUE` / `name=VALUE`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
 
 
 def _config(
@@ -373,23 +389,37 @@ def train(
     device: Annotated[
         str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
     ] = "auto",
+    distributed: Annotated[
+        int,
+        typer.Option(
+            help="Train on N processes of this machine (one per GPU; gloo on CPU): re-runs this "
+            "command under `torchrun --standalone --nproc-per-node N`. For several machines, "
+            "start `torchrun ... -m nmt train ...` yourself (README, Scaling up).",
+            min=0,
+        ),
+    ] = 0,
 ) -> None:
     """Train a GRU encoder-decoder; writes best.pt, last.pt and metrics.jsonl to --out.
 
     Validates every train.valid_every updates (dev loss, greedy BLEU/chrF), keeps the best
     checkpoint, stops early when the metric stalls. Ctrl-C or SIGTERM saves last.pt and exits;
-    --resume continues exactly where it stopped.
+    --resume continues exactly where it stopped, on any number of processes.
     """
+    from nmt import distributed as ddp
     from nmt.train import train as run
 
+    if distributed and not ddp.launched_by_torchrun():
+        command = ddp.torchrun_command(distributed, _without_option(sys.argv[1:], "--distributed"))
+        os.execv(command[0], command)
+    main_rank = os.environ.get("RANK", "0") == "0"
     try:
         cfg = load_config(config, set_ or [])
         trainer, reason = run(
             cfg, data, out, resume=resume, overwrite=overwrite, overrides=set_ or [], device=device
         )
     except NmtError as err:
-        raise _fail(err) from None
-    if reason == "signal":
+        raise _fail(err if main_rank else None) from None
+    if reason == "signal" and main_rank:
         typer.echo(
             f"stopped by {trainer.stop_signal}; continue with: nmt train --data {data} "
             f"--out {out} --resume",

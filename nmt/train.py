@@ -9,6 +9,10 @@ is written atomically.
 Resuming restores the weights, optimizer, schedule, gradient scaler, RNG states and the
 sampler's position inside its epoch, so a run stopped and resumed ends with the same weights as
 one that never stopped. SIGINT and SIGTERM finish the current update, save `last.pt` and return.
+
+Under torchrun (see distributed.py) one update takes `world_size x accum_steps` batches of the
+shared sampler, each rank its own share; rank 0 alone validates and writes, every rank stops at
+the same update, and a run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from nmt.data.batching import ParallelDataset, TokenBatchSampler
 from nmt.data.corpus import read_lines
 from nmt.data.store import load_tokenizers, read_manifest
 from nmt.device import Runtime, resolve_runtime
+from nmt.distributed import Dist, setup, teardown
 from nmt.errors import NmtError
 from nmt.fileio import atomic_write_bytes
 from nmt.metrics import score_corpus
@@ -81,6 +86,17 @@ def _better(metric: str, score: float, best: float | None) -> bool:
     return score < best if metric == "loss" else score > best
 
 
+class _Loss(torch.nn.Module):
+    """The model's training loss as a forward(), the call DistributedDataParallel hooks into."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.loss(*batch)
+
+
 class Trainer:
     """One training run over a preprocessed directory; see the module docstring."""
 
@@ -92,14 +108,16 @@ class Trainer:
         runtime: Runtime,
         log: Callable[[str], None] = tqdm.write,
         progress_bar: bool = True,
+        dist: Dist | None = None,
     ):
         self.cfg, self.run_dir, self.runtime = cfg, Path(run_dir), runtime
         self.log, self.progress_bar = log, progress_bar
+        self.dist = dist or Dist()
         manifest = read_manifest(data_dir)
         self.tokenizers = load_tokenizers(data_dir, manifest)
         self.vocab = vocab_entry(manifest, self.tokenizers)
         _check_data_fits(cfg, manifest, data_dir)
-        torch.manual_seed(cfg.train.seed)
+        torch.manual_seed(cfg.train.seed + self.dist.rank)  # ranks differ in dropout only
         tc = cfg.train
         self.train_set = ParallelDataset(data_dir, "train", max_len=tc.max_len)
         self.sampler = TokenBatchSampler(
@@ -114,6 +132,7 @@ class Trainer:
         self.model = build_model(
             cfg.model, self.vocab["src_size"], self.vocab["tgt_size"], manifest["joint"]
         ).to(runtime.device)
+        self.loss_fn = self.dist.wrap(_Loss(self.model), runtime.device)
         optim = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = optim(
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True
@@ -140,6 +159,7 @@ class Trainer:
     # --- state -----------------------------------------------------------------------------
 
     def train_state(self) -> dict[str, Any]:
+        """What `last.pt` holds besides the weights; "rng" lists every rank's RNG states."""
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -147,7 +167,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "rng": rng,
+            "rng": self.dist.gather(rng),
             "progress": dataclasses.asdict(self.progress),
         }
 
@@ -164,21 +184,33 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["rng"]["cpu"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.progress = Progress(**state["progress"])
+        self._restore_rng(state["rng"])
+
+    def _restore_rng(self, saved: list[dict[str, Any]] | dict[str, Any]) -> None:
+        """Each rank's own RNG state when the number of processes is unchanged (exact
+        resume); otherwise a fresh seed per (seed, step, rank)."""
+        saved = saved if isinstance(saved, list) else [saved]  # nmt 0.1: rank 0 only
+        d = self.dist
+        if len(saved) != d.world_size:
+            torch.manual_seed(hash((self.cfg.train.seed, self.progress.step, d.rank)) & 0xFFFFFFFF)
+            return
+        rng = saved[d.rank]
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
     def save(self, kind: str) -> None:
-        """`last` (resumable), `best` or `step` (weights only, for translation/averaging)."""
-        weights = self.model.state_dict()
-        if kind == "last":
-            checkpoint = make_checkpoint(self.cfg, self.vocab, weights, self.train_state())
-            save_checkpoint(self.run_dir / "last.pt", checkpoint)
+        """`last` (resumable), `best` or `step` (weights only, for translation/averaging).
+
+        Every rank calls `save("last")` (it gathers every rank's RNG state); rank 0 writes.
+        """
+        state = self.train_state() if kind == "last" else None
+        if not self.dist.is_main:
             return
-        checkpoint = make_checkpoint(self.cfg, self.vocab, weights, None)
-        if kind == "best":
-            save_checkpoint(self.run_dir / "best.pt", checkpoint)
+        checkpoint = make_checkpoint(self.cfg, self.vocab, self.model.state_dict(), state)
+        if kind in ("last", "best"):
+            save_checkpoint(self.run_dir / f"{kind}.pt", checkpoint)
             return
         save_checkpoint(self.run_dir / f"step-{self.progress.step}.pt", checkpoint)
         steps = sorted(self.run_dir.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
@@ -195,6 +227,7 @@ class Trainer:
             f"{len(self.train_set.indices):,} training pairs "
             f"({self.train_set.skipped} over max_len {tc.max_len} skipped); "
             f"device {self.runtime.device}, {self.runtime.precision}"
+            + (f"; {self.dist.world_size} processes" if self.dist.active else "")
         )
         batches = self._batches()
         self._t0, self._seconds0 = time.perf_counter(), self.progress.seconds
@@ -202,7 +235,7 @@ class Trainer:
         reason = None
         with _stop_on_signals(self), self._bar() as bar:
             while reason is None:
-                group = list(islice(batches, tc.accum_steps))
+                group = list(islice(batches, tc.accum_steps * self.dist.world_size))
                 if not group:
                     reason = f"max_epochs ({tc.max_epochs})"
                     break
@@ -233,19 +266,32 @@ class Trainer:
         )
 
     def _update(self, group: list[Any], window: dict[str, Any]) -> None:
-        """Forward/backward over the batches of one update, then one optimizer step."""
-        tc = self.cfg.train
+        """Forward/backward over this rank's batches of one update, then one optimizer step.
+
+        The loss is summed over the whole group's target tokens (`tokens`, the same on every
+        rank): scaled by world_size / tokens, DDP's gradient average is that sum's gradient,
+        exactly as one process with accum_steps = world_size x accum_steps computes it.
+        """
+        tc, d = self.cfg.train, self.dist
         self.model.train()
         tokens = int(sum(self.train_set.tgt_sizes[indices].sum() for indices in group))
-        for indices in group:
+        # The last group of a run may leave a rank without a batch: it runs one with weight 0,
+        # so that DDP's all-reduce still meets every rank.
+        mine = [(b, 1.0) for b in group[d.rank :: d.world_size]] or [(group[0], 0.0)]
+        for i, (indices, weight) in enumerate(mine):
             batch = self.train_set.batch(indices).to(self.runtime.device)
-            with self.runtime.autocast():
-                loss, nll = self.model.loss(
-                    batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, tc.label_smoothing
-                )
-            self.scaler.scale(loss / tokens).backward()
-            window["loss"] += loss.detach()  # tensors: no device sync until logging
-            window["nll"] += nll
+            with d.no_sync(self.loss_fn, i < len(mine) - 1):
+                with self.runtime.autocast():
+                    loss, nll = self.loss_fn(
+                        batch.src,
+                        batch.src_lengths,
+                        batch.tgt_in,
+                        batch.tgt_out,
+                        tc.label_smoothing,
+                    )
+                self.scaler.scale(loss * weight * d.world_size / tokens).backward()
+            window["loss"] += loss.detach() * weight  # tensors: no device sync until logging
+            window["nll"] += nll * weight
         lr = learning_rate(tc, self.progress.step + 1, self.progress.lr_scale)
         for group_ in self.optimizer.param_groups:
             group_["lr"] = lr
@@ -260,7 +306,7 @@ class Trainer:
         window["tokens"] += tokens
 
     def _after_update(self, window: dict[str, Any], bar: tqdm) -> str | None:
-        """Log, validate, checkpoint; return a stop reason or None."""
+        """Log, validate, checkpoint; return a stop reason (the same on every rank) or None."""
         tc, p = self.cfg.train, self.progress
         p.seconds = self._seconds0 + time.perf_counter() - self._t0
         if p.step % tc.log_every == 0:
@@ -270,11 +316,14 @@ class Trainer:
             if tc.keep_last:
                 self.save("step")
             self.save("last")
-        if self.stop_signal:
+        out_of_time = bool(tc.max_minutes) and p.seconds >= 60 * tc.max_minutes
+        signalled, out_of_time = self.dist.vote([self.stop_signal is not None, out_of_time])
+        if signalled:
+            self.stop_signal = self.stop_signal or "a signal to another rank"
             return "signal"
         if tc.max_steps and p.step >= tc.max_steps:
             return f"max_steps ({tc.max_steps})"
-        if tc.max_minutes and p.seconds >= 60 * tc.max_minutes:
+        if out_of_time:
             return f"max_minutes ({tc.max_minutes})"
         if tc.patience and p.bad_validations >= tc.patience:
             return f"no improvement in {tc.patience} validations (early stopping)"
@@ -283,12 +332,13 @@ class Trainer:
     def _log_train(self, window: dict[str, Any], bar: tqdm) -> None:
         p, now = self.progress, time.perf_counter()
         tokens = max(window["tokens"], 1)
+        loss, nll = self.dist.sum([float(window["loss"]), float(window["nll"])])
         record = {
             "event": "train",
             "step": p.step,
             "epoch": self.sampler.epoch,
-            "loss": float(window["loss"]) / tokens,
-            "ppl": math.exp(min(float(window["nll"]) / tokens, 50)),
+            "loss": loss / tokens,
+            "ppl": math.exp(min(nll / tokens, 50)),
             "lr": self.optimizer.param_groups[0]["lr"],
             "tokens_per_s": round(tokens / max(now - window["time"], 1e-9)),
             "seconds": round(p.seconds, 1),
@@ -302,7 +352,14 @@ class Trainer:
         )
         window.update(loss=0.0, nll=0.0, tokens=0, time=now)
 
-    def _validate(self) -> dict[str, Any]:
+    def _validate(self) -> None:
+        """Validate on rank 0 alone; every rank then takes rank 0's progress (best score,
+        schedule, early-stopping count)."""
+        if self.dist.is_main:
+            self._evaluate()
+        self.progress = self.dist.broadcast(self.progress)
+
+    def _evaluate(self) -> None:
         """Dev loss and perplexity, greedy BLEU/chrF, dev.hyp.txt; keeps best.pt and the
         schedule."""
         tc, p = self.cfg.train, self.progress
@@ -337,9 +394,10 @@ class Trainer:
         )
         for sample in result["samples"][:1]:
             self.log(f"  src: {sample['src']}\n  ref: {sample['ref']}\n  hyp: {sample['hyp']}")
-        return result
 
     def _record(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -375,19 +433,23 @@ def evaluate_dev(trainer: Trainer, samples: int = 3) -> tuple[dict[str, Any], li
 
 @contextlib.contextmanager
 def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the loop to stop after the current update (a second SIGINT aborts)."""
+    """SIGINT/SIGTERM ask the loop to stop after the current update (a second SIGINT aborts).
+
+    Under torchrun a Ctrl-C reaches each worker twice (from the terminal, then forwarded by
+    torchrun), so there the second one is ignored; torchrun kills workers 30 s after forwarding.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        if trainer.stop_signal and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if trainer.stop_signal:
+            if signum == signal.SIGINT and not trainer.dist.active:
+                raise KeyboardInterrupt
+            return
         trainer.stop_signal = signal.Signals(signum).name
-        trainer.log(
-            f"{trainer.stop_signal}: saving a checkpoint after this update "
-            "(press Ctrl-C again to abort without saving)"
-        )
+        again = "" if trainer.dist.active else " (press Ctrl-C again to abort without saving)"
+        trainer.log(f"{trainer.stop_signal}: saving a checkpoint after this update{again}")
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -462,25 +524,35 @@ def train(
     """Train (or resume) a model; returns the trainer (model, progress) and why it stopped.
 
     With `resume`, the run's own config is used, with `overrides` applied on top (e.g. a larger
-    train.max_steps); `cfg` is then ignored.
+    train.max_steps); `cfg` is then ignored. Started by torchrun, the process joins its group.
     """
     run_dir = Path(run_dir)
     read_manifest(data_dir)  # a bad --data fails before the run directory is touched
-    _prepare_run_dir(run_dir, resume, overwrite)
-    checkpoint = None
-    if resume:
-        checkpoint = load_checkpoint(run_dir / "last.pt")
-        cfg = apply_overrides(
-            checkpoint_config(checkpoint, str(run_dir / "last.pt")), overrides or []
-        )
-    runtime = resolve_runtime(device, cfg.train.precision)
-    trainer = Trainer(cfg, data_dir, run_dir, runtime, log=log, progress_bar=progress_bar)
-    if checkpoint is not None:
-        trainer.load(checkpoint)
-        _truncate_metrics(run_dir, trainer.progress.step)
-        log(f"resumed at step {trainer.progress.step} (epoch {trainer.sampler.epoch})")
-    atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
-    progress, reason = trainer.run()
+    dist, device = setup(device)
+    if not dist.is_main:
+        log, progress_bar = _quiet, False
+    try:
+        if dist.is_main:
+            _prepare_run_dir(run_dir, resume, overwrite)
+        dist.barrier()
+        checkpoint = None
+        if resume:
+            checkpoint = load_checkpoint(run_dir / "last.pt")
+            cfg = apply_overrides(
+                checkpoint_config(checkpoint, str(run_dir / "last.pt")), overrides or []
+            )
+        runtime = resolve_runtime(device, cfg.train.precision)
+        trainer = Trainer(cfg, data_dir, run_dir, runtime, log, progress_bar, dist)
+        if checkpoint is not None:
+            trainer.load(checkpoint)
+            if dist.is_main:
+                _truncate_metrics(run_dir, trainer.progress.step)
+            log(f"resumed at step {trainer.progress.step} (epoch {trainer.sampler.epoch})")
+        if dist.is_main:
+            atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
+        progress, reason = trainer.run()
+    finally:
+        teardown(dist)
     best = (
         f"best {cfg.train.valid_metric} {progress.best:.2f} at step {progress.best_step}"
         if progress.best is not None
@@ -488,3 +560,7 @@ def train(
     )
     log(f"stopped at step {progress.step}: {reason}; {best}")
     return trainer, reason
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0."""

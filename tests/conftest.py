@@ -36,6 +36,19 @@ def reversal_pairs(n: int, rng: random.Random) -> list[tuple[str, str]]:
     return out
 
 
+# A small, fast training setup for tests on the toy task (toy_dir).
+SMALL = [
+    "train.precision=fp32",  # the fp32 paths are exact; bf16 is tested in test_attention_gru
+    "model.emb_size=32",
+    "model.hidden_size=48",
+    "train.batch_tokens=800",
+    "train.valid_every=1000",
+    "train.log_every=2",
+    "decode.max_len_a=1",
+    "decode.max_len_b=3",
+]
+
+
 def data_config(**overrides) -> DataConfig:
     """A DataConfig over the shipped sample with a small vocabulary (fast to train)."""
     base = dict(
@@ -61,3 +74,19 @@ def toy_pairs() -> list[tuple[str, str]]:
     """Twenty short real pairs from the sample: enough for a tiny vocabulary."""
     lines = (SAMPLE / "train.tsv").read_text(encoding="utf-8").splitlines()[1:21]
     return [tuple(line.split("\t")[1:]) for line in lines]  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Reverse random symbol sequences: a task an attention model must solve exactly."""
+    rng = random.Random(0)
+
+    root = tmp_path_factory.mktemp("toy")
+    cfg = data_config(
+        train=str(write_tsv(root / "train.tsv", reversal_pairs(6000, rng))),
+        dev=str(write_tsv(root / "dev.tsv", reversal_pairs(200, rng))),
+        test="",
+        vocab_size=45,
+    )
+    preprocess(cfg, root / "data", progress=False)
+    return root / "data"

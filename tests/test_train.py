@@ -1,6 +1,5 @@
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -14,22 +13,10 @@ from nmt import fileio
 from nmt.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
 from nmt.config import Config, TrainConfig, apply_overrides
 from nmt.errors import NmtError
-from nmt.preprocess import preprocess
 from nmt.search import greedy_search
 from nmt.train import learning_rate, train
 from nmt.translate import Translator
-from tests.conftest import data_config, reversal_pairs, write_tsv
-
-SMALL = [
-    "train.precision=fp32",  # the fp32 paths are exact; bf16 is tested in test_attention_gru
-    "model.emb_size=32",
-    "model.hidden_size=48",
-    "train.batch_tokens=800",
-    "train.valid_every=1000",
-    "train.log_every=2",
-    "decode.max_len_a=1",
-    "decode.max_len_b=3",
-]
+from tests.conftest import SMALL
 
 
 def _cfg(*overrides):
@@ -38,22 +25,6 @@ def _cfg(*overrides):
 
 def _quiet(_):
     pass
-
-
-@pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory):
-    """Reverse random symbol sequences: a task an attention model must solve exactly."""
-    rng = random.Random(0)
-
-    root = tmp_path_factory.mktemp("toy")
-    cfg = data_config(
-        train=str(write_tsv(root / "train.tsv", reversal_pairs(6000, rng))),
-        dev=str(write_tsv(root / "dev.tsv", reversal_pairs(200, rng))),
-        test="",
-        vocab_size=45,
-    )
-    preprocess(cfg, root / "data", progress=False)
-    return root / "data"
 
 
 def test_rnnsearch_learns_to_reverse_sequences(toy_dir, tmp_path):

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,16 +27,19 @@ from nmt.data.batching import ParallelDataset, TokenBatchSampler, padding_share
 from nmt.data.corpus import read_lines
 
 
-def _repeat_corpus(tsv: Path, scale: int, out: Path) -> int:
-    """Write `scale` copies of a TSV corpus (one header) to `out`; return the pair count."""
+def _generate_corpus(tsv: Path, pairs: int, out: Path) -> None:
+    """Write a TSV corpus of exactly `pairs` pairs: the rows of `tsv` cycled, numbered so that
+    no two are equal (deduplication and SentencePiece's sampling see a corpus of that size)."""
     lines = read_lines(tsv)
     header = next(lines)
-    body = [line + "\n" for line in lines]
+    rows = [line.split("\t")[-2:] for line in lines]
     with out.open("w", encoding="utf-8") as fh:
-        fh.write(header + "\n")
-        for _ in range(scale):
-            fh.writelines(body)
-    return len(body) * scale
+        fh.write("\t".join(header.split("\t")[-2:]) + "\n")
+        for start in range(0, pairs, len(rows)):
+            cycle = start // len(rows)
+            fh.writelines(
+                f"{src} ({cycle})\t{tgt} ({cycle})\n" for src, tgt in rows[: pairs - start]
+            )
 
 
 def _run_measured(cmd: Sequence[str]) -> tuple[float, int]:
@@ -51,11 +55,12 @@ def _run_measured(cmd: Sequence[str]) -> tuple[float, int]:
 
 
 def bench_preprocess(
-    corpus: Path, scales: Sequence[int], overrides: Sequence[str] = ()
+    corpus: Path, sizes: Sequence[int], overrides: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
-    """Pairs/s and peak RSS of `nmt preprocess` on the corpus repeated `scale` times.
+    """Pairs/s and peak memory of `nmt preprocess` on corpora of `sizes` pairs made from `corpus`.
 
-    Each scale runs in its own process so that its peak memory is its own.
+    Each size runs in its own process, so that its peak memory is its own: the largest resident
+    set of that process and of the worker processes it waited for (wait4's ru_maxrss).
     """
     rows = []
     with tempfile.TemporaryDirectory(prefix="nmt-bench-") as tmp:
@@ -64,31 +69,16 @@ def bench_preprocess(
         src, tgt = header[-2], header[-1]
         dev = tmp_dir / "dev.tsv"
         dev.write_text("\n".join(list(_take(read_lines(corpus), 501))) + "\n", encoding="utf-8")
-        for scale in scales:
-            train = tmp_dir / f"train.x{scale}.tsv"
-            pairs = _repeat_corpus(corpus, scale, train)
-            cmd = [
-                sys.executable,
-                "-m",
-                "nmt",
-                "preprocess",
-                "--src",
-                src,
-                "--tgt",
-                tgt,
-                "--train",
-                str(train),
-                "--dev",
-                str(dev),
-                "--out",
-                str(tmp_dir / f"out{scale}"),
-            ]
+        for pairs in sizes:
+            train = tmp_dir / f"train.{pairs}.tsv"
+            _generate_corpus(corpus, pairs, train)
+            cmd = [sys.executable, "-m", "nmt", "preprocess", "--src", src, "--tgt", tgt]
+            cmd += ["--train", str(train), "--dev", str(dev), "--out", str(tmp_dir / f"out{pairs}")]
             for item in overrides:
                 cmd += ["--set", item]
             seconds, rss = _run_measured(cmd)
             rows.append(
                 {
-                    "scale": scale,
                     "pairs": pairs,
                     "seconds": round(seconds, 2),
                     "pairs_per_s": round(pairs / seconds),
@@ -96,6 +86,7 @@ def bench_preprocess(
                 }
             )
             train.unlink()
+            shutil.rmtree(tmp_dir / f"out{pairs}")
     return rows
 
 

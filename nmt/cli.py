@@ -256,15 +256,18 @@ BenchOut = Annotated[Path, typer.Option(help="Directory for the JSON report.")]
 @bench_app.command("preprocess")
 def bench_preprocess(
     corpus: Annotated[Path, typer.Option(help="TSV corpus (header names the languages last).")],
-    scales: Annotated[str, typer.Option(help="Comma-separated repetition factors.")] = "1,10",
+    pairs: Annotated[
+        str,
+        typer.Option(help="Comma-separated corpus sizes: the corpus's rows cycled (numbered)."),
+    ] = "100000,1000000",
     out: BenchOut = Path("bench-out"),
     set_: SetOpt = None,
 ) -> None:
     """Preprocessing throughput (pairs/s) and peak memory at several corpus sizes."""
     from nmt import bench
 
-    factors = [int(x) for x in scales.split(",")]
-    rows = bench.bench_preprocess(corpus, factors, set_ or [])
+    sizes = [int(x) for x in pairs.split(",")]
+    rows = bench.bench_preprocess(corpus, sizes, set_ or [])
     path = bench.write_report(out, "preprocess", rows, {"corpus": str(corpus), "set": set_ or []})
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 

@@ -114,7 +114,10 @@ class TrainConfig:
 
     seed: int = option(1, "Random seed for batching, initialisation and dropout.", min=0)
     batch_tokens: int = option(
-        3000, "Tokens per batch on each side, padding included (the cap the sampler keeps).", min=1
+        3000,
+        "Tokens per batch on each side, padding included (the cap the sampler keeps). Per "
+        "process: one update sees batch_tokens x accum_steps x processes (the global batch).",
+        min=1,
     )
     pool_size: int = option(
         100_000,
@@ -146,8 +149,8 @@ class TrainConfig:
     )
     accum_steps: int = option(
         1,
-        "Batches whose gradients are summed before one update (effective batch = "
-        "batch_tokens x accum_steps).",
+        "Batches per process whose gradients are summed before one update (global batch = "
+        "batch_tokens x accum_steps x processes; lr applies to that global batch).",
         min=1,
     )
     max_steps: int = option(0, "Stop after this many updates; 0 = no limit.", min=0)

@@ -6,18 +6,27 @@ Data flow (every step streams; memory does not grow with the corpus):
 2. clean the training pairs into temporary text files (dev/test are never cleaned or dropped);
 3. optional de-duplication: a 64-bit hash per pair, then a filtering pass;
 4. train SentencePiece on a bounded sample of the cleaned text;
-5. encode every split in chunks on all cores and append to the binarised store;
+5. encode every split in chunks and append to the binarised store;
 6. write the manifest, then rename the finished directory into place (see `fileio.staged_dir`).
+
+Cleaning and encoding run chunk by chunk on worker processes (one per core), in order and with a
+bounded number of chunks in flight; this process reads the corpus (so read errors keep their file
+and line) and writes the results. Corpora under `PARALLEL_MIN` pairs are done in this process,
+which is faster than starting workers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
+import os
 import time
 from array import array
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -26,13 +35,22 @@ import numpy as np
 from tqdm import tqdm
 
 from nmt.config import DataConfig
-from nmt.data.corpus import Cleaner, Pair, first_occurrences, normalize, open_corpus, read_lines
-from nmt.data.store import MANIFEST, TokenArrayWriter, token_dtype, write_manifest
+from nmt.data.corpus import (
+    DROP_RULES,
+    Cleaner,
+    Pair,
+    first_occurrences,
+    normalize,
+    open_corpus,
+    read_lines,
+)
+from nmt.data.store import MANIFEST, TokenArrayWriter, flatten, token_dtype, write_manifest
 from nmt.data.tokenizer import Tokenizer, train_sentencepiece
 from nmt.errors import NmtError
 from nmt.fileio import staged_dir
 
-CHUNK = 10_000  # sentences encoded per call; bounds memory, keeps all threads busy
+CHUNK = 10_000  # pairs per job: bounds memory, amortises the hand-over to a worker
+PARALLEL_MIN = 50_000  # training pairs from which cleaning and encoding use worker processes
 EVAL_SPLITS = ("dev", "test")
 
 
@@ -54,18 +72,23 @@ def preprocess(
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, cfg, overwrite)
     bar = _progress_factory(progress)
+    cores = cfg.threads or os.cpu_count() or 1
+    workers = cores if cores > 1 and len(corpora["train"]) >= PARALLEL_MIN else 0
     with staged_dir(out_dir) as work:
-        clean_paths, cleaning = _clean_train(corpora["train"], cfg, work, bar)
+        with _Workers(workers) as pool:
+            clean_paths, cleaning = _clean_train(corpora["train"], cfg, work, bar, pool)
         tokenizers, tok_info = _train_tokenizers(clean_paths, cfg, work)
         dtype = token_dtype(max(t.vocab_size for t in tokenizers.values()))
-        encoder = _SplitEncoder(work, cfg, tokenizers, dtype, bar)
-        train = encoder.encode(_read_pairs(clean_paths), "train", cleaning["kept"])
-        stats = {"train": {**train, "source": corpora["train"].name}}
-        for path in clean_paths:
-            path.unlink()
-        for name in EVAL_SPLITS:
-            if name in corpora:
-                stats[name] = encoder.encode_eval(corpora[name], name)
+        protos = [tokenizers[lang].proto for lang in (cfg.src, cfg.tgt)]
+        with _Workers(workers, _load_encoders, (protos, dtype, 1 if workers else cores)) as pool:
+            encoder = _SplitEncoder(work, cfg, dtype, pool, bar)
+            train = encoder.encode(_read_pairs(clean_paths), "train", cleaning["kept"])
+            stats = {"train": {**train, "source": corpora["train"].name}}
+            for path in clean_paths:
+                path.unlink()
+            for name in EVAL_SPLITS:
+                if name in corpora:
+                    stats[name] = encoder.encode_eval(corpora[name], name)
         manifest = {
             "src": cfg.src,
             "tgt": cfg.tgt,
@@ -146,32 +169,83 @@ def _progress_factory(enabled: bool) -> Callable[..., tqdm]:
     return bar
 
 
+class _Workers:
+    """Chunk jobs on `n` worker processes (none: in this process), results in input order.
+
+    At most two jobs per worker are in flight, so memory stays flat however large the input
+    (`Pool.imap` would read its whole input ahead). Workers are spawned, not forked: the caller
+    may hold threads (torch, tqdm) that a fork would copy in an unknown state.
+    """
+
+    def __init__(self, n: int, initializer: Callable[..., None] | None = None, args: tuple = ()):
+        self.pool = None
+        if n:
+            self.pool = multiprocessing.get_context("spawn").Pool(n, initializer, args)
+        elif initializer:
+            initializer(*args)
+        self.depth = 2 * n
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool:
+            self.pool.terminate()
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        if self.pool is None:
+            yield from map(fn, items)
+            return
+        pending: deque = deque()
+        for item in items:
+            pending.append(self.pool.apply_async(fn, (item,)))
+            if len(pending) >= self.depth:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _chunks(pairs: Iterable[Pair]) -> Iterator[list[Pair]]:
+    pairs = iter(pairs)
+    while chunk := list(islice(pairs, CHUNK)):
+        yield chunk
+
+
+def _clean_chunk(limits: tuple[int, float], pairs: list[Pair]) -> tuple[list[Pair], Counter]:
+    """The normalised pairs that pass the cleaning rules, and the count of each rule broken."""
+    cleaner = Cleaner(*limits)
+    return list(cleaner(pairs)), cleaner.counts
+
+
 def _clean_train(
-    corpus: Any, cfg: DataConfig, work: Path, bar: Callable[..., tqdm]
+    corpus: Any, cfg: DataConfig, work: Path, bar: Callable[..., tqdm], pool: _Workers
 ) -> tuple[list[Path], dict[str, Any]]:
     """Write the cleaned training pairs as two aligned text files; return them and the counts."""
     paths = [work / f"train.clean.{cfg.src}", work / f"train.clean.{cfg.tgt}"]
-    cleaner = Cleaner(cfg.max_words, cfg.max_ratio)
+    dropped: Counter[str] = Counter({rule: 0 for rule in DROP_RULES})
     keys = array("q")
     kept = 0
+    reading = _chunks(_counting(corpus, bar(total=len(corpus), desc="clean train")))
+    clean = partial(_clean_chunk, (cfg.max_words, cfg.max_ratio))
     with paths[0].open("w", encoding="utf-8") as fs, paths[1].open("w", encoding="utf-8") as ft:
-        for src, tgt in cleaner(_counting(corpus, bar(total=len(corpus), desc="clean train"))):
-            fs.write(src + "\n")
-            ft.write(tgt + "\n")
-            kept += 1
+        for pairs, counts in pool.map(clean, reading):
+            dropped.update(counts)
+            fs.writelines(src + "\n" for src, _ in pairs)
+            ft.writelines(tgt + "\n" for _, tgt in pairs)
+            kept += len(pairs)
             if cfg.dedup:
-                keys.append(hash((src, tgt)))
-    read = kept + sum(cleaner.counts.values())
+                keys.extend(hash(pair) for pair in pairs)
+    read = kept + sum(dropped.values())
     if cfg.dedup and kept:
         kept = _filter_lines(paths, first_occurrences(keys))
-        cleaner.counts["duplicate"] = len(keys) - kept
+        dropped["duplicate"] = len(keys) - kept
     if kept == 0:
         raise NmtError(
-            f"no training pairs left after cleaning ({read} read; dropped: {dict(cleaner.counts)})",
+            f"no training pairs left after cleaning ({read} read; dropped: {dict(dropped)})",
             corpus.name,
             "check the language codes and the limits data.max_words / data.max_ratio",
         )
-    return paths, {"read": read, "kept": kept, "dropped": dict(cleaner.counts)}
+    return paths, {"read": read, "kept": kept, "dropped": dict(dropped)}
 
 
 def _counting(pairs: Iterable[Pair], progress: tqdm) -> Iterator[Pair]:
@@ -226,28 +300,45 @@ def _read_pairs(paths: list[Path]) -> Iterator[Pair]:
     return zip(read_lines(paths[0]), read_lines(paths[1]))
 
 
+# What a process that encodes chunks holds: the (source, target) tokenizers, the id dtype, and
+# SentencePiece threads. Set by `_load_encoders`, in each worker or in this process.
+_ENCODERS: tuple[list[Tokenizer], np.dtype, int] = ([], np.dtype(np.int32), 1)
+
+
+def _load_encoders(protos: list[bytes], dtype: np.dtype, threads: int) -> None:
+    global _ENCODERS
+    _ENCODERS = ([Tokenizer(proto) for proto in protos], dtype, threads)
+
+
+def _encode_chunk(pairs: list[Pair]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(lengths, concatenated ids) of each side of a chunk of pairs."""
+    tokenizers, dtype, threads = _ENCODERS
+    return [
+        flatten(tok.encode([p[side] for p in pairs], threads), dtype)
+        for side, tok in enumerate(tokenizers)
+    ]
+
+
 @dataclass
 class _SplitEncoder:
-    """Encodes splits into the store in `work` with the trained tokenizers."""
+    """Encodes splits into the store in `work` (the pool's processes hold the tokenizers)."""
 
     work: Path
     cfg: DataConfig
-    tokenizers: dict[str, Tokenizer]
     dtype: np.dtype
+    pool: _Workers
     bar: Callable[..., tqdm]
 
     def encode(self, pairs: Iterable[Pair], split: str, total: int) -> dict[str, Any]:
         """Encode pairs chunk by chunk into SPLIT.SRC/.TGT .bin/.idx; return counts."""
         langs = (self.cfg.src, self.cfg.tgt)
         writers = [TokenArrayWriter(self.work / f"{split}.{lang}", self.dtype) for lang in langs]
-        pairs = iter(pairs)
         try:
             with self.bar(total=total, desc=f"encode {split}") as progress:
-                while chunk := list(islice(pairs, CHUNK)):
-                    for side, (lang, writer) in enumerate(zip(langs, writers)):
-                        texts = [p[side] for p in chunk]
-                        writer.append(self.tokenizers[lang].encode(texts, self.cfg.threads))
-                    progress.update(len(chunk))
+                for sides in self.pool.map(_encode_chunk, _chunks(pairs)):
+                    for writer, (lengths, ids) in zip(writers, sides):
+                        writer.append(lengths, ids)
+                    progress.update(len(sides[0][0]))
         finally:
             for writer in writers:
                 writer.close()

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nmt.bench import forward_flops, table
+from nmt.bench import _generate_corpus, bench_preprocess, forward_flops, table
 from nmt.config import ModelConfig
 from nmt.model import build_model
+from tests.conftest import SAMPLE
 
 
 @pytest.mark.parametrize(
@@ -39,3 +40,14 @@ def test_forward_flops_match_the_flop_counter(arch, feed, layers):
 
 def test_table_is_markdown():
     assert table([{"a": 1, "b": "x"}]).splitlines() == ["| a | b |", "|---|---|", "| 1 | x |"]
+
+
+def test_preprocess_bench_generates_exactly_n_pairs(tmp_path):
+    out = tmp_path / "gen.tsv"
+    _generate_corpus(SAMPLE / "train.tsv", 25_001, out)
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "es\ten" and len(lines) == 25_002
+    assert lines[10_001] == lines[1].replace(" (0)", " (1)")  # rows cycle, numbered
+    assert not set(lines[1:10_001]) & set(lines[10_001:20_001])  # no pair repeats a cycle's
+    rows = bench_preprocess(SAMPLE / "train.tsv", [3000], ["data.vocab_size=300"])
+    assert rows[0]["pairs"] == 3000 and rows[0]["pairs_per_s"] > 0 and rows[0]["peak_rss_mib"] > 0

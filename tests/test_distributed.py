@@ -50,14 +50,18 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(toy_dir, tmp
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("model rnnsearch:") == 1  # rank 0 alone logs
     assert "2 processes" in out.stdout
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same kernels as the workers (OMP_NUM_THREADS=1)
-    single, _ = train(
-        apply_overrides(Config(), [*sets, "train.accum_steps=2"]),
-        toy_dir,
-        tmp_path / "one",
-        progress_bar=False,
-        log=_quiet,
-    )
+    try:
+        single, _ = train(
+            apply_overrides(Config(), [*sets, "train.accum_steps=2"]),
+            toy_dir,
+            tmp_path / "one",
+            progress_bar=False,
+            log=_quiet,
+        )
+    finally:
+        torch.set_num_threads(threads)
     ddp, one = tmp_path / "ddp", tmp_path / "one"
     assert sorted(p.name for p in ddp.iterdir()) == sorted([*RUN_FILES, "step-20.pt"])
     train_ddp, train_one = _records(ddp, "train"), _records(one, "train")

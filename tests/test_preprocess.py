@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from nmt import preprocess as preprocess_module
 from nmt.data import tokenizer as tokenizer_module
 from nmt.data.corpus import Cleaner, TsvCorpus, normalize, read_lines
 from nmt.data.store import load_tokenizers, open_split, read_manifest
@@ -72,6 +73,37 @@ def _tiny(tmp_path, pairs, **kw):
     train = write_tsv(tmp_path / "train.tsv", pairs)
     dev = write_tsv(tmp_path / "dev.tsv", pairs[:3])
     return data_config(**{"train": str(train), "dev": str(dev), "test": "", "vocab_size": 60, **kw})
+
+
+def test_worker_processes_write_what_one_process_writes(
+    sample_dir, tmp_path, toy_pairs, monkeypatch
+):
+    """Cleaning and encoding on 2 spawned workers, 4 jobs in flight, in 500-pair chunks: the
+    same cleaning counts, and each side of each split is the in-process encoding of the same
+    text in the same order (SentencePiece training itself is not deterministic across runs, so
+    the check is against this run's own model). Duplicates are found across chunks."""
+    monkeypatch.setattr(preprocess_module, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(preprocess_module, "CHUNK", 500)
+    out = tmp_path / "parallel"
+    manifest = preprocess(data_config(threads=2), out, progress=False)
+    assert manifest["cleaning"] == read_manifest(sample_dir)["cleaning"]
+    tok = load_tokenizers(out, manifest)["es"]
+    train = list(Cleaner(250, 3.0)(TsvCorpus(str(SAMPLE / "train.tsv"), "es", "en")))
+    splits = {"train": train}
+    for split in ("dev", "test"):
+        texts = [list(read_lines(out / f"{split}.{lang}.txt")) for lang in ("es", "en")]
+        assert texts == [
+            list(read_lines(sample_dir / f"{split}.{lang}.txt")) for lang in ["es", "en"]
+        ]
+        splits[split] = [(normalize(s), normalize(t)) for s, t in zip(*texts)]
+    for split, pairs in splits.items():
+        for side, array in enumerate(open_split(out, split, manifest)):
+            stored = [array[i].tolist() for i in range(len(array))]
+            assert stored == tok.encode([pair[side] for pair in pairs]), (split, side)
+    cfg = _tiny(tmp_path, toy_pairs * 60, dedup=True, threads=2)  # 1,200 pairs, 20 distinct
+    manifest = preprocess(cfg, tmp_path / "dedup", progress=False)
+    assert manifest["cleaning"]["kept"] == 20
+    assert manifest["cleaning"]["dropped"]["duplicate"] == 1180
 
 
 def test_each_cleaning_rule_counts_and_drops(tmp_path, toy_pairs):

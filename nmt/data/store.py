@@ -38,6 +38,13 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
 
 
+def flatten(seqs: Sequence[Sequence[int]], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Sentences of ids as (lengths [n] int64, all ids concatenated [sum of lengths])."""
+    lengths = np.fromiter(map(len, seqs), np.int64, len(seqs))
+    ids = np.fromiter(itertools.chain.from_iterable(seqs), dtype, int(lengths.sum()))
+    return lengths, ids
+
+
 class TokenArrayWriter:
     """Appends encoded sentences to SPLIT.LANG.bin/.idx."""
 
@@ -49,13 +56,12 @@ class TokenArrayWriter:
         self.sentences = 0
         self.tokens = 0
 
-    def append(self, seqs: Sequence[Sequence[int]]) -> None:
-        lengths = np.fromiter(map(len, seqs), np.int64, len(seqs))
-        total = int(lengths.sum())
-        np.fromiter(itertools.chain.from_iterable(seqs), self.dtype, total).tofile(self.bin)
+    def append(self, lengths: np.ndarray, ids: np.ndarray) -> None:
+        """Append sentences given as their lengths and their concatenated ids (see flatten)."""
+        ids.astype(self.dtype, copy=False).tofile(self.bin)
         (self.tokens + np.cumsum(lengths)).tofile(self.idx)
-        self.sentences += len(seqs)
-        self.tokens += total
+        self.sentences += len(lengths)
+        self.tokens += len(ids)
 
     def close(self) -> None:
         self.bin.close()

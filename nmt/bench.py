@@ -205,7 +205,8 @@ def forward_flops(
         flops += pairs * (2 * h + 2 * m)  # scores (v · tanh) and context
     else:
         flops += src * 2 * m * h
-        flops += tgt * (gru(e * (2 if cfg.input_feeding else 1)) + upper + 2 * (m + h) * e)
+        feed = h if cfg.input_feeding else 0
+        flops += tgt * (gru(e + feed) + upper + 2 * (m + h) * h + 2 * h * e)  # + W_c, readout
         flops += pairs * (2 * h + 2 * m)
     return flops + tgt * 2 * e * vocab  # output layer
 

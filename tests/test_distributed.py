@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -131,3 +132,21 @@ def test_a_killed_run_resumes_to_completion_on_any_number_of_processes(toy_dir, 
     steps = [r["step"] for r in _records(run, "train")]
     assert steps == list(range(1, stopped + 5))  # none lost, none twice
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith("step-")) == RUN_FILES
+
+
+def test_two_nodes_meet_through_c10d_rendezvous(toy_dir, tmp_path):
+    """The README's multi-node command, with two "machines" on this one: two torchrun agents
+    of one process each find each other at the rendezvous endpoint and train as one run."""
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    sets = [*FAST, "train.max_steps=4", "train.valid_every=4"]
+    args = ["-m", "nmt", "train", "--data", str(toy_dir), "--out", str(tmp_path / "run")]
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2"]
+    node += ["--nproc-per-node", "1", "--rdzv-id", "test", "--rdzv-backend", "c10d"]
+    node += ["--rdzv-endpoint", f"localhost:{port}", *args, *(f"--set={s}" for s in sets)]
+    procs = [subprocess.Popen(node, stdout=subprocess.PIPE, text=True, env=ENV) for _ in "ab"]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    assert "".join(outputs).count("2 processes") == 1  # one run of two ranks, one logging
+    assert [r["step"] for r in _records(tmp_path / "run", "train")] == [1, 2, 3, 4]

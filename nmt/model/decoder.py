@@ -39,7 +39,7 @@ class DecoderState:
     memory: torch.Tensor | None = None  # [B, S, M] encoder states
     keys: torch.Tensor | None = None  # [B, S, A] attention keys
     mask: torch.Tensor | None = None  # [B, S] True at real source tokens
-    context: torch.Tensor | None = None  # rnnenc: summary c [N, H]; luong feed: [N, E]
+    context: torch.Tensor | None = None  # rnnenc: summary c [N, H]; luong feed h̃: [N, H]
     source_proj: torch.Tensor | None = None  # rnnsearch search: [B, S, 3H + 2E], see step
 
     def select(self, index: torch.Tensor, sources: torch.Tensor | None = None) -> DecoderState:
@@ -281,8 +281,13 @@ class LuongDecoder(nn.Module):
     """Luong et al. (2015) with the "general" score: attention after the recurrence.
 
     s_i = GRU(s_{i-1}, E y_{i-1}) runs fused over the whole target; then for all steps at once
-    α_i = softmax(s_i W H^T), c_i = α_i H, and h̃_i = tanh(W_c [c_i; s_i]) is the output feature.
-    With input feeding, h̃_{i-1} joins the GRU input, which makes the decoder sequential again.
+    α_i = softmax(s_i W H^T), c_i = α_i H, and the attentional state h̃_i = tanh(W_c [c_i; s_i])
+    (hidden-sized, as in the paper). A linear readout R h̃_i gives the output feature in the
+    embedding space of the (tied) output layer. Without R, a tanh-bounded feature of emb_size
+    times the small tied embeddings gives small logits, and learning stalls near the unigram
+    level: on the Bible corpus, 256/512, train loss after 100 updates was 6.57 without R, 5.81
+    with it (rnnsearch: 5.85). With input feeding, h̃_{i-1} joins the GRU input, which makes
+    the decoder sequential again.
     """
 
     def __init__(
@@ -301,14 +306,15 @@ class LuongDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.init = nn.Linear(enc_hidden, layers * hidden)
         self.rnn = nn.GRU(
-            emb * (2 if input_feeding else 1),
+            emb + (hidden if input_feeding else 0),
             hidden,
             layers,
             batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
         )
         self.attention = MultiplicativeAttention(hidden, enc_size)
-        self.combine = nn.Linear(enc_size + hidden, emb)  # W_c
+        self.combine = nn.Linear(enc_size + hidden, hidden)  # W_c
+        self.readout = nn.Linear(hidden, emb)  # R
 
     def init_state(
         self, states: torch.Tensor, final: torch.Tensor, mask: torch.Tensor
@@ -324,7 +330,7 @@ class LuongDecoder(nn.Module):
         )
 
     def _attend(self, s: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
-        """s [B, T, H] → attentional features h̃ [B, T, E], weights [B, T, S]."""
+        """s [B, T, H] → attentional states h̃ [B, T, H], weights [B, T, S]."""
         context, weights = self.attention(s, state.keys, state.memory, state.mask)
         return torch.tanh(self.combine(torch.cat([context, s], -1))), weights
 
@@ -336,7 +342,8 @@ class LuongDecoder(nn.Module):
                 outputs.append((features, weights))
             return torch.stack([f for f, _ in outputs], 1), torch.stack([w for _, w in outputs], 1)
         s, _ = run_gru(self.rnn, self.dropout(self.embed(y_in)), state.hidden)  # [B, T, H]
-        return self._attend(s, state)
+        attentional, weights = self._attend(s, state)
+        return self.readout(attentional), weights  # [B, T, E], [B, T, S]
 
     def step(
         self, y_prev: torch.Tensor, state: DecoderState
@@ -346,6 +353,10 @@ class LuongDecoder(nn.Module):
             x = torch.cat([x, state.context.unsqueeze(1)], -1)
         s, hidden = run_gru(self.rnn, x, state.hidden)  # [N, 1, H]
         grouped = s.view(state.memory.shape[0], -1, s.shape[2])  # [B, K, H]: K per sentence
-        features, weights = (x.flatten(0, 1) for x in self._attend(grouped, state))
-        feed = features if self.input_feeding else None
-        return features, dataclasses.replace(state, hidden=hidden, context=feed), weights
+        attentional, weights = (x.flatten(0, 1) for x in self._attend(grouped, state))
+        feed = attentional if self.input_feeding else None  # [N, H]
+        return (
+            self.readout(attentional),
+            dataclasses.replace(state, hidden=hidden, context=feed),
+            weights,
+        )

@@ -357,7 +357,7 @@ class Trainer:
         schedule, early-stopping count)."""
         if self.dist.is_main:
             self._evaluate()
-        self.progress = self.dist.broadcast(self.progress)
+        vars(self.progress).update(vars(self.dist.broadcast(self.progress)))  # in place
 
     def _evaluate(self) -> None:
         """Dev loss and perplexity, greedy BLEU/chrF, dev.hyp.txt; keeps best.pt and the
@@ -435,8 +435,8 @@ def evaluate_dev(trainer: Trainer, samples: int = 3) -> tuple[dict[str, Any], li
 def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
     """SIGINT/SIGTERM ask the loop to stop after the current update (a second SIGINT aborts).
 
-    Under torchrun a Ctrl-C reaches each worker twice (from the terminal, then forwarded by
-    torchrun), so there the second one is ignored; torchrun kills workers 30 s after forwarding.
+    Under torchrun a second signal is ignored: one rank aborting alone would leave the others
+    waiting in a collective. torchrun itself kills its workers 30 s after forwarding a signal.
     """
     if threading.current_thread() is not threading.main_thread():
         yield

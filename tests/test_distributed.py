@@ -150,3 +150,17 @@ def test_two_nodes_meet_through_c10d_rendezvous(toy_dir, tmp_path):
     assert [proc.returncode for proc in procs] == [0, 0]
     assert "".join(outputs).count("2 processes") == 1  # one run of two ranks, one logging
     assert [r["step"] for r in _records(tmp_path / "run", "train")] == [1, 2, 3, 4]
+
+
+def test_every_rank_stops_early_at_the_same_update(toy_dir, tmp_path):
+    """Rank 0 alone validates; the others take its early-stopping count and stop with it."""
+    sets = [*FAST, "train.lr=0", "train.valid_every=1", "train.patience=2", "train.max_steps=50"]
+    out = subprocess.run(
+        _train_command(toy_dir, tmp_path / "run", sets),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "stopped at step 3: no improvement in 2 validations (early stopping)" in out.stdout

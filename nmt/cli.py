@@ -399,6 +399,7 @@ def train(
             "command under `torchrun --standalone --nproc-per-node N`. For several machines, "
             "start `torchrun ... -m nmt train ...` yourself (README, Scaling up).",
             min=0,
+            metavar="N",
         ),
     ] = 0,
 ) -> None:

@@ -51,6 +51,14 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def share(self, group: Sequence[Any]) -> list[tuple[Any, float]]:
+        """This rank's batches of one update's `group` (which every rank holds), each with its
+        loss weight. Ranks take every world_size-th batch, so each batch is trained on once. The
+        last group of a run may leave a rank without one: it gets the first with weight 0, so
+        that DDP's gradient all-reduce still meets every rank."""
+        mine = [(batch, 1.0) for batch in group[self.rank :: self.world_size]]
+        return mine or [(group[0], 0.0)]
+
     def vote(self, flags: Sequence[bool]) -> list[bool]:
         """Each flag True on every rank when it is True on at least one."""
         if not self.active:

@@ -275,9 +275,7 @@ class Trainer:
         tc, d = self.cfg.train, self.dist
         self.model.train()
         tokens = int(sum(self.train_set.tgt_sizes[indices].sum() for indices in group))
-        # The last group of a run may leave a rank without a batch: it runs one with weight 0,
-        # so that DDP's all-reduce still meets every rank.
-        mine = [(b, 1.0) for b in group[d.rank :: d.world_size]] or [(group[0], 0.0)]
+        mine = d.share(group)
         for i, (indices, weight) in enumerate(mine):
             batch = self.train_set.batch(indices).to(self.runtime.device)
             with d.no_sync(self.loss_fn, i < len(mine) - 1):

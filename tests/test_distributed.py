@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from nmt.checkpoint import load_checkpoint
 from nmt.config import Config, apply_overrides
-from nmt.distributed import torchrun_command
+from nmt.data.batching import TokenBatchSampler
+from nmt.distributed import Dist, torchrun_command
 from nmt.train import train
 from tests.conftest import SMALL
 
@@ -164,3 +166,19 @@ def test_every_rank_stops_early_at_the_same_update(toy_dir, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "stopped at step 3: no improvement in 2 validations (early stopping)" in out.stdout
+
+
+def test_ranks_share_an_epoch_without_overlap_or_gaps():
+    """Four ranks over one epoch of 21 batches: the last update has one batch for four ranks."""
+    sampler = TokenBatchSampler(np.arange(1, 301) % 17 + 1, np.arange(300) % 13 + 1, 200)
+    batches = list(sampler)
+    assert len(batches) == 21
+    trained, idle = [], 0
+    for start in range(0, len(batches), 4):
+        group = batches[start : start + 4]
+        shares = [Dist(rank, 4).share(group) for rank in range(4)]
+        assert all(len(share) == 1 for share in shares)  # every rank meets the all-reduce
+        trained += [batch for share in shares for batch, weight in share if weight == 1.0]
+        idle += sum(weight == 0.0 for share in shares for _, weight in share)
+    assert idle == 3
+    assert sorted(np.concatenate(trained).tolist()) == list(range(300))  # once each, none lost

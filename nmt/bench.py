@@ -25,6 +25,7 @@ import torch
 from nmt.config import Config, ModelConfig
 from nmt.data.batching import ParallelDataset, TokenBatchSampler, padding_share
 from nmt.data.corpus import read_lines
+from nmt.errors import NmtError
 
 
 def _generate_corpus(tsv: Path, pairs: int, out: Path) -> None:
@@ -293,6 +294,63 @@ def bench_train(
                     ((data_dir, cfg, steps, warmup, device, torch.get_num_threads()),),
                 )
             )
+    return rows
+
+
+def bench_distributed(
+    data_dir: Path,
+    config: Path | None,
+    processes: Sequence[int],
+    steps: int,
+    device: str,
+    base: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Training tokens/s of `nmt train` run plainly and under torchrun with each number of
+    processes, all with the same global batch (accum_steps = max(processes) / processes) and
+    the machine's cores split between the processes. The figure is the mean of the logged
+    windows after the first (start-up and warm-up excluded)."""
+    most, cores = max(processes), os.cpu_count() or 1
+    if any(most % n for n in processes):
+        raise NmtError(
+            f"process counts {list(processes)} do not all divide {most}, so their global batches "
+            "would differ",
+            "--processes",
+            "use counts that divide the largest, e.g. 1,2,4",
+        )
+    launches = [("plain", 1, [sys.executable, "-m", "nmt"])]
+    launches += [
+        ("torchrun", n, [sys.executable, "-m", "torch.distributed.run", "--standalone"])
+        for n in processes
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nmt-bench-") as tmp:
+        for launch, n, prefix in launches:
+            run = Path(tmp) / f"{launch}{n}"
+            cmd = [*prefix, *([f"--nproc-per-node={n}", "-m", "nmt"] if launch != "plain" else [])]
+            cmd += ["train", *([str(config)] if config else []), "--data", str(data_dir)]
+            cmd += ["--out", str(run), "--device", device]
+            sets = [*base, f"train.max_steps={steps}", f"train.valid_every={steps}"]
+            sets += [f"train.log_every={max(steps // 4, 1)}", f"train.accum_steps={most // n}"]
+            cmd += [arg for item in sets for arg in ("--set", item)]
+            threads = str(max(cores // n, 1))
+            env = {**os.environ, "OMP_NUM_THREADS": threads}
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            windows = [
+                json.loads(line)
+                for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+            ]
+            speeds = [w["tokens_per_s"] for w in windows if w["event"] == "train"][1:]
+            rows.append(
+                {
+                    "launch": launch,
+                    "processes": n,
+                    "threads_each": int(threads),
+                    "accum_steps": most // n,
+                    "tokens_per_s": round(sum(speeds) / len(speeds)),
+                }
+            )
+    for row in rows:
+        row["vs_plain"] = round(row["tokens_per_s"] / rows[0]["tokens_per_s"], 3)
     return rows
 
 

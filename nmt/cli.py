@@ -334,6 +334,35 @@ def bench_train(
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 
 
+@bench_app.command("distributed")
+def bench_distributed(
+    data: Annotated[Path, typer.Option(help="Preprocessed directory (nmt preprocess --out).")],
+    config: Annotated[Path | None, typer.Option(help="YAML config to train with.")] = None,
+    processes: Annotated[
+        str, typer.Option(help="Comma-separated process counts to launch under torchrun.")
+    ] = "1,2",
+    steps: Annotated[int, typer.Option(help="Updates per run (4 logged windows).")] = 60,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    out: BenchOut = Path("bench-out"),
+    set_: SetOpt = None,
+) -> None:
+    """Training tokens/s under torchrun (DDP) against a plain run, same global batch.
+
+    On one GPU, `--processes 1` gives the overhead of DDP (NCCL, world size 1); on a CPU the
+    processes split the cores between them.
+    """
+    from nmt import bench
+
+    counts = [int(n) for n in processes.split(",")]
+    try:
+        rows = bench.bench_distributed(data, config, counts, steps, device, set_ or [])
+    except NmtError as err:
+        raise _fail(err) from None
+    settings = {"data": str(data), "config": str(config), "steps": steps, "set": set_ or []}
+    path = bench.write_report(out, "distributed", rows, settings)
+    typer.echo(f"{bench.table(rows)}\nwrote {path}")
+
+
 @bench_app.command("translate")
 def bench_translate(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to decode with.")],

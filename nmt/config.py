@@ -80,7 +80,10 @@ class DataConfig:
     )
     dedup: bool = option(False, "Cleaning: drop exact duplicate training pairs (first one kept).")
     threads: int = option(
-        0, "Threads for SentencePiece training and encoding; 0 = all cores.", min=0
+        0,
+        "Cores for preprocessing: worker processes that clean and encode (corpora of 50k pairs "
+        "or more) and SentencePiece training threads; 0 = all cores.",
+        min=0,
     )
 
 

@@ -2,8 +2,8 @@
 
 torchrun starts one process per device and sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous
 address; `setup()` joins that process group (NCCL on GPUs, gloo on CPUs). Every rank builds the
-same seeded batch sampler and takes its own share of each update's batches (see
-`Trainer._update`), so no pair is seen twice in an epoch and none is skipped. DDP averages the
+same seeded batch sampler and takes its own share of each update's batches (`Dist.share`), so
+no pair is seen twice in an epoch and none is skipped. DDP averages the
 gradients; rank 0 alone validates and writes files, then broadcasts what it decided.
 
 Control messages (stop votes, the progress after validation, RNG states) go through a second,
@@ -106,7 +106,9 @@ class Dist:
         if not self.active:
             return module
         ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=ids, gradient_as_bucket_view=True
+        )
 
 
 def setup(device: str | None) -> tuple[Dist, str | None]:

@@ -188,9 +188,12 @@ class _Workers:
     def __enter__(self) -> _Workers:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.pool:
+    def __exit__(self, error: type[BaseException] | None, *rest: object) -> None:
+        if self.pool and error:
             self.pool.terminate()
+        elif self.pool:
+            self.pool.close()
+            self.pool.join()
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         if self.pool is None:

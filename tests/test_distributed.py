@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from nmt.bench import bench_distributed
 from nmt.checkpoint import load_checkpoint
 from nmt.config import Config, apply_overrides
 from nmt.data.batching import TokenBatchSampler
 from nmt.distributed import Dist, torchrun_command
+from nmt.errors import NmtError
 from nmt.train import train
 from tests.conftest import SMALL
 
@@ -182,3 +184,15 @@ def test_ranks_share_an_epoch_without_overlap_or_gaps():
         idle += sum(weight == 0.0 for share in shares for _, weight in share)
     assert idle == 3
     assert sorted(np.concatenate(trained).tolist()) == list(range(300))  # once each, none lost
+
+
+def test_bench_distributed_compares_launches_at_one_global_batch(toy_dir):
+    rows = bench_distributed(toy_dir, None, [1, 2], 4, "cpu", FAST)
+    assert [(r["launch"], r["processes"], r["accum_steps"]) for r in rows] == [
+        ("plain", 1, 2),
+        ("torchrun", 1, 2),
+        ("torchrun", 2, 1),
+    ]
+    assert all(r["tokens_per_s"] > 0 for r in rows) and rows[0]["vs_plain"] == 1.0
+    with pytest.raises(NmtError, match="do not all divide 3"):
+        bench_distributed(toy_dir, None, [2, 3], 4, "cpu", FAST)

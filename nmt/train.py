@@ -549,6 +549,7 @@ def train(
         if dist.is_main:
             atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
         progress, reason = trainer.run()
+        dist.barrier()  # no rank tears the group down while another still writes or talks
     finally:
         teardown(dist)
     best = (

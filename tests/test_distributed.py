@@ -31,6 +31,15 @@ def _train_command(toy_dir, run, sets, nproc=2):
     return torchrun_command(nproc, args)
 
 
+def _torchrun(toy_dir, run, sets):
+    """`nmt train` on 2 processes under torchrun, to completion."""
+    out = subprocess.run(
+        _train_command(toy_dir, run, sets), capture_output=True, text=True, env=ENV, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def _records(run, event):
     lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     return [r for r in map(json.loads, lines) if r["event"] == event]
@@ -45,14 +54,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(toy_dir, tmp
     the same per-pair losses, so the losses agree to float rounding (the tolerance, 1e-4
     relative after 20 updates; measured difference: about 1e-7)."""
     sets = [*FAST, "train.max_steps=20", "train.valid_every=10", "train.keep_last=1"]
-    out = subprocess.run(
-        _train_command(toy_dir, tmp_path / "ddp", sets),
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
+    out = _torchrun(toy_dir, tmp_path / "ddp", sets)
     assert out.stdout.count("model rnnsearch:") == 1  # rank 0 alone logs
     assert "2 processes" in out.stdout
     threads = torch.get_num_threads()
@@ -159,14 +161,7 @@ def test_two_nodes_meet_through_c10d_rendezvous(toy_dir, tmp_path):
 def test_every_rank_stops_early_at_the_same_update(toy_dir, tmp_path):
     """Rank 0 alone validates; the others take its early-stopping count and stop with it."""
     sets = [*FAST, "train.lr=0", "train.valid_every=1", "train.patience=2", "train.max_steps=50"]
-    out = subprocess.run(
-        _train_command(toy_dir, tmp_path / "run", sets),
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
+    out = _torchrun(toy_dir, tmp_path / "run", sets)
     assert "stopped at step 3: no improvement in 2 validations (early stopping)" in out.stdout
 
 

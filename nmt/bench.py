@@ -310,10 +310,10 @@ def bench_distributed(
     the machine's cores split between the processes. The figure is the mean of the logged
     windows after the first (start-up and warm-up excluded)."""
     most, cores = max(processes), os.cpu_count() or 1
-    if any(most % n for n in processes):
+    if min(processes) < 1 or any(most % n for n in processes):
         raise NmtError(
-            f"process counts {list(processes)} do not all divide {most}, so their global batches "
-            "would differ",
+            f"process counts {list(processes)} must be at least 1 and all divide {most}, so that "
+            "their global batches are equal",
             "--processes",
             "use counts that divide the largest, e.g. 1,2,4",
         )

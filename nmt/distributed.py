@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from nmt.errors import NmtError
+
 # Ranks other than 0 wait this long for rank 0's validation and checkpoint writes.
 TIMEOUT = datetime.timedelta(hours=2)
 
@@ -122,6 +124,14 @@ def setup(device: str | None) -> tuple[Dist, str | None]:
     wants_cuda = device in (None, "", "auto") or str(device).startswith("cuda")
     use_cuda = wants_cuda and torch.cuda.is_available()
     if use_cuda:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+        if local_world > torch.cuda.device_count():  # every rank of the machine says so
+            raise NmtError(
+                f"torchrun started {local_world} processes on this machine but only "
+                f"{torch.cuda.device_count()} GPUs are visible",
+                "--nproc-per-node / --distributed",
+                "start at most one process per GPU, or pass --device cpu",
+            )
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():

@@ -16,7 +16,7 @@ from nmt.bench import bench_distributed
 from nmt.checkpoint import load_checkpoint
 from nmt.config import Config, apply_overrides
 from nmt.data.batching import TokenBatchSampler
-from nmt.distributed import Dist, torchrun_command
+from nmt.distributed import Dist, setup, torchrun_command
 from nmt.errors import NmtError
 from nmt.train import train
 from tests.conftest import SMALL
@@ -189,5 +189,16 @@ def test_bench_distributed_compares_launches_at_one_global_batch(toy_dir):
         ("torchrun", 2, 1),
     ]
     assert all(r["tokens_per_s"] > 0 for r in rows) and rows[0]["vs_plain"] == 1.0
-    with pytest.raises(NmtError, match="do not all divide 3"):
-        bench_distributed(toy_dir, None, [2, 3], 4, "cpu", FAST)
+    for counts in ([2, 3], [0, 2]):
+        with pytest.raises(NmtError, match="must be at least 1 and all divide"):
+            bench_distributed(toy_dir, None, counts, 4, "cpu", FAST)
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(NmtError, match="started 2 processes on this machine but only 1 GPUs"):
+        setup("auto")

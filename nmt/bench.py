@@ -25,6 +25,7 @@ import torch
 from nmt.config import Config, ModelConfig
 from nmt.data.batching import ParallelDataset, TokenBatchSampler, padding_share
 from nmt.data.corpus import read_lines
+from nmt.distributed import torchrun_command
 from nmt.errors import NmtError
 
 
@@ -317,21 +318,17 @@ def bench_distributed(
             "--processes",
             "use counts that divide the largest, e.g. 1,2,4",
         )
-    launches = [("plain", 1, [sys.executable, "-m", "nmt"])]
-    launches += [
-        ("torchrun", n, [sys.executable, "-m", "torch.distributed.run", "--standalone"])
-        for n in processes
-    ]
     rows = []
     with tempfile.TemporaryDirectory(prefix="nmt-bench-") as tmp:
-        for launch, n, prefix in launches:
+        for launch, n in [("plain", 1), *(("torchrun", n) for n in processes)]:
             run = Path(tmp) / f"{launch}{n}"
-            cmd = [*prefix, *([f"--nproc-per-node={n}", "-m", "nmt"] if launch != "plain" else [])]
-            cmd += ["train", *([str(config)] if config else []), "--data", str(data_dir)]
-            cmd += ["--out", str(run), "--device", device]
+            args = ["train", *([str(config)] if config else []), "--data", str(data_dir)]
+            args += ["--out", str(run), "--device", device]
             sets = [*base, f"train.max_steps={steps}", f"train.valid_every={steps}"]
             sets += [f"train.log_every={max(steps // 4, 1)}", f"train.accum_steps={most // n}"]
-            cmd += [arg for item in sets for arg in ("--set", item)]
+            args += [arg for item in sets for arg in ("--set", item)]
+            plain = [sys.executable, "-m", "nmt", *args]
+            cmd = plain if launch == "plain" else torchrun_command(n, args)
             threads = str(max(cores // n, 1))
             env = {**os.environ, "OMP_NUM_THREADS": threads}
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)

@@ -42,7 +42,6 @@ class Dist:
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     control: Any = field(default=None, repr=False)  # the gloo group; None when not distributed
 
     @property
@@ -137,7 +136,7 @@ def setup(device: str | None) -> tuple[Dist, str | None]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
     control = dist.new_group(backend="gloo", timeout=TIMEOUT) if use_cuda else dist.group.WORLD
-    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, control), device
+    return Dist(dist.get_rank(), dist.get_world_size(), control), device
 
 
 def teardown(d: Dist) -> None:

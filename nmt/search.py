@@ -29,6 +29,7 @@ from nmt.model import Seq2Seq
 from nmt.model.decoder import DecoderState
 
 PENALTIES = ("wu", "length", "none")
+CPU_SCORES_PER_PASS = 1 << 20  # scores computed, normalised and searched at once on the CPU
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Ensemble:
         self.has_attention = any(m.cfg.arch != "rnnenc" for m in self.models)
         # scores are accumulated in float32, or float64 for a float64 model
         self.dtype = torch.promote_types(next(self.models[0].parameters()).dtype, torch.float32)
+        self.vocab = self.models[0].output.out_features
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> list[DecoderState]:
         """Each model's initial state; under autocast the source side is stored in the autocast
@@ -90,22 +92,36 @@ class Ensemble:
         """The k most probable next tokens after y_prev [N]: log-probabilities [N, k] (sorted)
         and ids [N, k], the new states, attention [N, S] or None. Rows where `at_limit` [N] is
         True may only end: eos, then -inf. pad and bos are never generated."""
-        outputs = [model.step(y_prev, state) for model, state in zip(self.models, states)]
-        if len(outputs) == 1:
-            scores = outputs[0][0].to(self.dtype)  # [N, V]
-        else:
-            scores = torch.stack([lp.to(self.dtype) for lp, _, _ in outputs]).mean(0)
+        outputs = [model.decoder.step(y_prev, s) for model, s in zip(self.models, states)]
         states = [s for _, s, _ in outputs]
         weights = [w for _, _, w in outputs if w is not None]
-        scores[:, PAD_ID] = scores[:, BOS_ID] = float("-inf")
-        eos = scores[:, EOS_ID]  # [N]
-        values, tokens = scores.topk(min(k, scores.shape[1]), -1)
+        rows, device = y_prev.shape[0], y_prev.device
+        values = torch.empty(rows, min(k, self.vocab), dtype=self.dtype, device=device)
+        tokens = torch.empty(values.shape, dtype=torch.long, device=device)
+        eos = torch.empty(rows, dtype=self.dtype, device=device)
+        # on the CPU, a few rows at a time: their [rows, V] scores stay in the cache from the
+        # output layer through the softmax to the top-k (one pass over all rows is memory-bound)
+        per_pass = max(1, CPU_SCORES_PER_PASS // self.vocab) if device.type == "cpu" else rows
+        for start in range(0, rows, per_pass):
+            chunk = slice(start, start + per_pass)
+            scores = self._scores([f[chunk] for f, _, _ in outputs])  # [chunk, V]
+            scores[:, PAD_ID] = scores[:, BOS_ID] = float("-inf")
+            eos[chunk] = scores[:, EOS_ID]
+            torch.topk(scores, values.shape[1], -1, out=(values[chunk], tokens[chunk]))
         if bool(at_limit.any()):
             values[at_limit] = float("-inf")
             values[at_limit, 0] = eos[at_limit]
             tokens[at_limit, 0] = EOS_ID
         attention = torch.stack([w.to(self.dtype) for w in weights]).mean(0) if weights else None
         return values, tokens, states, attention
+
+    def _scores(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Each model's features [n, E] → the ensemble's log-probabilities [n, V]."""
+        if len(self.models) == 1:
+            return self.models[0].log_probs(features[0]).to(self.dtype)
+        return torch.stack(
+            [m.log_probs(f).to(self.dtype) for m, f in zip(self.models, features)]
+        ).mean(0)
 
 
 def select(

@@ -7,6 +7,7 @@ import torch
 
 from nmt.config import ModelConfig
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt import search
 from nmt.model import build_model
 from nmt.search import beam_search, greedy_search, length_penalty
 
@@ -103,6 +104,19 @@ def test_a_sentence_alone_equals_it_inside_a_mixed_batch(arch, feed):
         assert [h.tokens for h in alone[0]] == [h.tokens for h in batched[i]]
         for a, b in zip(alone[0], batched[i]):
             assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("models", [1, 2])
+def test_scoring_a_few_rows_per_pass_changes_nothing(monkeypatch, models):
+    vocab = 30
+    model = [_model("rnnsearch", vocab, seed=1), _model("luong", vocab, True, seed=2)][:models]
+    src, lengths = _sources([3, 11, 7, 2, 9, 5, 12, 4], vocab, seed=1)
+    whole = beam_search(model, src, lengths, beam=4, nbest=4, max_len_b=5)
+    monkeypatch.setattr(search, "CPU_SCORES_PER_PASS", 3 * vocab)  # 32 rows: 11 passes
+    passes = beam_search(model, src, lengths, beam=4, nbest=4, max_len_b=5)
+    for a, b in zip(itertools.chain(*passes), itertools.chain(*whole), strict=True):
+        assert a.tokens == b.tokens
+        assert a.score == pytest.approx(b.score, abs=1e-12)  # float64: product blocking only
 
 
 def test_nbest_lists_are_distinct_and_sorted():

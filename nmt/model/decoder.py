@@ -177,8 +177,9 @@ class RNNSearchDecoder(nn.Module):
         return w_y, w_c, recurrent, bias
 
     def _search_weights(self, dtype: torch.dtype | None) -> tuple[torch.Tensor, ...]:
-        """`_fused`'s weights, then the readout's [top; embedding] columns and [W_c; C_o], the
-        matrix that multiplies the context in both the GRU input and the readout; cast to
+        """`_fused`'s weights, then the readout's [top; embedding] columns, [W_c; C_o] (the
+        matrix that multiplies the context in both the GRU input and the readout) and [2 W_a; U]
+        (the doubled query `AdditiveAttention.weights` takes); cast to
         `dtype` if given. Cached until a weight changes: regrouping them anew at every decoding
         step cost more than the step itself."""
         params = (self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_hh, self.readout.weight)
@@ -189,7 +190,9 @@ class RNNSearchDecoder(nn.Module):
             w_top_e, c_o = self.readout.weight.split(
                 [self.readout.in_features - enc_size, enc_size], dim=1
             )
-            weights = (w_y, w_c, recurrent, bias, w_top_e, torch.cat([w_c, c_o]))
+            attn_size = self.attention.query.out_features
+            doubled = torch.cat([2 * recurrent[:attn_size], recurrent[attn_size:]])  # [2 W_a; U]
+            weights = (w_y, w_c, recurrent, bias, w_top_e, torch.cat([w_c, c_o]), doubled)
             self._search_cache = tuple(w.contiguous().to(dtype or w.dtype) for w in weights)
             self._search_key = key
         return self._search_cache
@@ -256,16 +259,18 @@ class RNNSearchDecoder(nn.Module):
         (for rnnsearch 256/512 this removes ~40% of a step's products)."""
         e = self.dropout(self.embed(y_prev))  # [N, E]
         device = e.device.type  # under autocast, cache the weights in its dtype
-        w_y, _, recurrent, bias, w_top_e, w_context = self._search_weights(
+        w_y, _, _, bias, w_top_e, w_context, recurrent = self._search_weights(
             torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         )
-        if state.source_proj is None:  # first step: [B, S, 3H + 2E]
-            state = dataclasses.replace(state, source_proj=F.linear(state.memory, w_context))
+        if state.source_proj is None:  # first step: [B, S, 3H + 2E]; memory is not used again
+            state = dataclasses.replace(
+                state, source_proj=F.linear(state.memory, w_context), memory=None
+            )
         s = state.hidden[0]  # [N, H]
         hidden_size = s.shape[1]
         attn_size = recurrent.shape[0] - 3 * hidden_size
-        query, gh = F.linear(s, recurrent, bias).split([attn_size, 3 * hidden_size], 1)
-        alpha = self.attention.weights(query, state.keys, state.mask)  # [B, K, S]
+        query2, gh = F.linear(s, recurrent, bias).split([attn_size, 3 * hidden_size], 1)
+        alpha = self.attention.weights(query2, state.keys, state.mask)  # [B, K, S]
         mixed = torch.bmm(alpha.to(state.source_proj.dtype), state.source_proj)  # [B, K, 3H+2E]
         gi_c, readout_c = mixed.flatten(0, 1).split([3 * hidden_size, self.readout.out_features], 1)
         s = gru_step(F.linear(e, w_y, self.cell.bias_ih) + gi_c, gh, s)  # [N, H]

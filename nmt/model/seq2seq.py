@@ -89,9 +89,12 @@ class Seq2Seq(nn.Module):
         """Log-probabilities [B, V] of the next token after y_prev [B] (at least float32 under
         autocast); the new state; α [B, S]."""
         features, state, weights = self.decoder.step(y_prev, state)
-        logits = self.output(features)  # [B, V]
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        return F.log_softmax(logits, -1), state, weights
+        return self.log_probs(features), state, weights
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """Decoder features [N, E] → next-token log-probabilities [N, V], at least float32."""
+        logits = self.output(features)  # [N, V]
+        return F.log_softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))
 
     def loss(
         self,

@@ -5,9 +5,9 @@ import itertools
 import pytest
 import torch
 
+from nmt import search
 from nmt.config import ModelConfig
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from nmt import search
 from nmt.model import build_model
 from nmt.search import beam_search, greedy_search, length_penalty
 

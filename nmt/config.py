@@ -82,7 +82,9 @@ class DataConfig:
     threads: int = option(
         0,
         "Cores for preprocessing: worker processes that clean and encode (corpora of 50k pairs "
-        "or more) and SentencePiece training threads; 0 = all cores.",
+        "or more) and SentencePiece training threads; 0 = all cores. The vocabulary is the same "
+        "from run to run for one thread count, but may differ between counts: set it to get the "
+        "same vocabulary on machines with different core counts.",
         min=0,
     )
 

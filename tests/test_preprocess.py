@@ -137,6 +137,19 @@ def test_dedup_is_optional_and_dev_is_never_filtered(tmp_path, toy_pairs):
     assert (tmp_path / "out" / "dev.es.txt").read_text().splitlines()[0] == ""
 
 
+def test_the_same_corpus_and_settings_give_the_same_vocabulary_and_data(tmp_path, toy_pairs):
+    """SentencePiece is deterministic for a given thread count (docs/config.md, data.threads)."""
+    cfg = _tiny(tmp_path, toy_pairs, threads=2)
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        preprocess(cfg, out, progress=False)
+    tokenizers = [load_tokenizers(d, read_manifest(d))["en"] for d in (first, second)]
+    pieces = [t.pieces(list(range(t.vocab_size))) for t in tokenizers]
+    assert pieces[0] == pieces[1]
+    for name in ("train.es.bin", "train.en.bin", "dev.en.bin", "train.en.idx"):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+
+
 def test_separate_vocabularies(tmp_path, toy_pairs):
     manifest = preprocess(_tiny(tmp_path, toy_pairs, joint=False), tmp_path / "o", progress=False)
     files = {lang: info["file"] for lang, info in manifest["tokenizers"].items()}

@@ -94,6 +94,33 @@ def test_overfits_a_small_batch(arch, feed, layers):
     assert out == tgt_out[:, :-1].tolist()  # memorised exactly
 
 
+@pytest.mark.parametrize("arch, feed, layers", ARCHS)
+def test_evaluation_after_fused_optimizer_steps_sees_the_new_weights(arch, feed, layers):
+    """Fused Adam (as in training) updates weights in place without bumping their version:
+    the model evaluated after training steps must equal a fresh copy of its weights."""
+    model = _model(arch, feed, layers, dtype=torch.float32)
+    src, lengths, tgt_in, tgt_out = _batch([5, 7, 3])
+
+    def evaluate(m):
+        m.eval()
+        with torch.no_grad():
+            nll = m.loss(src, lengths, tgt_in, tgt_out)[1]
+            _, scores = greedy_search(m, src, lengths, 1.0, 3)
+        m.train()
+        return nll, scores
+
+    evaluate(model)  # fills any cache
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model.loss(src, lengths, tgt_in, tgt_out)[0].backward()
+        optimizer.step()
+    fresh = _model(arch, feed, layers, dtype=torch.float32)
+    fresh.load_state_dict(model.state_dict())
+    for got, want in zip(evaluate(model), evaluate(fresh)):
+        torch.testing.assert_close(got, want)
+
+
 def test_tied_and_shared_embeddings():
     model = _model("rnnsearch")
     assert model.output.weight is model.tgt_embed.weight is model.src_embed.weight

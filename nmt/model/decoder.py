@@ -180,8 +180,8 @@ class RNNSearchDecoder(nn.Module):
         """`_fused`'s weights, then the readout's [top; embedding] columns, [W_c; C_o] (the
         matrix that multiplies the context in both the GRU input and the readout) and [2 W_a; U]
         (the doubled query `AdditiveAttention.weights` takes); cast to
-        `dtype` if given. Cached until a weight changes: regrouping them anew at every decoding
-        step cost more than the step itself."""
+        `dtype` if given. Cached until a weight changes or `train`/`eval` is called: regrouping
+        them anew at every decoding step cost more than the step itself."""
         params = (self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_hh, self.readout.weight)
         key = (dtype, *((p.data_ptr(), p._version) for p in (*params, self.attention.query.weight)))
         if getattr(self, "_search_key", None) != key:
@@ -196,6 +196,13 @@ class RNNSearchDecoder(nn.Module):
             self._search_cache = tuple(w.contiguous().to(dtype or w.dtype) for w in weights)
             self._search_key = key
         return self._search_cache
+
+    def train(self, mode: bool = True) -> RNNSearchDecoder:
+        """Also forget the cached search weights: fused optimizers update parameters in place
+        without bumping their version, so the cache key alone would not see a training step
+        (dev loss and greedy BLEU were computed with stale weights before this)."""
+        self._search_key = None
+        return super().train(mode)
 
     def _upper(self, s: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Layers 2..L over first-layer states s [B, T, H] → top states, their last hidden."""

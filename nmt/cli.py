@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -435,8 +436,8 @@ def train(
     """Train a GRU encoder-decoder; writes best.pt, last.pt and metrics.jsonl to --out.
 
     Validates every train.valid_every updates (dev loss, greedy BLEU/chrF), keeps the best
-    checkpoint, stops early when the metric stalls. Ctrl-C or SIGTERM saves last.pt and exits;
-    --resume continues exactly where it stopped, on any number of processes.
+    checkpoint, stops early when the metric stalls. Ctrl-C or SIGTERM saves last.pt and exits
+    (code 130 or 143); --resume continues exactly where it stopped, on any number of processes.
     """
     from nmt import distributed as ddp
     from nmt.train import train as run
@@ -452,12 +453,15 @@ def train(
         )
     except NmtError as err:
         raise _fail(err if main_rank else None) from None
-    if reason == "signal" and main_rank:
-        typer.echo(
-            f"stopped by {trainer.stop_signal}; continue with: nmt train --data {data} "
-            f"--out {out} --resume",
-            err=True,
-        )
+    if reason == "signal":  # saved, but not finished: a failure to `nmt train ... && next`
+        if main_rank:
+            typer.echo(
+                f"stopped by {trainer.stop_signal}; continue with: nmt train --data {data} "
+                f"--out {out} --resume",
+                err=True,
+            )
+        signum = getattr(signal.Signals, trainer.stop_signal or "", signal.SIGINT)
+        raise typer.Exit(128 + signum)
 
 
 @app.command()
@@ -595,8 +599,15 @@ def _check_translate_options(fmt: str, nbest: int, attention: bool, errors: str)
         )
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so that no half-written output is left behind (`nmt train`
+    installs its own handler: it saves a checkpoint first)."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
     app(prog_name="nmt")
 
 

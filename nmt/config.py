@@ -352,6 +352,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise NmtError(
                 "config file not found", str(path), "check the path; examples are in configs/"
             ) from None
+        except IsADirectoryError:
+            raise NmtError(
+                "this config path is a directory", str(path), "name a YAML file, e.g. in configs/"
+            ) from None
         try:
             raw, lines = yaml.safe_load(text), _yaml_lines(text)
         except yaml.YAMLError as exc:

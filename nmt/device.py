@@ -75,8 +75,11 @@ def keep_freed_memory() -> bool:
     )
 
 
-def resolve_runtime(device: str | None = None, precision: str = "auto") -> Runtime:
-    """CUDA when available (unless `device` says otherwise), and the precision that suits it."""
+def resolve_runtime(
+    device: str | None = None, precision: str = "auto", source: str = "--precision"
+) -> Runtime:
+    """CUDA when available (unless `device` says otherwise), and the precision that suits it.
+    `source` names where the precision came from, for errors."""
     if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -92,16 +95,14 @@ def resolve_runtime(device: str | None = None, precision: str = "auto") -> Runti
             "use --device cpu, or check the driver and CUDA_VISIBLE_DEVICES",
         )
     if precision not in ("auto", "fp32", *_DTYPES):
-        raise NmtError(
-            f"unknown precision {precision!r}", "--precision", "use auto, fp32, bf16 or fp16"
-        )
+        raise NmtError(f"unknown precision {precision!r}", source, "use auto, fp32, bf16 or fp16")
     if precision == "auto":
         if dev.type == "cuda":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
             precision = "bf16" if cpu_has_native_bf16() else "fp32"
     if precision == "fp16" and dev.type != "cuda":
-        raise NmtError("fp16 needs a GPU", "train.precision", "use bf16 or fp32 on a CPU")
+        raise NmtError("fp16 needs a GPU", source, "use bf16 or fp32 on a CPU")
     if dev.type == "cpu":
         keep_freed_memory()
     return Runtime(dev, precision)

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from nmt.errors import NmtError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -61,12 +63,30 @@ def staged_dir(target: Path) -> Iterator[Path]:
 @contextmanager
 def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
     """A file (text in UTF-8, or binary with mode "wb") written to a temporary sibling that
-    replaces `path` only when the block completes; on any error or interrupt it is removed."""
-    path = Path(path)
+    replaces `path` only when the block completes; on any error or interrupt it is removed.
+
+    A symlink keeps pointing where it did (its target is replaced); a device or a named pipe
+    (e.g. /dev/null) is written in place, as it cannot be replaced; missing parent directories
+    are created."""
+    given, path = str(path), Path(os.path.realpath(path))
+    text = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+    if path.is_dir():
+        raise NmtError("this output path is a directory", given, "name a file to write")
+    if path.exists() and not path.is_file():
+        with open(path, mode, **text) as fh:
+            yield fh
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NmtError(
+            f"cannot create the output's directory ({exc.strerror})",
+            given,
+            "choose another output path",
+        ) from None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        text = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
         with os.fdopen(fd, mode, **text) as fh:
             yield fh
             fh.flush()

@@ -74,6 +74,12 @@ def score_files(hyp: Path, refs: Sequence[Path], metrics: Sequence[str]) -> list
                 str(path),
                 "hypotheses and references must be line-aligned, one sentence per line",
             )
+    if not hyps:
+        raise NmtError(
+            "nothing to score: the files have no lines",
+            str(hyp),
+            "check that the translation step wrote its output",
+        )
     return score_corpus(hyps, ref_lines, metrics)
 
 

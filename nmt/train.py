@@ -18,6 +18,7 @@ the same update, and a run resumes on any number of processes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -232,7 +233,12 @@ class Trainer:
         batches = self._batches()
         self._t0, self._seconds0 = time.perf_counter(), self.progress.seconds
         window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "time": time.perf_counter()}
-        reason = None
+        # a resumed run may be over already: then nothing is trained or written
+        reason = self._limit_reached(
+            bool(tc.max_minutes) and self.progress.seconds >= 60 * tc.max_minutes
+        )
+        if reason:
+            self.log(f"the run is already over: {reason}; raise that limit with --set to go on")
         with _stop_on_signals(self), self._bar() as bar:
             while reason is None:
                 group = list(islice(batches, tc.accum_steps * self.dist.world_size))
@@ -319,6 +325,11 @@ class Trainer:
         if signalled:
             self.stop_signal = self.stop_signal or "a signal to another rank"
             return "signal"
+        return self._limit_reached(out_of_time)
+
+    def _limit_reached(self, out_of_time: bool) -> str | None:
+        """Why the run is over (steps, time or patience used up), or None."""
+        tc, p = self.cfg.train, self.progress
         if tc.max_steps and p.step >= tc.max_steps:
             return f"max_steps ({tc.max_steps})"
         if out_of_time:
@@ -472,6 +483,8 @@ def _check_data_fits(cfg: Config, manifest: dict[str, Any], data_dir: Path) -> N
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to mix two runs in one directory; never delete what is not a run's."""
     holds_run = run_dir.is_dir() and any((run_dir / m).exists() for m in RUN_MARKERS)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NmtError("the run directory is a file", str(run_dir), "choose another --out")
     if resume:
         if not (run_dir / "last.pt").is_file():
             raise NmtError(
@@ -496,6 +509,21 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         for path in [*run_dir.glob("*.pt"), *(run_dir / m for m in RUN_MARKERS)]:
             path.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_same_model(saved: Config, cfg: Config, path: Path) -> None:
+    """The model of a resumed run is the checkpoint's: its weights fit no other shape."""
+    changed = [
+        f"model.{f.name}"
+        for f in dataclasses.fields(saved.model)
+        if getattr(saved.model, f.name) != getattr(cfg.model, f.name)
+    ]
+    if changed:
+        raise NmtError(
+            f"{', '.join(changed)} cannot change when a run is resumed",
+            str(path),
+            "drop those --set overrides, or start a new run with another --out",
+        )
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
@@ -536,10 +564,10 @@ def train(
         checkpoint = None
         if resume:
             checkpoint = load_checkpoint(run_dir / "last.pt")
-            cfg = apply_overrides(
-                checkpoint_config(checkpoint, str(run_dir / "last.pt")), overrides or []
-            )
-        runtime = resolve_runtime(device, cfg.train.precision)
+            saved = checkpoint_config(checkpoint, str(run_dir / "last.pt"))
+            cfg = apply_overrides(copy.deepcopy(saved), overrides or [])
+            _check_same_model(saved, cfg, run_dir / "last.pt")
+        runtime = resolve_runtime(device, cfg.train.precision, "train.precision")
         trainer = Trainer(cfg, data_dir, run_dir, runtime, log, progress_bar, dist)
         if checkpoint is not None:
             trainer.load(checkpoint)

@@ -282,8 +282,8 @@ def format_result(result: Result, fmt: str, line: int, source: str, attention: b
     """One output line for one input line (no newline): text is the best translation; tsv is
     `translation<TAB>score` per hypothesis; jsonl is a JSON object with every hypothesis (and,
     with `attention`, its attention weights over the source pieces)."""
-    if fmt == "text":
-        return result.hypotheses[0].text
+    if fmt == "text":  # no hypothesis only if the model's scores were not finite
+        return result.hypotheses[0].text if result.hypotheses else ""
     if fmt == "tsv":
         return "\t".join(f"{h.text}\t{h.score:.4f}" for h in result.hypotheses)
     record = {
@@ -377,6 +377,8 @@ def run_files(
         total = None
     else:
         path = Path(input)
+        if path.is_dir():
+            raise NmtError("the input is a directory", input, "name a text file, or - for stdin")
         if not path.is_file():
             raise NmtError("input file not found", input, "check the path, or use - for stdin")
         total = count_lines(path)

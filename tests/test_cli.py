@@ -132,6 +132,8 @@ def test_config_command_prints_resolved_yaml():
         ),
         (["evaluate", "missing.txt", "ref.txt"], "missing.txt: file not found"),
         (["config", "missing.yaml"], "missing.yaml: config file not found"),
+        (["config", "."], ".: this config path is a directory"),
+        (["evaluate", ".", "."], ".: this is a directory, not a file"),
         (["train", "--data", "nodata", "--out", "run"], "nodata: not a preprocessed directory"),
         (["average", "a.pt", "--out", "b.pt"], "a.pt: checkpoint not found"),
     ],
@@ -168,3 +170,16 @@ def test_invalid_utf8_through_the_cli(tmp_path):
     )
     assert result.exit_code == 2 and f"{bad}:3: invalid UTF-8" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_refuses_empty_files_instead_of_failing_the_gate(tmp_path):
+    """Exit 1 means "BLEU below the gate"; an empty translation is an error (2), not a score."""
+    for name in ("hyp.txt", "ref.txt"):
+        (tmp_path / name).write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nmt", "evaluate", "hyp.txt", "ref.txt", "--min-bleu", "10"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "nothing to score" in proc.stderr, proc.stderr

@@ -98,7 +98,7 @@ def test_sigterm_saves_and_resume_finishes(toy_dir, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 128 + signal.SIGTERM, stderr  # saved, but not finished
     assert "stopped by SIGTERM" in stderr and "--resume" in stderr
     stopped = load_checkpoint(run / "last.pt")["train"]["progress"]["step"]
     assert stopped >= 2
@@ -180,6 +180,30 @@ def test_run_directory_rules(toy_dir, tmp_path):
         train(_cfg(), toy_dir, other, overwrite=True, progress_bar=False, log=_quiet)
     with pytest.raises(NmtError, match="no last.pt to resume from"):
         train(_cfg(), toy_dir, tmp_path / "new", resume=True, progress_bar=False, log=_quiet)
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(NmtError, match="run directory is a file"):
+        train(_cfg(), toy_dir, tmp_path / "file", progress_bar=False, log=_quiet)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_resuming_a_finished_run_changes_nothing(toy_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg("train.max_steps=3"), toy_dir, run, progress_bar=False, log=_quiet)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != "config.yaml"}
+    messages = []
+    trainer, reason = train(
+        Config(), toy_dir, run, resume=True, progress_bar=False, log=messages.append
+    )
+    assert trainer.progress.step == 3 and reason == "max_steps (3)"
+    assert any("already over" in m for m in messages)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != "config.yaml"} == before
+
+
+def test_the_model_cannot_change_on_resume(toy_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg("train.max_steps=1"), toy_dir, run, progress_bar=False, log=_quiet)
+    with pytest.raises(NmtError, match="model.hidden_size cannot change"):
+        train(Config(), toy_dir, run, resume=True, overrides=["model.hidden_size=8"], log=_quiet)
 
 
 def test_resume_on_other_data_and_config_mismatch(toy_dir, sample_dir, tmp_path):
@@ -197,7 +221,8 @@ def test_bad_checkpoints_are_clear_errors(toy_dir, tmp_path):
     good = (run / "last.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(good[: len(good) // 2])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
-    for name in ("cut.pt", "junk.pt"):
+    (tmp_path / "text.pt").write_bytes(b"hola\n")  # torch's unpickler raises KeyError here
+    for name in ("cut.pt", "junk.pt", "text.pt"):
         with pytest.raises(NmtError, match="not a readable checkpoint"):
             load_checkpoint(tmp_path / name)
     checkpoint = load_checkpoint(run / "last.pt")

@@ -2,9 +2,11 @@
 
 import json
 import select
+import signal
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -117,6 +119,33 @@ def test_option_errors(checkpoint, tmp_path):
     assert result.exit_code == 2 and "unknown precision" in result.output
     result = runner.invoke(app, ["translate", str(tmp_path / "none.pt")])
     assert result.exit_code == 2 and "checkpoint not found" in result.output
+
+
+def test_output_errors_come_before_decoding(checkpoint, tmp_path):
+    (tmp_path / "plots").mkdir()
+    result, _ = _translate(checkpoint, tmp_path, b"Dios\n", "-o", str(tmp_path / "plots"))
+    assert result.exit_code == 2 and "is a directory" in result.output
+    nested = tmp_path / "new" / "dir" / "out.txt"
+    result, _ = _translate(checkpoint, tmp_path, b"Dios\n\n", "-o", str(nested))
+    assert result.exit_code == 0 and nested.read_text().count("\n") == 2
+
+
+def test_sigterm_leaves_no_partial_output(checkpoint, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Y dijo Dios: Sea la luz\n" * 20000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nmt", "translate", str(checkpoint), "-i", str(src), "-o", "out"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.tmp-*")):  # decoding has begun
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
 
 
 def test_attention_plot_is_a_png_of_the_right_size(checkpoint, tmp_path):

@@ -37,9 +37,11 @@ def _open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 
-def _require_file(path: Path) -> None:
+def _require_file(path: Path, fix: str = "check the path") -> None:
+    if path.is_dir():
+        raise NmtError("this is a directory, not a file", str(path), "name a text file")
     if not path.is_file():
-        raise NmtError("file not found", str(path), "check the path and the language codes")
+        raise NmtError("file not found", str(path), fix)
 
 
 def count_lines(path: Path) -> int:
@@ -93,7 +95,7 @@ class TextCorpus:
     def __init__(self, prefix: str, src: str, tgt: str):
         self.paths = (Path(f"{prefix}.{src}"), Path(f"{prefix}.{tgt}"))
         for path in self.paths:
-            _require_file(path)
+            _require_file(path, "check the prefix and the language codes (PREFIX.SRC, PREFIX.TGT)")
         counts = [count_lines(p) for p in self.paths]
         if counts[0] != counts[1]:
             raise NmtError(

@@ -49,8 +49,8 @@ def test_step_by_step_equals_teacher_forced_forward(arch, feed, layers):
     expected = model(src, lengths, tgt_in).log_softmax(-1)  # [B, T, V]
     state = model.encode(src, lengths)
     for t in range(tgt_in.shape[1]):
-        log_probs, state, _ = model.step(tgt_in[:, t], state)
-        torch.testing.assert_close(log_probs, expected[:, t], rtol=0, atol=1e-10)
+        features, state, _ = model.decoder.step(tgt_in[:, t], state)
+        torch.testing.assert_close(model.log_probs(features), expected[:, t], rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("arch, feed, layers", ARCHS)

@@ -179,9 +179,9 @@ class RNNSearchDecoder(nn.Module):
     def _search_weights(self, dtype: torch.dtype | None) -> tuple[torch.Tensor, ...]:
         """`_fused`'s weights, then the readout's [top; embedding] columns, [W_c; C_o] (the
         matrix that multiplies the context in both the GRU input and the readout) and [2 W_a; U]
-        (the doubled query `AdditiveAttention.weights` takes); cast to
-        `dtype` if given. Cached until a weight changes or `train`/`eval` is called: regrouping
-        them anew at every decoding step cost more than the step itself."""
+        (the doubled query `AdditiveAttention.weights` takes); cast to `dtype` if given. Cached
+        until a weight changes or `train`/`eval` is called: regrouping them anew at every
+        decoding step cost more than the step itself."""
         params = (self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_hh, self.readout.weight)
         key = (dtype, *((p.data_ptr(), p._version) for p in (*params, self.attention.query.weight)))
         if getattr(self, "_search_key", None) != key:
@@ -200,7 +200,7 @@ class RNNSearchDecoder(nn.Module):
     def train(self, mode: bool = True) -> RNNSearchDecoder:
         """Also forget the cached search weights: fused optimizers update parameters in place
         without bumping their version, so the cache key alone would not see a training step
-        (dev loss and greedy BLEU were computed with stale weights before this)."""
+        and validation would decode with stale weights."""
         self._search_key = None
         return super().train(mode)
 

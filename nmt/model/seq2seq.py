@@ -1,4 +1,5 @@
-"""The encoder-decoder: built from a config, trained with `loss`, searched with `encode`/`step`."""
+"""The encoder-decoder: built from a config, trained with `loss`; search runs `encode`, then
+`decoder.step` and `log_probs` per token."""
 
 from __future__ import annotations
 
@@ -82,14 +83,6 @@ class Seq2Seq(nn.Module):
     ) -> torch.Tensor:
         """Teacher-forced logits [B, T, V] of the next token at every target position."""
         return self.output(self.dropout(self.features(src, src_lengths, tgt_in)))
-
-    def step(
-        self, y_prev: torch.Tensor, state: DecoderState
-    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """Log-probabilities [B, V] of the next token after y_prev [B] (at least float32 under
-        autocast); the new state; α [B, S]."""
-        features, state, weights = self.decoder.step(y_prev, state)
-        return self.log_probs(features), state, weights
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """Decoder features [N, E] → next-token log-probabilities [N, V], at least float32."""

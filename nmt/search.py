@@ -101,7 +101,7 @@ class Ensemble:
         eos = torch.empty(rows, dtype=self.dtype, device=device)
         # on the CPU, a few rows at a time: their [rows, V] scores stay in the cache from the
         # output layer through the softmax to the top-k (one pass over all rows is memory-bound)
-        per_pass = max(1, CPU_SCORES_PER_PASS // self.vocab) if device.type == "cpu" else rows
+        per_pass = max(1, CPU_SCORES_PER_PASS // self.vocab if device.type == "cpu" else rows)
         for start in range(0, rows, per_pass):
             chunk = slice(start, start + per_pass)
             scores = self._scores([f[chunk] for f, _, _ in outputs])  # [chunk, V]

@@ -557,6 +557,7 @@ def train(
     dist, device = setup(device)
     if not dist.is_main:
         log, progress_bar = _quiet, False
+    trainer = None
     try:
         if dist.is_main:
             _prepare_run_dir(run_dir, resume, overwrite)
@@ -579,6 +580,8 @@ def train(
         progress, reason = trainer.run()
         dist.barrier()  # no rank tears the group down while another still writes or talks
     finally:
+        if trainer is not None:  # DDP holds the process group: it must go before the group
+            trainer.loss_fn = _Loss(trainer.model)
         teardown(dist)
     best = (
         f"best {cfg.train.valid_metric} {progress.best:.2f} at step {progress.best_step}"

@@ -202,3 +202,31 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(NmtError, match="started 2 processes on this machine but only 1 GPUs"):
         setup("auto")
+
+
+def test_no_ddp_wrapper_outlives_the_process_group(toy_dir, tmp_path):
+    """A DDP wrapper still alive after destroy_process_group keeps the gloo group until
+    interpreter shutdown, where its threads can abort the process (a rare CI failure:
+    "terminate called without an active exception")."""
+    script = tmp_path / "check.py"  # keeps the trainer, as the CLI does until it returns
+    script.write_text(
+        "import gc, sys\n"
+        "from pathlib import Path\n"
+        "import torch\n"
+        "from nmt.config import Config, apply_overrides\n"
+        "from nmt.train import train\n"
+        f"cfg = apply_overrides(Config(), {[*FAST, 'train.max_steps=2']!r})\n"
+        f"trainer, _ = train(cfg, Path({str(toy_dir)!r}), Path({str(tmp_path / 'run')!r}))\n"
+        "DDP = torch.nn.parallel.DistributedDataParallel\n"
+        "print('live DDP:', sum(isinstance(o, DDP) for o in gc.get_objects()))\n"
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    out = subprocess.run(
+        [*command, "--nproc-per-node=2", str(script)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("live DDP: 0") == 2, out.stdout

@@ -143,6 +143,11 @@ class Translator:
         results: list[Result | None] = [None] * len(texts)
         for batch in _length_batches(ids, options.batch_tokens // options.beam):
             for i, hyps in zip(batch, self._decode([ids[i] for i in batch], options)):
+                if not hyps.hypotheses:
+                    self.warn(
+                        f"warning: line {first_line + i}: no translation found (the model's "
+                        "scores are not finite: NaN or overflowing weights?); it is left empty"
+                    )
                 results[i] = hyps
         for i, r in enumerate(results):
             if r is None:  # empty lines are not decoded

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from nmt.checkpoint import load_checkpoint, save_checkpoint
@@ -17,7 +18,7 @@ from nmt.config import Config, apply_overrides
 from nmt.errors import NmtError
 from nmt.plot import figure_size
 from nmt.train import train
-from nmt.translate import Translator
+from nmt.translate import Translator, format_result
 
 runner = CliRunner()
 TINY = [
@@ -182,6 +183,18 @@ def test_stdin_pipe_gets_each_translation_before_eof(checkpoint):
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
+
+
+def test_a_model_with_non_finite_scores_still_gives_one_line_per_line(checkpoint):
+    translator = Translator.from_checkpoint(checkpoint)
+    with torch.no_grad():
+        translator.models[0].output.bias.fill_(float("nan"))
+    warnings = []
+    translator.warn = warnings.append
+    assert translator.translate(["Y dijo Dios", "", "Sea la luz"]) == ["", "", ""]
+    assert [w.split(":")[1] for w in warnings] == [" line 1", " line 3"]
+    result = translator.translate_nbest(["Sea la luz"])[0]
+    assert format_result(result, "text", 1, "Sea la luz") == ""
 
 
 def test_python_api_and_self_ensemble(checkpoint):

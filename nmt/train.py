@@ -482,9 +482,9 @@ def _check_data_fits(cfg: Config, manifest: dict[str, Any], data_dir: Path) -> N
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to mix two runs in one directory; never delete what is not a run's."""
-    holds_run = run_dir.is_dir() and any((run_dir / m).exists() for m in RUN_MARKERS)
     if run_dir.exists() and not run_dir.is_dir():
         raise NmtError("the run directory is a file", str(run_dir), "choose another --out")
+    holds_run = run_dir.is_dir() and any((run_dir / m).exists() for m in RUN_MARKERS)
     if resume:
         if not (run_dir / "last.pt").is_file():
             raise NmtError(

@@ -210,7 +210,7 @@ def test_no_ddp_wrapper_outlives_the_process_group(toy_dir, tmp_path):
     "terminate called without an active exception")."""
     script = tmp_path / "check.py"  # keeps the trainer, as the CLI does until it returns
     script.write_text(
-        "import gc, sys\n"
+        "import gc\n"
         "from pathlib import Path\n"
         "import torch\n"
         "from nmt.config import Config, apply_overrides\n"

@@ -27,6 +27,7 @@ from nmt.data.batching import ParallelDataset, TokenBatchSampler, padding_share
 from nmt.data.corpus import read_lines
 from nmt.distributed import torchrun_command
 from nmt.errors import NmtError
+from nmt.fileio import atomic_write_json
 
 
 def _generate_corpus(tsv: Path, pairs: int, out: Path) -> None:
@@ -148,10 +149,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 def write_report(
     out_dir: Path, name: str, rows: list[dict[str, Any]], settings: dict[str, Any]
 ) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.json"
+    path = Path(out_dir) / f"{name}.json"
     report = {"benchmark": name, "settings": settings, "environment": environment(), "rows": rows}
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(path, report)
     return path
 
 

@@ -7,12 +7,17 @@ models) and, for `last.pt` and step checkpoints, everything needed to resume tra
     {"format_version", "nmt_version", "config": {...}, "vocab": {...}, "model": state_dict,
      "train": {...} or None}
 
-Files are loaded with `torch.load(weights_only=True)`: no pickled code runs on load.
+Files are loaded with `torch.load(weights_only=True)`: no pickled code runs on load. A
+checkpoint carries the sha256 of its whole content (`"sha256"`, every tensor's bytes included),
+checked on load, so a corrupted file is an error rather than a model that translates garbage;
+its structure and every weight's shape are checked against its config before a model is built.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +29,10 @@ from nmt.config import Config, config_from_dict, config_to_dict
 from nmt.data.tokenizer import Tokenizer
 from nmt.errors import NmtError
 from nmt.fileio import atomic_write_bytes
+from nmt.model import Seq2Seq, build_model
 
 FORMAT_VERSION = 1
+_VOCAB_KEYS = ("src", "tgt", "joint", "src_size", "tgt_size", "tokenizers")
 
 
 def vocab_entry(manifest: dict[str, Any], tokenizers: dict[str, Tokenizer]) -> dict[str, Any]:
@@ -43,15 +50,30 @@ def vocab_entry(manifest: dict[str, Any], tokenizers: dict[str, Tokenizer]) -> d
     }
 
 
+def vocabulary_id(vocab: dict[str, Any]) -> dict[str, str]:
+    """The vocabulary's identity: each language's SentencePiece model by content."""
+    return {
+        lang: Tokenizer(entry["proto"], "the checkpoint's vocabulary").sha256
+        for lang, entry in vocab["tokenizers"].items()
+    }
+
+
+def new_run_id() -> str:
+    """An identifier shared by every checkpoint of one training run (kept on resume)."""
+    return uuid.uuid4().hex
+
+
 def make_checkpoint(
     cfg: Config,
     vocab: dict[str, Any],
     model_state: dict[str, torch.Tensor],
     train_state: dict[str, Any] | None,
+    run_id: str,
 ) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "nmt_version": __version__,
+        "run_id": run_id,
         "config": config_to_dict(cfg),
         "vocab": vocab,
         "model": model_state,
@@ -59,12 +81,52 @@ def make_checkpoint(
     }
 
 
+def _digest(obj: Any, h: Any) -> None:
+    """Feed a checkpoint's content, tensors' bytes included, into the hash `h` (dicts in
+    their stored order, which torch.save/torch.load keep)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        h.update(b"D%d" % len(obj))
+        for key, value in obj.items():
+            _digest(key, h)
+            _digest(value, h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"L%d" % len(obj))
+        for value in obj:
+            _digest(value, h)
+    elif isinstance(obj, bytes):
+        h.update(b"B%d:" % len(obj) + obj)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def content_sha256(checkpoint: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    _digest({k: v for k, v in checkpoint.items() if k != "sha256"}, h)
+    return h.hexdigest()
+
+
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    """Serialize in memory, then write via a temporary file and a rename: the file at `path`
-    is always either the previous checkpoint or the new one, never a partial write."""
+    """Serialize in memory with the content's sha256, then write via a temporary file and a
+    rename: the file at `path` is always either the previous checkpoint or the new one, never
+    a partial write. Weights that are not finite are never written."""
+    bad = next((k for k, v in checkpoint["model"].items() if not _finite(v)), None)
+    if bad is not None:
+        raise NmtError(
+            f"the weights are not finite ({bad} holds NaN or infinity); not saved",
+            str(path),
+            "the earlier checkpoints are intact: lower train.lr or use fp32, then --resume",
+        )
     buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
+    torch.save({**checkpoint, "sha256": content_sha256(checkpoint)}, buffer)
     atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def _finite(t: torch.Tensor) -> bool:
+    return not t.is_floating_point() or bool(torch.isfinite(t).all())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -91,31 +153,83 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             str(path),
             "use the nmt version that wrote it",
         )
+    _check_structure(checkpoint, str(path))
     return checkpoint
+
+
+def _check_structure(checkpoint: dict[str, Any], where: str) -> None:
+    """The parts a checkpoint must have, and its checksum (files from before nmt wrote one
+    are not checked)."""
+    fix = "use another checkpoint, e.g. RUN_DIR/best.pt or a step-N.pt"
+    vocab, model = checkpoint.get("vocab"), checkpoint.get("model")
+    if not isinstance(checkpoint.get("config"), dict):
+        raise NmtError("the checkpoint has no config", where, fix)
+    if not isinstance(vocab, dict) or any(k not in vocab for k in _VOCAB_KEYS):
+        raise NmtError("the checkpoint has no (complete) vocabulary", where, fix)
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise NmtError("the checkpoint has no model weights", where, fix)
+    if not isinstance(checkpoint.get("train"), (dict, type(None))):
+        raise NmtError("the checkpoint's training state is not readable", where, fix)
+    if "sha256" in checkpoint and checkpoint["sha256"] != content_sha256(checkpoint):
+        raise NmtError("checksum mismatch: the checkpoint is corrupt", where, fix)
 
 
 def checkpoint_config(checkpoint: dict[str, Any], source: str = "checkpoint") -> Config:
     return config_from_dict(checkpoint["config"], source)
 
 
+def model_from_checkpoint(checkpoint: dict[str, Any], cfg: Config, where: str) -> Seq2Seq:
+    """The model of `cfg`, with the checkpoint's weights: every name and shape is checked on
+    a model without storage first, so a config that does not fit its weights (or asks for
+    480 GB) is an error before anything is allocated."""
+    vocab = checkpoint["vocab"]
+    sizes = (vocab["src_size"], vocab["tgt_size"], vocab["joint"])
+    with torch.device("meta"):
+        expected = build_model(cfg.model, *sizes).state_dict()
+    check_weights(checkpoint["model"], expected, where)
+    model = build_model(cfg.model, *sizes)
+    model.load_state_dict(checkpoint["model"])
+    return model
+
+
+def check_weights(
+    weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: str
+) -> None:
+    """Weights with exactly the names and shapes of `expected`, or an NmtError naming one that
+    differs."""
+    fix = "use a checkpoint written with this config (the file may be corrupt)"
+    missing, unexpected = expected.keys() - weights.keys(), weights.keys() - expected.keys()
+    if missing:
+        raise NmtError(f"the weights lack `{min(missing)}`", where, fix)
+    if unexpected:
+        raise NmtError(f"unexpected weights `{min(unexpected)}` for this model", where, fix)
+    for name, tensor in weights.items():
+        if tensor.shape != expected[name].shape:
+            raise NmtError(
+                f"`{name}` has shape {tuple(tensor.shape)}, the config needs "
+                f"{tuple(expected[name].shape)}",
+                where,
+                fix,
+            )
+
+
 def average_checkpoints(paths: Sequence[Path], out: Path) -> dict[str, Any]:
-    """Average the weights of checkpoints of one model; write a translation-only checkpoint."""
-    if not paths:
-        raise NmtError("no checkpoints to average", "nmt average", "name two or more .pt files")
+    """Average the weights of two or more checkpoints of one run; write a translation-only
+    checkpoint. Checkpoints of different runs, models or vocabularies, and weights that are
+    not finite, are refused."""
+    if len(paths) < 2:
+        raise NmtError(
+            f"averaging needs two or more checkpoints, got {len(paths)}",
+            "nmt average",
+            "name the step checkpoints of one run, e.g. RUN_DIR/step-*.pt",
+        )
     first = load_checkpoint(paths[0])
+    _check_finite(first, paths[0])
     total = {k: v.double() if v.is_floating_point() else v for k, v in first["model"].items()}
     for path in paths[1:]:
         other = load_checkpoint(path)
-        if (
-            other["vocab"]["tokenizers"] != first["vocab"]["tokenizers"]
-            or other["model"].keys() != total.keys()
-            or other["config"]["model"] != first["config"]["model"]
-        ):
-            raise NmtError(
-                "checkpoints are of different models or vocabularies",
-                str(path),
-                f"average only checkpoints of the same run as {paths[0]}",
-            )
+        _check_same_run(first, other, paths[0], path)
+        _check_finite(other, path)
         for key, value in other["model"].items():
             if value.is_floating_point():
                 total[key] += value.double()
@@ -124,5 +238,29 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> dict[str, Any]:
         for k, v in total.items()
     }
     checkpoint = {**first, "model": averaged, "train": None}
+    checkpoint.pop("sha256", None)
     save_checkpoint(out, checkpoint)
     return checkpoint
+
+
+def _check_same_run(first: dict[str, Any], other: dict[str, Any], p0: Path, path: Path) -> None:
+    fix = f"average only checkpoints of the run that wrote {p0}"
+    if first.get("run_id") != other.get("run_id"):
+        raise NmtError("this checkpoint is of another training run", str(path), fix)
+    if (
+        vocabulary_id(other["vocab"]) != vocabulary_id(first["vocab"])
+        or other["model"].keys() != first["model"].keys()
+        or other["config"]["model"] != first["config"]["model"]
+        or any(other["model"][k].shape != v.shape for k, v in first["model"].items())
+    ):
+        raise NmtError("checkpoints are of different models or vocabularies", str(path), fix)
+
+
+def _check_finite(checkpoint: dict[str, Any], path: Path) -> None:
+    bad = next((k for k, v in checkpoint["model"].items() if not _finite(v)), None)
+    if bad is not None:
+        raise NmtError(
+            f"weights `{bad}` are not finite (NaN or infinity)",
+            str(path),
+            "leave this checkpoint out of the average",
+        )

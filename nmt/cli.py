@@ -1,24 +1,29 @@
 """The `nmt` command line: options in, Python API calls, results and errors out.
 
 This is the only module that knows about the terminal. Option defaults shown in `--help` come
-from `nmt.config` (None here means "the config's value"). User errors (`NmtError`) are printed
-without a traceback and exit with code 2; a failed `--min-bleu` gate exits with code 1.
+from `nmt.config` (None here means "the config's value"). Every command runs inside one error
+boundary (`_command`): a user error (`NmtError`) or a fault of the machine (a read-only or full
+disk, a missing permission: `OSError`) is printed as one `error:` line naming the file, without
+a traceback, and exits with code 2; a failed `--min-bleu` gate exits with code 1.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from nmt import __version__
 from nmt.config import Config, default, dump_config, load_config, reference_markdown, set_value
 from nmt.errors import NmtError
+from nmt.fileio import os_error
 
 app = typer.Typer(
     help="Neural machine translation with GRU encoder-decoders "
@@ -70,11 +75,41 @@ def _root(
     pass
 
 
-def _fail(err: NmtError | None) -> typer.Exit:
-    """Exit code 2 with the error (None: another process of a distributed run reports it)."""
-    if err is not None:
+def _fail(err: NmtError) -> typer.Exit:
+    """Exit code 2 with the error (only rank 0 of a distributed run reports it)."""
+    if os.environ.get("RANK", "0") == "0":
         typer.echo(f"error: {err}", err=True)
     return typer.Exit(2)
+
+
+def _command(group: typer.Typer, name: str | None = None) -> Callable[[Callable], Callable]:
+    """Register a command behind the error boundary (see the module docstring)."""
+
+    def register(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except NmtError as err:
+                raise _fail(err) from None
+            except OSError as exc:
+                raise _fail(os_error(exc)) from None
+
+        group.command(name)(run)
+        return fn
+
+    return register
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    """A comma-separated list of positive integers, e.g. `--pairs 1000,10000`."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise NmtError(f"expected positive integers separated by commas, got {text!r}", flag)
+    return values
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:
@@ -101,7 +136,7 @@ def _config(
     return cfg
 
 
-@app.command()
+@_command(app)
 def preprocess(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
     src: Annotated[
@@ -171,23 +206,20 @@ def preprocess(
     """
     from nmt.preprocess import preprocess as run
 
-    try:
-        cfg = _config(
-            config,
-            set_,
-            src=("data.src", src),
-            tgt=("data.tgt", tgt),
-            train=("data.train", train),
-            dev=("data.dev", dev),
-            test=("data.test", test),
-            vocab_size=("data.vocab_size", vocab_size),
-            joint=("data.joint", joint),
-            format=("data.format", format),
-            dedup=("data.dedup", dedup),
-        )
-        manifest = run(cfg.data, out, overwrite=overwrite)
-    except NmtError as err:
-        raise _fail(err) from None
+    cfg = _config(
+        config,
+        set_,
+        src=("data.src", src),
+        tgt=("data.tgt", tgt),
+        train=("data.train", train),
+        dev=("data.dev", dev),
+        test=("data.test", test),
+        vocab_size=("data.vocab_size", vocab_size),
+        joint=("data.joint", joint),
+        format=("data.format", format),
+        dedup=("data.dedup", dedup),
+    )
+    manifest = run(cfg.data, out, overwrite=overwrite)
     typer.echo(_preprocess_report(manifest, out))
 
 
@@ -204,7 +236,7 @@ def _preprocess_report(manifest: dict, out: Path) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+@_command(app)
 def evaluate(
     hyp: Annotated[Path, typer.Argument(help="Hypotheses, one per line ('-' for stdin).")],
     refs: Annotated[list[Path], typer.Argument(help="Reference file(s), line-aligned with HYP.")],
@@ -218,11 +250,8 @@ def evaluate(
     """Score detokenised hypotheses against references with sacrebleu (with signatures)."""
     from nmt.metrics import bleu_gate, score_files
 
-    try:
-        scores = score_files(hyp, refs, [m.strip() for m in metrics.split(",") if m.strip()])
-        failure = bleu_gate(scores, min_bleu) if min_bleu is not None else None
-    except NmtError as err:
-        raise _fail(err) from None
+    scores = score_files(hyp, refs, [m.strip() for m in metrics.split(",") if m.strip()])
+    failure = bleu_gate(scores, min_bleu) if min_bleu is not None else None
     if as_json:
         typer.echo(json.dumps([s.as_dict() for s in scores], indent=2))
     else:
@@ -233,7 +262,7 @@ def evaluate(
         raise typer.Exit(1)
 
 
-@app.command()
+@_command(app)
 def config(
     path: Annotated[Path | None, typer.Argument(help="YAML config to load.")] = None,
     set_: SetOpt = None,
@@ -245,16 +274,13 @@ def config(
     if reference:
         typer.echo(reference_markdown(), nl=False)
         return
-    try:
-        typer.echo(dump_config(load_config(path, set_ or [])), nl=False)
-    except NmtError as err:
-        raise _fail(err) from None
+    typer.echo(dump_config(load_config(path, set_ or [])), nl=False)
 
 
 BenchOut = Annotated[Path, typer.Option(help="Directory for the JSON report.")]
 
 
-@bench_app.command("preprocess")
+@_command(bench_app, "preprocess")
 def bench_preprocess(
     corpus: Annotated[Path, typer.Option(help="TSV corpus (header names the languages last).")],
     pairs: Annotated[
@@ -267,13 +293,13 @@ def bench_preprocess(
     """Preprocessing throughput (pairs/s) and peak memory at several corpus sizes."""
     from nmt import bench
 
-    sizes = [int(x) for x in pairs.split(",")]
+    sizes = _ints(pairs, "--pairs")
     rows = bench.bench_preprocess(corpus, sizes, set_ or [])
     path = bench.write_report(out, "preprocess", rows, {"corpus": str(corpus), "set": set_ or []})
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 
 
-@bench_app.command("batching")
+@_command(bench_app, "batching")
 def bench_batching(
     data: Annotated[Path, typer.Option(help="Preprocessed directory (nmt preprocess --out).")],
     caps: Annotated[str, typer.Option(help="Comma-separated token caps.")] = "1500,3000,6000",
@@ -283,17 +309,12 @@ def bench_batching(
     """Padding share of the token-bucketed batch sampler on a preprocessed corpus."""
     from nmt import bench
 
-    try:
-        rows = bench.bench_batching(
-            data, [int(c) for c in caps.split(",")], [int(p) for p in pools.split(",")]
-        )
-    except NmtError as err:
-        raise _fail(err) from None
+    rows = bench.bench_batching(data, _ints(caps, "--caps"), _ints(pools, "--pools"))
     path = bench.write_report(out, "batching", rows, {"data": str(data)})
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 
 
-@bench_app.command("train")
+@_command(bench_app, "train")
 def bench_train(
     data: Annotated[Path, typer.Option(help="Preprocessed directory (nmt preprocess --out).")],
     archs: Annotated[str, typer.Option(help="Comma-separated architectures.")] = (
@@ -315,27 +336,20 @@ def bench_train(
     """
     from nmt import bench
 
+    dims = _ints(sizes.replace("x", ","), "--sizes")
     runs = [
-        {
-            "model.arch": a,
-            "model.emb_size": int(sz.split("x")[0]),
-            "model.hidden_size": int(sz.split("x")[1]),
-            "train.precision": p,
-        }
+        {"model.arch": a, "model.emb_size": e, "model.hidden_size": h, "train.precision": p}
         for a in archs.split(",")
-        for sz in sizes.split(",")
+        for e, h in zip(dims[::2], dims[1::2])
         for p in precisions.split(",")
     ]
-    try:
-        rows = bench.bench_train(data, runs, steps, warmup, device, set_ or [])
-    except NmtError as err:
-        raise _fail(err) from None
+    rows = bench.bench_train(data, runs, steps, warmup, device, set_ or [])
     settings = {"data": str(data), "steps": steps, "warmup": warmup, "set": set_ or []}
     path = bench.write_report(out, "train", rows, settings)
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 
 
-@bench_app.command("distributed")
+@_command(bench_app, "distributed")
 def bench_distributed(
     data: Annotated[Path, typer.Option(help="Preprocessed directory (nmt preprocess --out).")],
     config: Annotated[Path | None, typer.Option(help="YAML config to train with.")] = None,
@@ -354,17 +368,14 @@ def bench_distributed(
     """
     from nmt import bench
 
-    counts = [int(n) for n in processes.split(",")]
-    try:
-        rows = bench.bench_distributed(data, config, counts, steps, device, set_ or [])
-    except NmtError as err:
-        raise _fail(err) from None
+    counts = _ints(processes, "--processes")
+    rows = bench.bench_distributed(data, config, counts, steps, device, set_ or [])
     settings = {"data": str(data), "config": str(config), "steps": steps, "set": set_ or []}
     path = bench.write_report(out, "distributed", rows, settings)
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 
 
-@bench_app.command("translate")
+@_command(bench_app, "translate")
 def bench_translate(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to decode with.")],
     input: Annotated[
@@ -382,24 +393,21 @@ def bench_translate(
     """Translation sentences/s and tokens/s: batched at several sizes, and one at a time."""
     from nmt import bench
 
-    try:
-        rows = bench.bench_translate(
-            checkpoint,
-            input,
-            lines,
-            [int(b) for b in beams.split(",")],
-            [int(b) for b in batch_tokens.split(",")],
-            device,
-            precision,
-        )
-    except NmtError as err:
-        raise _fail(err) from None
+    rows = bench.bench_translate(
+        checkpoint,
+        input,
+        lines,
+        _ints(beams, "--beams"),
+        _ints(batch_tokens, "--batch-tokens"),
+        device,
+        precision,
+    )
     settings = {"checkpoint": str(checkpoint), "input": str(input), "lines": lines}
     path = bench.write_report(out, "translate", rows, settings)
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 
 
-@app.command()
+@_command(app)
 def train(
     config: Annotated[
         Path | None, typer.Argument(help="YAML config (model, train, decode sections).")
@@ -446,13 +454,10 @@ def train(
         command = ddp.torchrun_command(distributed, _without_option(sys.argv[1:], "--distributed"))
         os.execv(command[0], command)
     main_rank = os.environ.get("RANK", "0") == "0"
-    try:
-        cfg = load_config(config, set_ or [])
-        trainer, reason = run(
-            cfg, data, out, resume=resume, overwrite=overwrite, overrides=set_ or [], device=device
-        )
-    except NmtError as err:
-        raise _fail(err if main_rank else None) from None
+    cfg = load_config(config, set_ or [])
+    trainer, reason = run(
+        cfg, data, out, resume=resume, overwrite=overwrite, overrides=set_ or [], device=device
+    )
     if reason == "signal":  # saved, but not finished: a failure to `nmt train ... && next`
         if main_rank:
             typer.echo(
@@ -464,7 +469,7 @@ def train(
         raise typer.Exit(128 + signum)
 
 
-@app.command()
+@_command(app)
 def average(
     checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints of one run (.pt).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The averaged checkpoint to write.")],
@@ -472,14 +477,11 @@ def average(
     """Average the weights of several checkpoints (e.g. RUN_DIR/step-*.pt) into one."""
     from nmt.checkpoint import average_checkpoints
 
-    try:
-        average_checkpoints(checkpoints, out)
-    except NmtError as err:
-        raise _fail(err) from None
+    average_checkpoints(checkpoints, out)
     typer.echo(f"wrote {out}: the average of {len(checkpoints)} checkpoints")
 
 
-@app.command()
+@_command(app)
 def translate(
     checkpoints: Annotated[
         list[Path], typer.Argument(help="Checkpoint(s); several decode as an ensemble.")
@@ -559,27 +561,24 @@ def translate(
     """
     from nmt import translate as api
 
-    try:
-        _check_translate_options(format, nbest, attention, errors)
-        translator = api.Translator.from_checkpoint(checkpoints, device, precision)
-        translator.warn = lambda message: typer.echo(message, err=True)
-        api.run_files(
-            translator,
-            input,
-            output,
-            fmt=format,
-            errors=errors,
-            attention=attention,
-            plot_dir=plot_attention,
-            plot_lines=plot_lines,
-            beam=beam,
-            nbest=nbest,
-            alpha=alpha,
-            penalty=penalty,
-            batch_tokens=batch_tokens,
-        )
-    except NmtError as err:
-        raise _fail(err) from None
+    _check_translate_options(format, nbest, attention, errors)
+    translator = api.Translator.from_checkpoint(checkpoints, device, precision)
+    translator.warn = lambda message: typer.echo(message, err=True)
+    api.run_files(
+        translator,
+        input,
+        output,
+        fmt=format,
+        errors=errors,
+        attention=attention,
+        plot_dir=plot_attention,
+        plot_lines=plot_lines,
+        beam=beam,
+        nbest=nbest,
+        alpha=alpha,
+        penalty=penalty,
+        batch_tokens=batch_tokens,
+    )
 
 
 def _check_translate_options(fmt: str, nbest: int, attention: bool, errors: str) -> None:

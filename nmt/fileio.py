@@ -1,28 +1,84 @@
-"""Atomic writes: a file or a directory appears complete or not at all.
+"""Writing files so that nothing a user keeps is ever half-written, mixed or lost.
 
-Everything a user keeps (preprocessed corpora, manifests, later checkpoints and translations) is
-written to a temporary sibling first and renamed into place, so an interrupted or failed run never
-leaves a half-written file where a good one was or is expected.
+- `atomic_open`: a file is written to a temporary sibling and renamed into place, so the path
+  holds the old file or the complete new one; pipes and devices are written in place.
+- `staged_dir`: a directory's files are built in a hidden staging directory inside it and moved
+  into place when all succeeded, the one the caller names last (a manifest) last of all.
+- `locked_dir` / `DirLock`: one writer per output directory (an advisory `flock`, released by
+  the kernel when its process dies, so a killed run leaves no stale lock).
+- Temporary names carry the writer's pid, so the next writer of the same output removes what a
+  killed process left behind (`_remove_stale`), and never a live process's work.
+- `json_line` / `read_json_lines`: JSON Lines that no line splitter can split, read back by
+  `\\n` alone, with torn or unreadable records dropped with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import math
 import os
+import re
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 from nmt.errors import NmtError
 
+LOCK_NAME = ".nmt.lock"
+_TMP = re.compile(r"\.tmp-(\d+)-")
+# errno of a write that failed for lack of room: the file is named, the fix is the same
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def os_error(exc: OSError, path: str | Path | None = None) -> NmtError:
+    """An OSError as a user-facing error naming the file (`path` when the error names none)."""
+    where = exc.filename if exc.filename is not None else path
+    if exc.errno in _NO_ROOM:
+        fix = "free some space on that filesystem (or raise the quota), or write elsewhere"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "check the permissions (or mount), or choose another path"
+    else:
+        fix = "check the path and the filesystem"
+    return NmtError(exc.strerror or str(exc), str(where) if where is not None else None, fix)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_stale(directory: Path, prefix: str) -> None:
+    """Remove `PREFIX<pid>-*` temporaries in `directory` whose writing process is dead."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = _TMP.search(entry.name)
+        if not entry.name.startswith(prefix) or not match or _alive(int(match[1])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -37,61 +93,219 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 @contextmanager
-def staged_dir(target: Path) -> Iterator[Path]:
-    """Yield an empty temporary directory beside `target`; on success it replaces `target`.
-
-    On any failure or interrupt the temporary directory is removed and `target` is untouched.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-        os.replace(target, old / "d")
-    os.replace(tmp, target)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-@contextmanager
-def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
+def atomic_open(path: Path | str, mode: str = "w") -> Iterator[IO]:
     """A file (text in UTF-8, or binary with mode "wb") written to a temporary sibling that
     replaces `path` only when the block completes; on any error or interrupt it is removed.
 
-    A symlink keeps pointing where it did (its target is replaced); a device or a named pipe
-    (e.g. /dev/null) is written in place, as it cannot be replaced; missing parent directories
-    are created."""
-    given, path = str(path), Path(os.path.realpath(path))
+    A symlink keeps pointing where it did (its target is replaced); a device or a pipe (e.g.
+    /dev/stdout, `>(cmd)`) is written in place, as it cannot be replaced; missing parent
+    directories are created. A write that fails for lack of room or permission is an
+    NmtError naming `path`."""
+    given = str(path)
     text = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
-    if path.is_dir():
+    try:
+        mode_bits = os.stat(given).st_mode  # follows links: /dev/stdout is the pipe itself
+    except FileNotFoundError:
+        mode_bits = None
+    except OSError as exc:
+        raise os_error(exc, given) from None
+    if mode_bits is not None and stat.S_ISDIR(mode_bits):
         raise NmtError("this output path is a directory", given, "name a file to write")
-    if path.exists() and not path.is_file():
-        with open(path, mode, **text) as fh:
+    if mode_bits is not None and not stat.S_ISREG(mode_bits):
+        with _named_errors(given), open(given, mode, **text) as fh:
             yield fh
         return
+    target = Path(os.path.realpath(given))
+    prefix = f".{target.name}.tmp-"
+    with _writing(given):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(target.parent, prefix)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}-")
+    fh = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NmtError(
-            f"cannot create the output's directory ({exc.strerror})",
-            given,
-            "choose another output path",
-        ) from None
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, mode, **text) as fh:
+        with _writing(given):
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+            fh = os.fdopen(fd, mode, **text)
+        with _named_errors(given):
             yield fh
+        with _writing(given):
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            fh.close()
+            os.replace(tmp, target)
     except BaseException:
+        _close_quietly(fh if fh is not None else fd)
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _close_quietly(file: IO | int) -> None:
+    """Close a file being abandoned. Its buffered data may fail to flush again (a full disk);
+    Python closes the descriptor even then, so that error is dropped."""
+    with contextlib.suppress(OSError):
+        if isinstance(file, int):
+            os.close(file)
+        else:
+            file.close()
+
+
+@contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """OSErrors of our own work on the output `path` as NmtErrors naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise os_error(_unnamed(exc), path) from None
+
+
+def _unnamed(exc: OSError) -> OSError:
+    return OSError(exc.errno, exc.strerror)
+
+
+@contextmanager
+def _named_errors(path: str) -> Iterator[None]:
+    """OSErrors in a block that writes `path`: lack of room, or one that names no file, as
+    NmtErrors naming `path`; one that names another file (an input) passes through."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None or exc.errno in _NO_ROOM:
+            raise os_error(_unnamed(exc), path) from None
+        raise
+
+
+class DirLock:
+    """An exclusive advisory lock on an output directory: a second writer fails at once with
+    an error naming the holder's pid. The kernel drops the lock when its process dies, so a
+    lock is never stale; the lock file is removed on release."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / LOCK_NAME
+        self.fd: int | None = None
+
+    def __enter__(self) -> DirLock:
+        for _ in range(3):  # the file may be replaced between open and flock: retry
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise NmtError(
+                    f"another nmt process (pid {holder}) is writing to this directory",
+                    str(self.path.parent),
+                    "wait for it to finish, or choose another output",
+                ) from None
+            if self._same_file(fd):
+                with contextlib.suppress(OSError):  # the pid informs; a full disk may refuse it
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                self.fd = fd
+                return self
+            os.close(fd)
+        raise NmtError("could not lock the directory", str(self.path.parent), "try again")
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as exc:
+            raise os_error(exc, self.path.parent) from None
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # still locked: no one else holds this file
+            os.close(self.fd)
+            self.fd = None
+
+
+@contextmanager
+def locked_dir(path: Path) -> Iterator[Path]:
+    """An output directory (created if missing, a symlink followed), held under `DirLock`
+    for the block; on failure it is removed again if this call created it and it is empty."""
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_dir():
+        raise NmtError("exists and is not a directory", str(path), "choose another output")
+    created = not target.exists()
+    with _writing(str(path)):
+        target.mkdir(parents=True, exist_ok=True)
+    try:
+        with DirLock(target):
+            yield target
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                target.rmdir()
+        raise
+
+
+@contextmanager
+def staged_dir(target: Path, owned: Callable[[str], bool], last: str) -> Iterator[Path]:
+    """Yield a staging directory inside the existing directory `target`; when the block
+    succeeds, its files are moved into `target`, the one named `last` last of all.
+
+    The files of `target` that `owned` claims (the output being replaced) are removed first,
+    `last` before the others, so a commit torn by a crash leaves no `last`: a reader that
+    trusts only a directory with `last` in it never sees a mix. Other files are left alone.
+    Staging inside `target` keeps every move on one filesystem (mount points, the current
+    directory). On failure or interrupt the staging directory is removed. The caller holds
+    the directory's lock (`locked_dir`).
+    """
+    with _writing(str(target)):
+        _remove_stale(target, ".tmp-")
+        tmp = Path(tempfile.mkdtemp(dir=target, prefix=f".tmp-{os.getpid()}-"))
+    try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
+        with _named_errors(str(target)):
+            yield tmp
+        old = sorted((p for p in target.iterdir() if owned(p.name)), key=lambda p: p.name != last)
+        new = sorted(tmp.iterdir(), key=lambda p: p.name == last)
+        with _writing(str(target)):
+            for path in old:
+                path.unlink()
+            for path in new:
+                os.replace(path, target / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# JSON Lines: str.splitlines() also splits at these, and json.dumps leaves them raw
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null (JSON has no such numbers), in nested records."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_line(record: Any) -> str:
+    """One JSON Lines record (no newline): valid JSON, and one line for any line splitter."""
+    text = json.dumps(_finite(record), ensure_ascii=False, allow_nan=False)
+    return text.translate(_LINE_BREAKS)
+
+
+def read_json_lines(path: Path, warn: Callable[[str], None]) -> list[Any]:
+    """The records of a JSON Lines file, split at `\\n` only; a blank line is skipped, and a
+    record that does not parse (a last line torn by a crash or a full disk) is dropped with
+    a warning naming its line."""
+    records = []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                records.append(json.loads(raw.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                warn(f"warning: {path}:{lineno}: unreadable record dropped (torn by a crash?)")
+    return records

@@ -7,14 +7,13 @@ score says exactly how it was computed.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF, TER
 
-from nmt.data.corpus import read_lines
+from nmt.data.corpus import decode_lines, open_input
 from nmt.errors import NmtError
 
 METRICS = {"bleu": BLEU, "chrf": CHRF, "ter": TER}
@@ -41,14 +40,22 @@ class Score:
 def score_corpus(
     hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics: Sequence[str] = ("bleu", "chrf")
 ) -> list[Score]:
-    """Score `hyps` against one or more reference streams (each aligned with `hyps`)."""
+    """Score `hyps` against one or more reference streams, each exactly as long as `hyps`
+    (sacrebleu would score the common part of streams of unequal length)."""
     unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
+    if unknown or not metrics:
         raise NmtError(
-            f"unknown metric {', '.join(unknown)}",
+            f"unknown metric {', '.join(unknown)}" if unknown else "no metric given",
             "--metrics",
             f"choose from: {', '.join(METRICS)}",
         )
+    for i, ref in enumerate(refs, 1):
+        if len(ref) != len(hyps):
+            raise NmtError(
+                f"{len(hyps)} hypotheses but {len(ref)} references (reference stream {i})",
+                "scoring",
+                "hypotheses and references must be line-aligned, one sentence per line",
+            )
     scores = []
     for name in metrics:
         metric = METRICS[name]()
@@ -58,9 +65,10 @@ def score_corpus(
 
 
 def _read(path: Path) -> list[str]:
-    if str(path) == "-":
-        return [line.rstrip("\r\n") for line in sys.stdin]
-    return list(read_lines(path))
+    """The lines of a file, a pipe or stdin ("-"), decoded like every input (BOM, CRLF,
+    invalid UTF-8 an error)."""
+    with open_input(str(path)) as (stream, name, _):
+        return list(decode_lines(stream, name))
 
 
 def score_files(hyp: Path, refs: Sequence[Path], metrics: Sequence[str]) -> list[Score]:

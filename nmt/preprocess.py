@@ -7,7 +7,8 @@ Data flow (every step streams; memory does not grow with the corpus):
 3. optional de-duplication: a 64-bit hash per pair, then a filtering pass;
 4. train SentencePiece on a bounded sample of the cleaned text;
 5. encode every split in chunks and append to the binarised store;
-6. write the manifest, then rename the finished directory into place (see `fileio.staged_dir`).
+6. write the manifest (sizes and checksums of every file), then move the files into the output
+   directory, the manifest last (see `fileio.staged_dir`); the directory is locked throughout.
 
 Cleaning and encoding run chunk by chunk on worker processes (one per core), in order and with a
 bounded number of chunks in flight; this process reads the corpus (so read errors keep their file
@@ -18,7 +19,6 @@ which is faster than starting workers.
 from __future__ import annotations
 
 import dataclasses
-import json
 import multiprocessing
 import os
 import time
@@ -44,10 +44,17 @@ from nmt.data.corpus import (
     open_corpus,
     read_lines,
 )
-from nmt.data.store import MANIFEST, TokenArrayWriter, flatten, token_dtype, write_manifest
+from nmt.data.store import (
+    MANIFEST,
+    TokenArrayWriter,
+    flatten,
+    is_store_file,
+    token_dtype,
+    write_manifest,
+)
 from nmt.data.tokenizer import Tokenizer, train_sentencepiece
 from nmt.errors import NmtError
-from nmt.fileio import staged_dir
+from nmt.fileio import LOCK_NAME, locked_dir, staged_dir
 
 CHUNK = 10_000  # pairs per job: bounds memory, amortises the hand-over to a worker
 PARALLEL_MIN = 50_000  # training pairs from which cleaning and encoding use worker processes
@@ -60,7 +67,8 @@ def preprocess(
     """Build a training-ready directory at `out_dir` from the corpora named in `cfg`.
 
     Returns the manifest that was written. Raises NmtError on any problem with the input; then
-    nothing at `out_dir` has changed.
+    nothing at `out_dir` has changed. An existing corpus there is replaced only with
+    `overwrite` (and then only its own files: anything else in the directory stays).
     """
     start = time.perf_counter()
     _check_languages(cfg)
@@ -69,12 +77,17 @@ def preprocess(
         name: open_corpus(path, cfg.src, cfg.tgt, cfg.format, cfg.hf_subset)
         for name, path in splits.items()
     }
-    out_dir = Path(out_dir)
-    _check_out_dir(out_dir, cfg, overwrite)
+    if not len(corpora["dev"]):
+        raise NmtError(
+            "the dev corpus has no pairs",
+            corpora["dev"].name,
+            "give a dev set of at least one line pair (e.g. a few hundred held-out pairs)",
+        )
     bar = _progress_factory(progress)
     cores = cfg.threads or os.cpu_count() or 1
     workers = cores if cores > 1 and len(corpora["train"]) >= PARALLEL_MIN else 0
-    with staged_dir(out_dir) as work:
+    with locked_dir(out_dir) as target, staged_dir(target, is_store_file, MANIFEST) as work:
+        _check_out_dir(target, Path(out_dir), overwrite)
         with _Workers(workers) as pool:
             clean_paths, cleaning = _clean_train(corpora["train"], cfg, work, bar, pool)
         tokenizers, tok_info = _train_tokenizers(clean_paths, cfg, work)
@@ -120,38 +133,27 @@ def _check_languages(cfg: DataConfig) -> None:
         )
 
 
-def _check_out_dir(out_dir: Path, cfg: DataConfig, overwrite: bool) -> None:
-    """Refuse to replace anything but an empty directory or the same preprocessed corpus."""
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise NmtError("exists and is not a directory", str(out_dir), "choose another --out")
-    if not any(out_dir.iterdir()):
-        return
-    manifest_path = out_dir / MANIFEST
-    if not manifest_path.is_file():
+def _check_out_dir(out_dir: Path, given: Path, overwrite: bool) -> None:
+    """Refuse to replace a corpus without `overwrite`, or to write into a directory that holds
+    files of the user's (its own files left by an interrupted run may be replaced)."""
+    names = [p.name for p in out_dir.iterdir() if p.name != LOCK_NAME and not _staging(p.name)]
+    if MANIFEST in names and not overwrite:
+        raise NmtError(
+            "the output directory already holds a preprocessed corpus; nothing was changed",
+            str(given),
+            "pass --overwrite to replace it, or choose another --out",
+        )
+    if MANIFEST not in names and not all(map(is_store_file, names)):
         raise NmtError(
             "the output directory is not empty and holds no preprocessed corpus; nothing was "
             "changed",
-            str(out_dir),
+            str(given),
             "choose another --out, or empty the directory yourself",
         )
-    try:
-        old = json.loads(manifest_path.read_text(encoding="utf-8")).get("config")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        old = None
-    new = dataclasses.asdict(cfg)
-    if old != new and not overwrite:
-        old = old if isinstance(old, dict) else {}
-        changed = ", ".join(
-            f"{k} ({old.get(k)!r} → {v!r})" for k, v in new.items() if old.get(k) != v
-        )
-        raise NmtError(
-            f"the output directory already holds a different preprocessed corpus (differs in "
-            f"{changed}); nothing was changed",
-            str(out_dir),
-            "pass --overwrite to replace it, or choose another --out",
-        )
+
+
+def _staging(name: str) -> bool:
+    return name.startswith(".tmp-")
 
 
 def _progress_factory(enabled: bool) -> Callable[..., tqdm]:

@@ -4,11 +4,14 @@
 JSON record per log line and per validation), `last.pt` (everything needed to resume exactly),
 `best.pt` (best validation score so far), the last `keep_last` step checkpoints (`step-N.pt`,
 for averaging) and `dev.hyp.txt` (the dev set as translated at the last validation). Every file
-is written atomically.
+is written atomically, and the directory is locked while a run writes to it (see rundir.py).
 
 Resuming restores the weights, optimizer, schedule, gradient scaler, RNG states and the
 sampler's position inside its epoch, so a run stopped and resumed ends with the same weights as
 one that never stopped. SIGINT and SIGTERM finish the current update, save `last.pt` and return.
+An update whose gradient is not finite (NaN or overflow) is skipped with a warning, as fairseq
+and Marian do; `MAX_SKIPPED` of them in a row stop the run with an error, and no checkpoint ever
+holds weights that are not finite.
 
 Under torchrun (see distributed.py) one update takes `world_size x accum_steps` batches of the
 shared sampler, each rank its own share; rank 0 alone validates and writes, every rank stops at
@@ -20,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import math
 import signal
 import threading
@@ -34,27 +36,31 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from nmt import rundir
 from nmt.checkpoint import (
+    check_weights,
     checkpoint_config,
     load_checkpoint,
     make_checkpoint,
+    new_run_id,
     save_checkpoint,
     vocab_entry,
+    vocabulary_id,
 )
 from nmt.config import Config, TrainConfig, apply_overrides, dump_config
 from nmt.data.batching import ParallelDataset, TokenBatchSampler
 from nmt.data.corpus import read_lines
-from nmt.data.store import load_tokenizers, read_manifest
+from nmt.data.store import load_tokenizers, read_manifest, verify_file
 from nmt.device import Runtime, resolve_runtime
 from nmt.distributed import Dist, setup, teardown
 from nmt.errors import NmtError
-from nmt.fileio import atomic_write_bytes
+from nmt.fileio import atomic_write_bytes, locked_dir
 from nmt.metrics import score_corpus
 from nmt.model import build_model
 from nmt.model.seq2seq import count_parameters
 from nmt.search import greedy_search
 
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", "last.pt", "dev.hyp.txt")
+MAX_SKIPPED = 5  # updates in a row with a non-finite gradient before the run stops
 
 
 @dataclass
@@ -121,6 +127,13 @@ class Trainer:
         torch.manual_seed(cfg.train.seed + self.dist.rank)  # ranks differ in dropout only
         tc = cfg.train
         self.train_set = ParallelDataset(data_dir, "train", max_len=tc.max_len)
+        if not len(self.train_set.indices):
+            raise NmtError(
+                f"no training pair fits train.max_len={tc.max_len} (all "
+                f"{self.train_set.skipped} have a side longer than that many subwords)",
+                "train.max_len",
+                "raise train.max_len (e.g. --set train.max_len=200)",
+            )
         self.sampler = TokenBatchSampler(
             self.train_set.src_sizes,
             self.train_set.tgt_sizes,
@@ -141,10 +154,16 @@ class Trainer:
         self.scaler = runtime.grad_scaler()
         self.progress = Progress()
         self.stop_signal: str | None = None
+        self.run_id = new_run_id()
+        self.skipped = 0  # updates in a row skipped for a non-finite gradient
 
     def _open_dev(self, data_dir: Path, manifest: dict[str, Any]) -> None:
         """The dev set in length-sorted batches, and its raw text (references, samples)."""
         self.dev_set = ParallelDataset(data_dir, "dev")
+        if not len(self.dev_set):
+            raise NmtError(
+                "the dev split has no pairs", str(data_dir), "preprocess with a non-empty --dev"
+            )
         longest = int(max(self.dev_set.src_sizes.max(), self.dev_set.tgt_sizes.max()))
         self.dev_batches = TokenBatchSampler(
             self.dev_set.src_sizes,
@@ -153,9 +172,17 @@ class Trainer:
             shuffle=False,
         )
         self.dev_text = {
-            side: list(read_lines(data_dir / f"dev.{manifest[lang]}.txt"))
+            side: list(read_lines(verify_file(data_dir, manifest, f"dev.{manifest[lang]}.txt")))
             for side, lang in (("src", "src"), ("ref", "tgt"))
         }
+        for side, lines in self.dev_text.items():
+            if len(lines) != len(self.dev_set):
+                raise NmtError(
+                    f"the dev text ({side}) has {len(lines)} lines but the dev split "
+                    f"{len(self.dev_set)} pairs",
+                    str(data_dir),
+                    "run `nmt preprocess` again (with --overwrite) to rebuild it",
+                )
 
     # --- state -----------------------------------------------------------------------------
 
@@ -174,14 +201,23 @@ class Trainer:
 
     def load(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a checkpoint written by `save('last')`."""
-        if checkpoint["vocab"]["tokenizers"] != self.vocab["tokenizers"]:
+        where = str(self.run_dir / "last.pt")
+        if vocabulary_id(checkpoint["vocab"]) != vocabulary_id(self.vocab):
             raise NmtError(
                 "the checkpoint's vocabulary is not the data's (different SentencePiece models)",
-                str(self.run_dir / "last.pt"),
+                where,
                 "resume with the preprocessed directory the run started with",
             )
-        self.model.load_state_dict(checkpoint["model"])
         state = checkpoint["train"]
+        if state is None:
+            raise NmtError(
+                "this checkpoint holds weights only, no training state to resume from",
+                where,
+                "put back the last.pt that `nmt train` wrote, or start a new run",
+            )
+        check_weights(checkpoint["model"], self.model.state_dict(), where)
+        self.model.load_state_dict(checkpoint["model"])
+        self.run_id = checkpoint.get("run_id") or self.run_id
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
@@ -209,14 +245,13 @@ class Trainer:
         state = self.train_state() if kind == "last" else None
         if not self.dist.is_main:
             return
-        checkpoint = make_checkpoint(self.cfg, self.vocab, self.model.state_dict(), state)
+        weights = self.model.state_dict()
+        checkpoint = make_checkpoint(self.cfg, self.vocab, weights, state, self.run_id)
         if kind in ("last", "best"):
             save_checkpoint(self.run_dir / f"{kind}.pt", checkpoint)
             return
         save_checkpoint(self.run_dir / f"step-{self.progress.step}.pt", checkpoint)
-        steps = sorted(self.run_dir.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-        for old in steps[: max(0, len(steps) - self.cfg.train.keep_last)]:
-            old.unlink(missing_ok=True)
+        rundir.rotate_step_checkpoints(self.run_dir, self.cfg.train.keep_last)
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -245,9 +280,9 @@ class Trainer:
                 if not group:
                     reason = f"max_epochs ({tc.max_epochs})"
                     break
-                self._update(group, window)
-                bar.update()
-                reason = self._after_update(window, bar)
+                if self._update(group, window):
+                    bar.update()
+                    reason = self._after_update(window, bar)
         if self.progress.validated_step != self.progress.step:  # else saved right after it
             if reason != "signal":  # a signal asks to stop now, not after decoding dev
                 self._validate()
@@ -271,17 +306,20 @@ class Trainer:
             mininterval=1.0,
         )
 
-    def _update(self, group: list[Any], window: dict[str, Any]) -> None:
-        """Forward/backward over this rank's batches of one update, then one optimizer step.
+    def _update(self, group: list[Any], window: dict[str, Any]) -> bool:
+        """Forward/backward over this rank's batches of one update, then one optimizer step;
+        False if the step was skipped because the gradient is not finite.
 
         The loss is summed over the whole group's target tokens (`tokens`, the same on every
         rank): scaled by world_size / tokens, DDP's gradient average is that sum's gradient,
-        exactly as one process with accum_steps = world_size x accum_steps computes it.
+        exactly as one process with accum_steps = world_size x accum_steps computes it. The
+        gradient norm is taken after that average, so every rank skips the same updates.
         """
         tc, d = self.cfg.train, self.dist
         self.model.train()
         tokens = int(sum(self.train_set.tgt_sizes[indices].sum() for indices in group))
         mine = d.share(group)
+        group_loss = group_nll = 0.0
         for i, (indices, weight) in enumerate(mine):
             batch = self.train_set.batch(indices).to(self.runtime.device)
             with d.no_sync(self.loss_fn, i < len(mine) - 1):
@@ -294,20 +332,42 @@ class Trainer:
                         tc.label_smoothing,
                     )
                 self.scaler.scale(loss * weight * d.world_size / tokens).backward()
-            window["loss"] += loss.detach() * weight  # tensors: no device sync until logging
-            window["nll"] += nll * weight
+            group_loss = group_loss + loss.detach() * weight  # no device sync until logging
+            group_nll = group_nll + nll * weight
         lr = learning_rate(tc, self.progress.step + 1, self.progress.lr_scale)
         for group_ in self.optimizer.param_groups:
             group_["lr"] = lr
         if tc.clip_norm:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_norm)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_norm or math.inf)
+        if not self.scaler.is_enabled() and not math.isfinite(float(norm)):
+            self._skip_update()  # fp16's scaler skips such steps itself, and rescales
+            return False
+        self.skipped = 0
+        window["loss"] += group_loss
+        window["nll"] += group_nll
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.progress.step += 1
         self.progress.tokens += tokens
         window["tokens"] += tokens
+        return True
+
+    def _skip_update(self) -> None:
+        """Drop a non-finite gradient (the weights and optimizer state stay as they were);
+        stop the run when it keeps happening."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped += 1
+        step = self.progress.step + 1
+        self.log(f"warning: update {step} skipped: the gradient is not finite (NaN or overflow)")
+        if self.skipped >= MAX_SKIPPED:
+            raise NmtError(
+                f"training diverged: {MAX_SKIPPED} updates in a row up to {step} had a gradient "
+                "that is not finite; nothing was saved after the last good checkpoint",
+                str(self.run_dir),
+                "lower train.lr (or raise train.warmup_steps, or use fp32), then --resume",
+            )
 
     def _after_update(self, window: dict[str, Any], bar: tqdm) -> str | None:
         """Log, validate, checkpoint; return a stop reason (the same on every rank) or None."""
@@ -405,10 +465,8 @@ class Trainer:
             self.log(f"  src: {sample['src']}\n  ref: {sample['ref']}\n  hyp: {sample['hyp']}")
 
     def _record(self, record: dict[str, Any]) -> None:
-        if not self.dist.is_main:
-            return
-        with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if self.dist.is_main:
+            rundir.append_record(self.run_dir, record)
 
 
 @torch.no_grad()
@@ -480,37 +538,6 @@ def _check_data_fits(cfg: Config, manifest: dict[str, Any], data_dir: Path) -> N
         )
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one directory; never delete what is not a run's."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NmtError("the run directory is a file", str(run_dir), "choose another --out")
-    holds_run = run_dir.is_dir() and any((run_dir / m).exists() for m in RUN_MARKERS)
-    if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise NmtError(
-                "--resume, but there is no last.pt to resume from",
-                str(run_dir),
-                "start the run without --resume",
-            )
-        return
-    if holds_run and not overwrite:
-        raise NmtError(
-            "the run directory holds another run",
-            str(run_dir),
-            "pass --resume to continue it, --overwrite to start over, or choose another --out",
-        )
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not holds_run:
-        raise NmtError(
-            "the run directory is not empty and holds no run; nothing was changed",
-            str(run_dir),
-            "choose another --out",
-        )
-    if holds_run:
-        for path in [*run_dir.glob("*.pt"), *(run_dir / m for m in RUN_MARKERS)]:
-            path.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
 def _check_same_model(saved: Config, cfg: Config, path: Path) -> None:
     """The model of a resumed run is the checkpoint's: its weights fit no other shape."""
     changed = [
@@ -524,15 +551,6 @@ def _check_same_model(saved: Config, cfg: Config, path: Path) -> None:
             str(path),
             "drop those --set overrides, or start a new run with another --out",
         )
-
-
-def _truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop records logged after the checkpoint we resume from (they will be logged again)."""
-    path = run_dir / "metrics.jsonl"
-    if path.exists():
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if json.loads(line)["step"] <= step]
-        atomic_write_bytes(path, "".join(kept).encode("utf-8"))
 
 
 def train(
@@ -559,37 +577,66 @@ def train(
         log, progress_bar = _quiet, False
     trainer = None
     try:
-        if dist.is_main:
-            _prepare_run_dir(run_dir, resume, overwrite)
-        dist.barrier()
-        checkpoint = None
-        if resume:
-            checkpoint = load_checkpoint(run_dir / "last.pt")
-            saved = checkpoint_config(checkpoint, str(run_dir / "last.pt"))
-            cfg = apply_overrides(copy.deepcopy(saved), overrides or [])
-            _check_same_model(saved, cfg, run_dir / "last.pt")
-        runtime = resolve_runtime(device, cfg.train.precision, "train.precision")
-        trainer = Trainer(cfg, data_dir, run_dir, runtime, log, progress_bar, dist)
-        if checkpoint is not None:
-            trainer.load(checkpoint)
-            if dist.is_main:
-                _truncate_metrics(run_dir, trainer.progress.step)
-            log(f"resumed at step {trainer.progress.step} (epoch {trainer.sampler.epoch})")
-        if dist.is_main:
-            atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
-        progress, reason = trainer.run()
-        dist.barrier()  # no rank tears the group down while another still writes or talks
+        with locked_dir(run_dir) if dist.is_main else contextlib.nullcontext():
+            trainer = _run(
+                cfg,
+                data_dir,
+                run_dir,
+                resume,
+                overwrite,
+                overrides,
+                device,
+                dist,
+                log,
+                progress_bar,
+            )
+            progress, reason = trainer.run()
+            dist.barrier()  # no rank tears the group down while another still writes or talks
     finally:
         if trainer is not None:  # DDP holds the process group: it must go before the group
             trainer.loss_fn = _Loss(trainer.model)
         teardown(dist)
     best = (
-        f"best {cfg.train.valid_metric} {progress.best:.2f} at step {progress.best_step}"
+        f"best {trainer.cfg.train.valid_metric} {progress.best:.2f} at step {progress.best_step}"
         if progress.best is not None
         else "not validated yet"
     )
     log(f"stopped at step {progress.step}: {reason}; {best}")
     return trainer, reason
+
+
+def _run(
+    cfg: Config,
+    data_dir: Path,
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    overrides: list[str] | None,
+    device: str | None,
+    dist: Dist,
+    log: Callable[[str], None],
+    progress_bar: bool,
+) -> Trainer:
+    """The trainer of a new or resumed run, its directory prepared (rank 0 holds its lock)."""
+    if dist.is_main:
+        rundir.prepare(run_dir, resume, overwrite)
+    dist.barrier()
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(run_dir / "last.pt")
+        saved = checkpoint_config(checkpoint, str(run_dir / "last.pt"))
+        cfg = apply_overrides(copy.deepcopy(saved), overrides or [])
+        _check_same_model(saved, cfg, run_dir / "last.pt")
+    runtime = resolve_runtime(device, cfg.train.precision, "train.precision")
+    trainer = Trainer(cfg, data_dir, run_dir, runtime, log, progress_bar, dist)
+    if checkpoint is not None:
+        trainer.load(checkpoint)
+        if dist.is_main:
+            rundir.truncate_metrics(run_dir, trainer.progress.step, log)
+        log(f"resumed at step {trainer.progress.step} (epoch {trainer.sampler.epoch})")
+    if dist.is_main:
+        atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
+    return trainer
 
 
 def _quiet(message: str) -> None:

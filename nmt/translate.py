@@ -12,27 +12,32 @@ truncated, with a warning naming its position.
 
 from __future__ import annotations
 
-import json
 import queue
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
-from nmt.checkpoint import checkpoint_config, load_checkpoint
-from nmt.config import Config
-from nmt.data.corpus import count_lines, decode_lines, normalize
+from nmt.checkpoint import (
+    checkpoint_config,
+    load_checkpoint,
+    model_from_checkpoint,
+    vocabulary_id,
+)
+from nmt.config import Config, checked
+from nmt.data.corpus import count_lines, decode_lines, normalize, open_input
 from nmt.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from nmt.device import Runtime, resolve_runtime
 from nmt.errors import NmtError
-from nmt.fileio import atomic_open
-from nmt.model import Seq2Seq, build_model
-from nmt.search import PENALTIES, beam_search
+from nmt.fileio import atomic_open, json_line
+from nmt.model import Seq2Seq
+from nmt.search import beam_search
 
 
 @dataclass
@@ -84,21 +89,21 @@ class Translator:
         runtime = resolve_runtime(device, precision)
         checkpoints = [load_checkpoint(Path(p)) for p in paths]
         vocab = checkpoints[0]["vocab"]
+        tokenizers = {
+            lang: Tokenizer(entry["proto"], f"{paths[0]} (vocabulary {lang})")
+            for lang, entry in vocab["tokenizers"].items()
+        }
         models = []
         for path, checkpoint in zip(paths, checkpoints):
-            if checkpoint["vocab"]["tokenizers"] != vocab["tokenizers"]:
+            if vocabulary_id(checkpoint["vocab"]) != vocabulary_id(vocab):
                 raise NmtError(
                     "an ensemble needs one vocabulary, and this checkpoint's differs",
                     str(path),
                     f"ensemble only models trained on the same preprocessed data as {paths[0]}",
                 )
             cfg = checkpoint_config(checkpoint, str(path))
-            model = build_model(cfg.model, vocab["src_size"], vocab["tgt_size"], vocab["joint"])
-            model.load_state_dict(checkpoint["model"])
+            model = model_from_checkpoint(checkpoint, cfg, str(path))
             models.append(model.to(runtime.device).eval())
-        tokenizers = {
-            lang: Tokenizer(entry["proto"]) for lang, entry in vocab["tokenizers"].items()
-        }
         cfg = checkpoint_config(checkpoints[0], str(paths[0]))
         return cls(models, tokenizers[vocab["src"]], tokenizers[vocab["tgt"]], cfg, runtime)
 
@@ -121,18 +126,19 @@ class Translator:
         """Decode `texts`; None means the checkpoint's `decode` setting. `first_line` is the
         line number of texts[0], used in warnings."""
         dc = self.cfg.decode
+
+        def option(key: str, value: object, flag: str) -> Any:
+            """The checkpoint's setting, or `value` validated like the config key."""
+            return getattr(dc, key) if value is None else checked(f"decode.{key}", value, flag)
+
         options = DecodeOptions(
-            beam=beam or dc.beam_size,
+            beam=option("beam_size", beam, "--beam"),
             nbest=nbest,
-            alpha=dc.alpha if alpha is None else alpha,
-            penalty=penalty or dc.length_penalty,
-            batch_tokens=batch_tokens or dc.batch_tokens,
+            alpha=option("alpha", alpha, "--alpha"),
+            penalty=option("length_penalty", penalty, "--penalty"),
+            batch_tokens=option("batch_tokens", batch_tokens, "--batch-tokens"),
             attention=attention,
         )
-        if options.penalty not in PENALTIES:
-            raise NmtError(
-                f"unknown length penalty {options.penalty!r}", "--penalty", "use wu, length or none"
-            )
         if nbest > options.beam:
             raise NmtError(
                 f"an n-best list of {nbest} needs a beam of at least {nbest}, not {options.beam}",
@@ -309,7 +315,7 @@ def format_result(result: Result, fmt: str, line: int, source: str, attention: b
             for h in result.hypotheses
         ],
     }
-    return json.dumps(record, ensure_ascii=False)
+    return json_line(record)
 
 
 def _rounded(matrix: list[list[float]]) -> list[list[float]]:
@@ -376,18 +382,22 @@ def run_files(
     """`nmt translate`: from a file or stdin ("-") to a file (written atomically, with a
     progress bar) or stdout (flushed after every chunk). Options go to `translate_stream`."""
     fix = "convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or pass --errors replace"
-    if input == "-":
-        lines = decode_lines(sys.stdin.buffer, "<stdin>", errors, fix)
-        chunked = live_chunks(lines, chunk_lines)
-        total = None
-    else:
-        path = Path(input)
-        if path.is_dir():
-            raise NmtError("the input is a directory", input, "name a text file, or - for stdin")
-        if not path.is_file():
-            raise NmtError("input file not found", input, "check the path, or use - for stdin")
-        total = count_lines(path)
-        chunked = chunks(_file_lines(path, errors, fix), chunk_lines)
+    with open_input(input) as (stream, name, regular):
+        lines = decode_lines(stream, name, errors, fix)
+        if regular:  # a file: large chunks sort well by length; its size sets the progress bar
+            total, chunked = count_lines(Path(input)), chunks(lines, chunk_lines)
+        else:  # a pipe or a terminal: translate each line as soon as it has arrived
+            total, chunked = None, live_chunks(lines, chunk_lines)
+        return _write_output(translator, chunked, output, total, options)
+
+
+def _write_output(
+    translator: Translator,
+    chunked: Iterable[list[str]],
+    output: str,
+    total: int | None,
+    options: dict[str, Any],
+) -> int:
     if output == "-":
 
         def write(text: str) -> None:
@@ -399,10 +409,5 @@ def run_files(
         atomic_open(Path(output)) as fh,
         tqdm(total=total, unit="line", file=sys.stderr, desc="translate", disable=None) as bar,
     ):
-        translator.warn = bar.write
+        translator.warn = lambda message: bar.write(message, file=sys.stderr)
         return translate_stream(translator, chunked, fh.write, on_chunk=bar.update, **options)
-
-
-def _file_lines(path: Path, errors: str, fix: str) -> Iterator[str]:
-    with path.open("rb") as fh:
-        yield from decode_lines(fh, str(path), errors, fix)

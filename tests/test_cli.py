@@ -130,12 +130,12 @@ def test_config_command_prints_resolved_yaml():
             ],
             "missing.tsv: file not found",
         ),
-        (["evaluate", "missing.txt", "ref.txt"], "missing.txt: file not found"),
+        (["evaluate", "missing.txt", "ref.txt"], "missing.txt: input file not found"),
         (["config", "missing.yaml"], "missing.yaml: config file not found"),
         (["config", "."], ".: this config path is a directory"),
-        (["evaluate", ".", "."], ".: this is a directory, not a file"),
+        (["evaluate", ".", "."], ".: the input is a directory"),
         (["train", "--data", "nodata", "--out", "run"], "nodata: not a preprocessed directory"),
-        (["average", "a.pt", "--out", "b.pt"], "a.pt: checkpoint not found"),
+        (["average", "a.pt", "b.pt", "--out", "c.pt"], "a.pt: checkpoint not found"),
     ],
 )
 def test_bad_input_exits_2_without_traceback(tmp_path, args, message):

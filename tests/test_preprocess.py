@@ -1,4 +1,3 @@
-import json
 import os
 import signal
 import subprocess
@@ -193,18 +192,20 @@ def test_same_languages_and_missing_settings(tmp_path, toy_pairs):
         preprocess(_tiny(tmp_path, toy_pairs, dev=""), tmp_path / "o", progress=False)
 
 
-def test_refuses_a_different_corpus_unless_overwrite(tmp_path, toy_pairs):
+def test_refuses_an_existing_corpus_unless_overwrite(tmp_path, toy_pairs):
+    """Finding 2 of issue 12: the same config again replaced the corpus silently (and with it
+    the vocabulary every run trained on it depends on)."""
     out = tmp_path / "out"
     preprocess(_tiny(tmp_path, toy_pairs), out, progress=False)
-    before = (out / "manifest.json").read_bytes()
-    preprocess(_tiny(tmp_path, toy_pairs), out, progress=False)  # same corpus: rebuilt
-    with pytest.raises(NmtError, match=r"different preprocessed corpus \(differs in vocab_size"):
-        preprocess(_tiny(tmp_path, toy_pairs, vocab_size=70), out, progress=False)
-    assert (
-        json.loads((out / "manifest.json").read_bytes())["config"] == json.loads(before)["config"]
-    )
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "notes.txt").write_text("mine")
+    for cfg in (_tiny(tmp_path, toy_pairs), _tiny(tmp_path, toy_pairs, vocab_size=70)):
+        with pytest.raises(NmtError, match=r"already holds a preprocessed corpus"):
+            preprocess(cfg, out, progress=False)
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "notes.txt"} == before
     m = preprocess(_tiny(tmp_path, toy_pairs, vocab_size=70), out, overwrite=True, progress=False)
     assert m["tokenizers"]["es"]["vocab_size"] == 70
+    assert (out / "notes.txt").read_text() == "mine"  # only the corpus's own files are replaced
 
 
 def test_refuses_a_directory_that_is_not_a_corpus_even_with_overwrite(tmp_path, toy_pairs):
@@ -259,10 +260,15 @@ def test_killed_process_leaves_no_output(tmp_path):
     )
     try:
         deadline = time.monotonic() + 30
-        while not any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir()):
+        while not (out.is_dir() and any(p.name.startswith(".tmp-") for p in out.iterdir())):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
+        time.sleep(1.0)  # well into the work: staged files are being written
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    assert proc.returncode == -signal.SIGKILL and not (out / "manifest.json").exists()
+    assert any(p.name.startswith(".tmp-") for p in out.iterdir())  # what the kill left
+    small = write_tsv(tmp_path / "small.tsv", [(f"hola {i}", f"hello {i}") for i in range(50)])
+    preprocess(data_config(train=str(small), dev=str(small), test="", vocab_size=20), out)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # cleaned up

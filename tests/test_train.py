@@ -181,7 +181,7 @@ def test_run_directory_rules(toy_dir, tmp_path):
     with pytest.raises(NmtError, match="no last.pt to resume from"):
         train(_cfg(), toy_dir, tmp_path / "new", resume=True, progress_bar=False, log=_quiet)
     (tmp_path / "file").write_text("mine")
-    with pytest.raises(NmtError, match="run directory is a file"):
+    with pytest.raises(NmtError, match="exists and is not a directory"):
         train(_cfg(), toy_dir, tmp_path / "file", progress_bar=False, log=_quiet)
     assert (tmp_path / "file").read_text() == "mine"
 

@@ -15,11 +15,16 @@ quoting rules. Files may be gzip-compressed (`.gz`).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
 import re
+import stat
+import sys
 import unicodedata
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +32,7 @@ from typing import IO, Any
 import numpy as np
 
 from nmt.errors import NmtError
+from nmt.fileio import os_error
 
 Pair = tuple[str, str]
 HF_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -34,30 +40,89 @@ _READ_CHUNK = 1 << 20
 
 
 def _open_binary(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+    try:
+        return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+    except OSError as exc:
+        raise os_error(exc, path) from None
+
+
+@contextlib.contextmanager
+def _read_errors(name: str, line: Callable[[], int | None] = lambda: None) -> Iterator[None]:
+    """Errors of reading a (possibly gzipped) file as NmtErrors naming the file and line."""
+    fix = "check the file (copy or download it again)"
+    try:
+        yield
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise NmtError(f"not gzip data, or corrupt ({exc})", _at(name, line()), fix) from None
+    except EOFError:
+        raise NmtError(
+            "truncated: the compressed data ends early", _at(name, line()), fix
+        ) from None
+    except OSError as exc:
+        raise os_error(exc, name) from None
+
+
+def _at(name: str, line: int | None) -> str:
+    return f"{name}:{line}" if line else name
 
 
 def _require_file(path: Path, fix: str = "check the path") -> None:
     if path.is_dir():
         raise NmtError("this is a directory, not a file", str(path), "name a text file")
+    if path.exists() and not path.is_file():
+        raise NmtError(
+            "not a regular file (a pipe or a device): a corpus is read more than once",
+            str(path),
+            "save it to a file first",
+        )
     if not path.is_file():
         raise NmtError("file not found", str(path), fix)
 
 
+@contextlib.contextmanager
+def open_input(name: str) -> Iterator[tuple[IO[bytes], str, bool]]:
+    """A text input: "-" is stdin; else a file (maybe gzipped), a named pipe or a device.
+    Yields (binary stream, its name for errors, whether it is a regular file)."""
+    if name == "-":
+        if sys.stdin is None:
+            raise NmtError("standard input is closed", "<stdin>", "give a file, or pipe text in")
+        yield sys.stdin.buffer, "<stdin>", False
+        return
+    try:
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        raise NmtError("input file not found", name, "check the path, or use - for stdin") from None
+    except OSError as exc:
+        raise os_error(exc, name) from None
+    if stat.S_ISDIR(mode):
+        raise NmtError("the input is a directory", name, "name a text file, or - for stdin")
+    with _open_binary(Path(name)) as fh:
+        yield fh, name, stat.S_ISREG(mode)
+
+
 def count_lines(path: Path) -> int:
     """Lines in a file (a last line without a newline counts), reading bytes in large blocks."""
-    n, last = 0, b"\n"
-    with _open_binary(path) as fh:
+    return _line_counts(path)[0]
+
+
+def _line_counts(path: Path) -> tuple[int, int]:
+    """(lines, blank lines at the end) of a file, reading bytes in large blocks."""
+    n, last, breaks = 0, b"\n", 0  # breaks: newlines in the run of line ends at the end
+    with _open_binary(path) as fh, _read_errors(str(path)):
         while block := fh.read(_READ_CHUNK):
             n += block.count(b"\n")
             last = block[-1:]
-    return n + (last != b"\n")
+            text = block.rstrip(b"\r\n")
+            breaks = block[len(text) :].count(b"\n") + (0 if text else breaks)
+    unterminated = last != b"\n"
+    return n + unterminated, max(0, breaks - 1 + unterminated) if n else 0
 
 
 def read_lines(path: Path) -> Iterator[str]:
     """Yield the lines of a UTF-8 file without their line ending; a BOM and CRLF are accepted.
 
-    Invalid UTF-8 is an NmtError naming the file and line.
+    Invalid UTF-8, or a compressed file that is corrupt or cut short, is an NmtError naming
+    the file and line.
     """
     _require_file(path)
     with _open_binary(path) as fh:
@@ -73,20 +138,22 @@ def decode_lines(
     """Decode the byte lines of a stream as UTF-8, dropping line endings (LF or CRLF) and a BOM.
 
     With errors="strict", invalid UTF-8 is an NmtError naming `name` and the line; with
-    "replace", bad bytes become U+FFFD.
+    "replace", bad bytes become U+FFFD. Read errors (a corrupt or truncated .gz) name the line.
     """
-    for lineno, raw in enumerate(stream, 1):
-        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            line = raw.decode("utf-8", errors=errors)
-        except UnicodeDecodeError as exc:
-            raise NmtError(
-                f"invalid UTF-8 (byte {exc.start + 1} of the line)",
-                f"{name}:{lineno}",
-                fix,
-            ) from None
-        yield line.rstrip("\r\n")
+    lineno = 0
+    with _read_errors(name, lambda: lineno + 1):
+        for lineno, raw in enumerate(stream, 1):  # noqa: B007 (read by the lambda above)
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8", errors=errors)
+            except UnicodeDecodeError as exc:
+                raise NmtError(
+                    f"invalid UTF-8 (byte {exc.start + 1} of the line)",
+                    f"{name}:{lineno}",
+                    fix,
+                ) from None
+            yield line.removesuffix("\n").removesuffix("\r")
 
 
 class TextCorpus:
@@ -131,7 +198,8 @@ class TsvCorpus:
             )
         self.columns = (header.index(src), header.index(tgt))
         self.width = len(header)
-        self.size = count_lines(self.path) - 1
+        lines, trailing_blank = _line_counts(self.path)
+        self.size = lines - 1 - trailing_blank  # blank lines at the end are no rows
         self.name = str(self.path)
 
     def __len__(self) -> int:
@@ -141,13 +209,24 @@ class TsvCorpus:
         lines = read_lines(self.path)
         next(lines)
         s, t = self.columns
+        blank = None  # the first of a run of blank lines, an error unless the file ends there
         for lineno, line in enumerate(lines, 2):
+            if not line:
+                blank = blank or lineno
+                continue
+            if blank:
+                raise NmtError(
+                    f"a blank line where a row of {self.width} tab-separated fields belongs",
+                    f"{self.path}:{blank}",
+                    "remove the blank line (blank lines are allowed at the end only)",
+                )
             fields = line.split("\t")
             if len(fields) != self.width:
                 raise NmtError(
                     f"expected {self.width} tab-separated fields, found {len(fields)}",
                     f"{self.path}:{lineno}",
-                    "fields must not contain tabs; no quoting is applied",
+                    "give every row one field per column, separated by tabs; a field cannot "
+                    "hold a tab or a line break (no quoting is applied)",
                 )
             yield fields[s], fields[t]
 

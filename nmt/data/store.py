@@ -12,12 +12,17 @@ A preprocessed directory holds:
 
 Ids are stored without bos/eos; `TokenArray.padded` adds them when it builds a batch. Writers
 append chunk by chunk, so memory stays flat however large the split.
+
+The manifest lists every file with its size and sha256 and carries its own checksum, so a
+truncated or corrupted store is an error when it is opened, not a silently different corpus.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,29 @@ from nmt.fileio import atomic_write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+_STORE_FILE = re.compile(
+    r"manifest\.json|spm(\.[^.]+)?\.model|(train|dev|test)\.[^.]+\.(bin|idx)"
+    r"|(dev|test)\.[^.]+\.txt"
+)
+_REFRESH = "run `nmt preprocess` again (with --overwrite) to rebuild it"
+
+
+def is_store_file(name: str) -> bool:
+    """Whether a file name is one `nmt preprocess` writes (and may replace)."""
+    return _STORE_FILE.fullmatch(name) is not None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest_sha256(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -52,14 +80,15 @@ class TokenArrayWriter:
         self.dtype = dtype
         self.bin = open(f"{prefix}.bin", "wb")  # noqa: SIM115 (closed in close())
         self.idx = open(f"{prefix}.idx", "wb")  # noqa: SIM115
-        np.zeros(1, np.int64).tofile(self.idx)
+        self.idx.write(np.zeros(1, np.int64).data)
         self.sentences = 0
         self.tokens = 0
 
     def append(self, lengths: np.ndarray, ids: np.ndarray) -> None:
         """Append sentences given as their lengths and their concatenated ids (see flatten)."""
-        ids.astype(self.dtype, copy=False).tofile(self.bin)
-        (self.tokens + np.cumsum(lengths)).tofile(self.idx)
+        # file.write, not ndarray.tofile: a full disk is then an OSError that says so
+        self.bin.write(np.ascontiguousarray(ids, dtype=self.dtype).data)
+        self.idx.write((self.tokens + np.cumsum(lengths)).data)
         self.sentences += len(lengths)
         self.tokens += len(ids)
 
@@ -69,12 +98,25 @@ class TokenArrayWriter:
 
 
 class TokenArray:
-    """Read-only, memory-mapped view of one side of one split."""
+    """Read-only, memory-mapped view of one side of one split; its files are checked against
+    each other (offsets that start at 0, never fall, and end at the .bin's size)."""
 
     def __init__(self, prefix: Path, dtype: np.dtype):
-        self.offsets = np.fromfile(f"{prefix}.idx", dtype=np.int64)
+        idx, bin_ = Path(f"{prefix}.idx"), Path(f"{prefix}.bin")
+        if idx.stat().st_size % 8 or not idx.stat().st_size:
+            raise NmtError("truncated index (not whole int64 offsets)", str(idx), _REFRESH)
+        self.offsets = np.fromfile(idx, dtype=np.int64)
         self.lengths = np.diff(self.offsets)  # [n]
         n_tokens = int(self.offsets[-1])
+        if self.offsets[0] != 0 or (self.lengths < 0).any():
+            raise NmtError("corrupt index (offsets out of order)", str(idx), _REFRESH)
+        if bin_.stat().st_size != n_tokens * dtype.itemsize:
+            raise NmtError(
+                f"holds {bin_.stat().st_size} bytes, but its index says "
+                f"{n_tokens * dtype.itemsize} (truncated?)",
+                str(bin_),
+                _REFRESH,
+            )
         self.tokens = (
             np.memmap(f"{prefix}.bin", dtype=dtype, mode="r", shape=(n_tokens,))
             if n_tokens
@@ -108,10 +150,36 @@ class TokenArray:
 
 
 def write_manifest(data_dir: Path, manifest: dict[str, Any]) -> None:
-    atomic_write_json(
-        Path(data_dir) / MANIFEST,
-        {"format_version": FORMAT_VERSION, "nmt_version": __version__, **manifest},
-    )
+    """The manifest, with the size and sha256 of every file beside it, and its own sha256."""
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(Path(data_dir).iterdir())
+        if is_store_file(p.name) and p.name != MANIFEST
+    }
+    body = {"format_version": FORMAT_VERSION, "nmt_version": __version__, **manifest}
+    body["files"] = files
+    atomic_write_json(Path(data_dir) / MANIFEST, {**body, "sha256": _manifest_sha256(body)})
+
+
+def verify_file(data_dir: Path, manifest: dict[str, Any], name: str) -> Path:
+    """The path of a store file, checked against the manifest's size and sha256 (stores
+    written before nmt kept checksums are not checked)."""
+    path = Path(data_dir) / name
+    expected = manifest.get("files", {}).get(name)
+    if not path.is_file():
+        raise NmtError("a file of the preprocessed corpus is missing", str(path), _REFRESH)
+    if expected is None:
+        return path
+    if path.stat().st_size != expected["bytes"]:
+        raise NmtError(
+            f"holds {path.stat().st_size} bytes, the manifest says {expected['bytes']} "
+            "(truncated or replaced)",
+            str(path),
+            _REFRESH,
+        )
+    if file_sha256(path) != expected["sha256"]:
+        raise NmtError("checksum mismatch: the file is corrupt", str(path), _REFRESH)
+    return path
 
 
 def read_manifest(data_dir: Path) -> dict[str, Any]:
@@ -126,9 +194,11 @@ def read_manifest(data_dir: Path) -> dict[str, Any]:
             "run `nmt preprocess ... --out DIR` first and pass that DIR",
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise NmtError(
-            f"manifest is corrupt: {exc}", str(path), "run `nmt preprocess` again with --overwrite"
-        ) from None
+        raise NmtError(f"manifest is corrupt: {exc}", str(path), _REFRESH) from None
+    if not isinstance(manifest, dict):
+        raise NmtError("manifest is corrupt: not a JSON object", str(path), _REFRESH)
+    if "sha256" in manifest and manifest["sha256"] != _manifest_sha256(manifest):
+        raise NmtError("manifest is corrupt: checksum mismatch", str(path), _REFRESH)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise NmtError(
             f"written in store format {manifest.get('format_version')} by nmt "
@@ -142,7 +212,9 @@ def read_manifest(data_dir: Path) -> dict[str, Any]:
 def load_tokenizers(data_dir: Path, manifest: dict[str, Any]) -> dict[str, Tokenizer]:
     """The tokenizer of each language, keyed by language code (one object when joint)."""
     files = {lang: info["file"] for lang, info in manifest["tokenizers"].items()}
-    loaded = {name: Tokenizer.load(Path(data_dir) / name) for name in set(files.values())}
+    loaded = {
+        name: Tokenizer.load(verify_file(data_dir, manifest, name)) for name in set(files.values())
+    }
     return {lang: loaded[name] for lang, name in files.items()}
 
 
@@ -157,7 +229,15 @@ def open_split(
             "preprocess with --test to add a test split",
         )
     dtype = np.dtype(manifest["dtype"])
-    return tuple(
-        TokenArray(Path(data_dir) / f"{split}.{lang}", dtype)  # type: ignore[return-value]
-        for lang in (manifest["src"], manifest["tgt"])
-    )
+    prefixes = [f"{split}.{manifest[side]}" for side in ("src", "tgt")]
+    for name in prefixes:
+        for suffix in (".bin", ".idx"):
+            verify_file(data_dir, manifest, name + suffix)
+    arrays = tuple(TokenArray(Path(data_dir) / name, dtype) for name in prefixes)
+    if len(arrays[0]) != len(arrays[1]):
+        raise NmtError(
+            f"the sides of `{split}` hold {len(arrays[0])} and {len(arrays[1])} sentences",
+            str(data_dir),
+            _REFRESH,
+        )
+    return arrays  # type: ignore[return-value]

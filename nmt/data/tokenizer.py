@@ -61,7 +61,9 @@ def train_sentencepiece(
         )
     except RuntimeError as exc:
         raise _vocab_error(str(exc), vocab_size, inputs) from None
-    return model_path.with_suffix(".model")
+    path = model_path.with_suffix(".model")
+    path.write_bytes(canonical_proto(path.read_bytes()))
+    return path
 
 
 def _vocab_error(message: str, vocab_size: int, inputs: Sequence[Path]) -> NmtError:
@@ -85,18 +87,93 @@ def _vocab_error(message: str, vocab_size: int, inputs: Sequence[Path]) -> NmtEr
     return NmtError(f"SentencePiece training failed: {message.splitlines()[-1]}", where)
 
 
-class Tokenizer:
-    """One SentencePiece model, loaded from its serialized bytes (so checkpoints can embed it)."""
+# Fields of SentencePiece's ModelProto.trainer_spec that say where and how fast it was trained,
+# not what it does: input files (1), model prefix (2), threads (16).
+_TRAINER_SPEC = 2
+_PROVENANCE = {1, 2, 16}
 
-    def __init__(self, proto: bytes):
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if byte < 0x80:
+            return value, i
+
+
+def _fields(buf: bytes) -> list[tuple[int, bytes, bytes]]:
+    """(field number, payload of a length-delimited field or b"", whole field's bytes) of a
+    protobuf message, in order."""
+    out, i = [], 0
+    while i < len(buf):
+        start = i
+        key, i = _varint(buf, i)
+        wire, payload = key & 7, b""
+        if wire == 0:
+            _, i = _varint(buf, i)
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            payload, i = buf[i : i + n], i + n
+        else:
+            raise ValueError(f"wire type {wire}")
+        if i > len(buf):
+            raise ValueError("truncated field")
+        out.append((key >> 3, payload, buf[start:i]))
+    return out
+
+
+def _length_prefixed(field: int, payload: bytes) -> bytes:
+    key, n, out = (field << 3) | 2, len(payload), bytearray()
+    for value in (key, n):
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out) + payload
+
+
+def canonical_proto(proto: bytes) -> bytes:
+    """A SentencePiece model without the training run's paths and thread count: two trainings
+    that learn the same pieces, scores and normaliser give the same bytes (and hash)."""
+    out = []
+    for field, payload, raw in _fields(proto):
+        if field == _TRAINER_SPEC:
+            kept = b"".join(r for f, _, r in _fields(payload) if f not in _PROVENANCE)
+            raw = _length_prefixed(field, kept)
+        out.append(raw)
+    return b"".join(out)
+
+
+class Tokenizer:
+    """One SentencePiece model, loaded from its serialized bytes (so checkpoints can embed it).
+
+    `sha256` identifies the vocabulary by content (pieces, scores, normaliser, model type),
+    not by where or on how many threads it was trained."""
+
+    def __init__(self, proto: bytes, source: str = "SentencePiece model"):
         self.proto = proto
-        self.sp = spm.SentencePieceProcessor(model_proto=proto)
-        self.sha256 = hashlib.sha256(proto).hexdigest()
+        try:
+            self.sp = spm.SentencePieceProcessor(model_proto=proto)
+            self.sha256 = hashlib.sha256(canonical_proto(proto)).hexdigest()
+        except (RuntimeError, ValueError, TypeError):
+            raise NmtError(
+                "not a readable SentencePiece model (corrupt or truncated)",
+                source,
+                "preprocess the corpus again (or use an intact checkpoint)",
+            ) from None
+        if self.sp.get_piece_size() <= EOS_ID:
+            raise NmtError(f"only {self.vocab_size} pieces: not a model nmt trained", source)
 
     @classmethod
     def load(cls, path: Path) -> Tokenizer:
         try:
-            return cls(Path(path).read_bytes())
+            return cls(Path(path).read_bytes(), str(path))
         except FileNotFoundError:
             raise NmtError("SentencePiece model not found", str(path)) from None
 

@@ -113,7 +113,7 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     """Serialize in memory with the content's sha256, then write via a temporary file and a
     rename: the file at `path` is always either the previous checkpoint or the new one, never
     a partial write. Weights that are not finite are never written."""
-    bad = next((k for k, v in checkpoint["model"].items() if not _finite(v)), None)
+    bad = _not_finite(checkpoint["model"])
     if bad is not None:
         raise NmtError(
             f"the weights are not finite ({bad} holds NaN or infinity); not saved",
@@ -125,8 +125,12 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def _finite(t: torch.Tensor) -> bool:
-    return not t.is_floating_point() or bool(torch.isfinite(t).all())
+def _not_finite(weights: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first weight that holds NaN or an infinity, or None."""
+    return next(
+        (k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()),
+        None,
+    )
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -245,7 +249,8 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> dict[str, Any]:
 
 def _check_same_run(first: dict[str, Any], other: dict[str, Any], p0: Path, path: Path) -> None:
     fix = f"average only checkpoints of the run that wrote {p0}"
-    if first.get("run_id") != other.get("run_id"):
+    ids = first.get("run_id"), other.get("run_id")
+    if None not in ids and ids[0] != ids[1]:  # checkpoints from before nmt kept run ids: no id
         raise NmtError("this checkpoint is of another training run", str(path), fix)
     if (
         vocabulary_id(other["vocab"]) != vocabulary_id(first["vocab"])
@@ -257,7 +262,7 @@ def _check_same_run(first: dict[str, Any], other: dict[str, Any], p0: Path, path
 
 
 def _check_finite(checkpoint: dict[str, Any], path: Path) -> None:
-    bad = next((k for k, v in checkpoint["model"].items() if not _finite(v)), None)
+    bad = _not_finite(checkpoint["model"])
     if bad is not None:
         raise NmtError(
             f"weights `{bad}` are not finite (NaN or infinity)",

@@ -220,7 +220,7 @@ def bench_train_one(
     from nmt.device import resolve_runtime
     from nmt.train import Trainer
 
-    runtime = resolve_runtime(device, cfg.train.precision, "train.precision")
+    runtime = resolve_runtime(device, cfg.train.precision, "train.precision", cfg.train.threads)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, data_dir, Path(tmp), runtime, log=lambda _: None, progress_bar=False)
         batches = trainer.sampler.batches(0)

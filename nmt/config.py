@@ -192,6 +192,13 @@ class TrainConfig:
     log_every: int = option(
         50, "Write training loss to metrics.jsonl every this many updates.", min=1
     )
+    threads: int = option(
+        0,
+        "CPU threads per process; 0 follows the cores other processes leave free, re-checked "
+        "every 2 s (beside one busy process on 2 cores, 1 thread trains 2.5x faster than 2). "
+        "OMP_NUM_THREADS, when set, fixes it too.",
+        min=0,
+    )
     precision: str = option(
         "auto",
         "`fp32`, `bf16` (autocast), `fp16` (autocast + gradient scaling, CUDA only), or `auto`: "

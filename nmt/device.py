@@ -1,7 +1,8 @@
 """Device and numeric precision, decided in one place.
 
-`Runtime` answers: which device, which autocast dtype, whether to scale gradients. Training,
-validation and translation all take their device and precision from here.
+`Runtime` answers: which device, which autocast dtype, whether to scale gradients, and on a
+CPU how many threads to use (`nmt.threads`). Training, validation and translation all take
+their device and precision from here.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import contextlib
 import ctypes
 import functools
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from nmt.errors import NmtError
+from nmt.threads import CoreShare, core_share
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -23,6 +25,12 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class Runtime:
     device: torch.device
     precision: str  # fp32 | bf16 | fp16
+    cores: CoreShare | None = field(default=None, compare=False)  # CPU threads that adapt
+
+    def share_cores(self) -> None:
+        """On a CPU, follow the cores other processes leave free (cheap: call it often)."""
+        if self.cores is not None:
+            self.cores.adjust()
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for the forward pass (a no-op in fp32)."""
@@ -76,10 +84,14 @@ def keep_freed_memory() -> bool:
 
 
 def resolve_runtime(
-    device: str | None = None, precision: str = "auto", source: str = "--precision"
+    device: str | None = None,
+    precision: str = "auto",
+    source: str = "--precision",
+    threads: int = 0,
 ) -> Runtime:
     """CUDA when available (unless `device` says otherwise), and the precision that suits it.
-    `source` names where the precision came from, for errors."""
+    `source` names where the precision came from, for errors. On a CPU, `threads` fixes the
+    intra-op threads; 0 lets them follow the free cores."""
     if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -105,4 +117,5 @@ def resolve_runtime(
         raise NmtError("fp16 needs a GPU", source, "use bf16 or fp32 on a CPU")
     if dev.type == "cpu":
         keep_freed_memory()
+        return Runtime(dev, precision, core_share(threads))
     return Runtime(dev, precision)

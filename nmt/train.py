@@ -316,6 +316,7 @@ class Trainer:
         gradient norm is taken after that average, so every rank skips the same updates.
         """
         tc, d = self.cfg.train, self.dist
+        self.runtime.share_cores()
         self.model.train()
         tokens = int(sum(self.train_set.tgt_sizes[indices].sum() for indices in group))
         mine = d.share(group)
@@ -627,7 +628,7 @@ def _run(
         saved = checkpoint_config(checkpoint, str(run_dir / "last.pt"))
         cfg = apply_overrides(copy.deepcopy(saved), overrides or [])
         _check_same_model(saved, cfg, run_dir / "last.pt")
-    runtime = resolve_runtime(device, cfg.train.precision, "train.precision")
+    runtime = resolve_runtime(device, cfg.train.precision, "train.precision", cfg.train.threads)
     trainer = Trainer(cfg, data_dir, run_dir, runtime, log, progress_bar, dist)
     if checkpoint is not None:
         trainer.load(checkpoint)

@@ -180,6 +180,7 @@ class Translator:
         sentences = [torch.tensor([*seq, EOS_ID]) for seq in batch]
         src = pad_sequence(sentences, batch_first=True, padding_value=PAD_ID)  # [B, S]
         dc = self.cfg.decode
+        self.runtime.share_cores()
         with self.runtime.autocast():
             nbest_lists = beam_search(
                 self.models,

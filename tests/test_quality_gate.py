@@ -56,21 +56,24 @@ def test_toy_reversal_passes_the_bleu_gate(tmp_path):
     assert unreversed.returncode == 1 and "below" in unreversed.stderr
 
 
-def test_the_sample_pipeline_learns_real_language(tmp_path):
-    """On the shipped sample, 800 updates of the demo model lift test BLEU and chrF far above
-    those of the same model after one update (measured: BLEU 10.88 and chrF 28.80 against
-    0.00 and 13.22; see docs/results.md)."""
+DEMO_FIGURE = {"bleu": 7.74, "chrf": 25.09}  # make demo's result (README, docs/results.md)
+
+
+def test_the_demo_reaches_its_figure(tmp_path):
+    """`make demo`'s configuration, as is (640 updates, best.pt, beam 5), reaches the BLEU and
+    chrF that the README promises (to 0.5), far above the same model after one update
+    (measured: 0.00 and 13.2). Fixed updates and seeds make it the same model on any machine
+    of this kind, idle or busy (measured: the same scores beside a busy process)."""
     data = tmp_path / "data"
     _ok("preprocess", "--config", "configs/sample.yaml", "--out", str(data))
     scores = {}
-    for steps in (1, 800):
+    for steps in (1, None):
         run = tmp_path / f"run-{steps}"
-        _ok("train", "configs/sample.yaml", "--data", str(data), "--out", str(run),
-            f"--set=train.max_steps={steps}", "--set=train.max_minutes=0",
-            "--set=train.valid_every=800")  # fmt: skip
+        limit = [f"--set=train.max_steps={steps}"] if steps else []
+        _ok("train", "configs/sample.yaml", "--data", str(data), "--out", str(run), *limit)
         hyp = tmp_path / f"hyp-{steps}.txt"
-        _ok("translate", str(run / "last.pt"), "-i", str(data / "test.es.txt"), "-o", str(hyp))
+        _ok("translate", str(run / "best.pt"), "-i", str(data / "test.es.txt"), "-o", str(hyp))
         scores[steps] = _bleu_chrf(hyp, data / "test.en.txt")
-    (untrained_bleu, untrained_chrf), (bleu, chrf) = scores[1], scores[800]
-    assert bleu >= 6.0 and bleu >= untrained_bleu + 5.0, scores
-    assert chrf >= untrained_chrf + 10.0, scores
+    (untrained_bleu, untrained_chrf), (bleu, chrf) = scores[1], scores[None]
+    assert bleu >= DEMO_FIGURE["bleu"] - 0.5 and chrf >= DEMO_FIGURE["chrf"] - 0.5, scores
+    assert bleu >= untrained_bleu + 5.0 and chrf >= untrained_chrf + 10.0, scores

@@ -1,0 +1,93 @@
+"""CPU threads that follow the cores other processes leave free (nmt/threads.py)."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from nmt import threads
+from nmt.threads import CoreShare, core_share
+
+
+class FakeCpu:
+    """/proc/stat and os.times as functions of time: `others` cores busy besides this process,
+    which itself uses `own` cores."""
+
+    def __init__(self, others: float, own: float = 2.0):
+        self.t, self.others, self.own = 0.0, others, own
+
+    def share(self, max_threads: int = 2, cpus: int = 2) -> CoreShare:
+        return CoreShare(
+            max_threads,
+            set(range(cpus)),
+            busy=lambda _: self.t * (self.others + self.own),
+            own=lambda: self.t * self.own,
+            clock=lambda: self.t,
+        )
+
+
+@pytest.mark.parametrize(
+    ("others", "cpus", "max_threads", "expected"),
+    [(0.0, 2, 2, 2), (0.3, 2, 2, 2), (0.7, 2, 2, 1), (1.0, 2, 2, 1), (3.0, 2, 2, 1),
+     (1.0, 8, 4, 4), (5.0, 8, 4, 3), (0.0, 4, 1, 1)],
+)  # fmt: skip
+def test_threads_are_the_cores_others_leave(others, cpus, max_threads, expected):
+    cpu = FakeCpu(others)
+    share = cpu.share(max_threads, cpus)
+    cpu.t = 10.0
+    assert share.others() == pytest.approx(others)
+    cpu.t = 20.0
+    assert share.threads() == expected
+
+
+def test_adjust_sets_torch_threads_every_few_seconds_and_back(monkeypatch):
+    if torch.get_num_threads() < 2:
+        pytest.skip("one thread: nothing to lower")
+    calls = []
+    monkeypatch.setattr(threads.torch, "set_num_threads", calls.append)
+    cpu = FakeCpu(others=1.0)
+    share = cpu.share(max_threads=2)
+    cpu.t = threads.CHECK_SECONDS / 2
+    share.adjust()
+    assert calls == []  # too soon to tell
+    cpu.t = threads.CHECK_SECONDS
+    share.adjust()
+    assert calls == [1]
+    monkeypatch.setattr(threads.torch, "get_num_threads", lambda: 1)
+    cpu.others, cpu.t = 0.0, 3 * threads.CHECK_SECONDS  # the neighbour has gone
+    share.adjust()
+    assert calls == [1, 2]
+
+
+def test_a_fixed_count_is_left_alone(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert core_share(0) is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    before = torch.get_num_threads()
+    try:
+        assert core_share(1) is None and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert isinstance(core_share(0), CoreShare)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat (Linux)")
+def test_a_busy_neighbour_is_seen_on_the_real_machine():
+    """A process spinning on CPU 0 shows as about one core of others' work there."""
+    cpu = min(os.sched_getaffinity(0))
+    spin = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True:\n    pass"
+    neighbour = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.5)  # started and pinned
+        share = CoreShare(1, {cpu})
+        time.sleep(1.0)
+        assert share.others() > 0.6
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    share.others()
+    time.sleep(1.0)
+    assert share.others() < 0.4

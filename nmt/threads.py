@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 
 CHECK_SECONDS = 2.0  # how often the thread count is reconsidered
+FIRST_CHECK_SECONDS = 0.5  # the first time: a short job should not run its course on a guess
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -58,6 +59,7 @@ class CoreShare:
         self.cpus = cpus if cpus is not None else os.sched_getaffinity(0)
         self._busy, self._own, self._clock = busy, own, clock
         self._last = self._sample()
+        self._next = self._last[0] + FIRST_CHECK_SECONDS
 
     def _sample(self) -> tuple[float, float, float]:
         return self._clock(), self._busy(self.cpus), self._own()
@@ -74,9 +76,10 @@ class CoreShare:
         return max(1, min(self.max_threads, len(self.cpus) - round(self.others())))
 
     def adjust(self) -> None:
-        """Set torch's thread count if `CHECK_SECONDS` have passed since the last check."""
-        if self._clock() - self._last[0] >= CHECK_SECONDS:
+        """Set torch's thread count when a check is due (every `CHECK_SECONDS`)."""
+        if self._clock() >= self._next:
             n = self.threads()
+            self._next = self._last[0] + CHECK_SECONDS
             if n != torch.get_num_threads():
                 torch.set_num_threads(n)
 

@@ -50,14 +50,18 @@ def test_adjust_sets_torch_threads_every_few_seconds_and_back(monkeypatch):
     monkeypatch.setattr(threads.torch, "set_num_threads", calls.append)
     cpu = FakeCpu(others=1.0)
     share = cpu.share(max_threads=2)
-    cpu.t = threads.CHECK_SECONDS / 2
+    cpu.t = threads.FIRST_CHECK_SECONDS / 2
     share.adjust()
     assert calls == []  # too soon to tell
-    cpu.t = threads.CHECK_SECONDS
+    cpu.t = threads.FIRST_CHECK_SECONDS
     share.adjust()
     assert calls == [1]
     monkeypatch.setattr(threads.torch, "get_num_threads", lambda: 1)
-    cpu.others, cpu.t = 0.0, 3 * threads.CHECK_SECONDS  # the neighbour has gone
+    cpu.others = 0.0  # the neighbour has gone
+    cpu.t += threads.CHECK_SECONDS / 2
+    share.adjust()
+    assert calls == [1]  # the next check is CHECK_SECONDS after the first
+    cpu.t += threads.CHECK_SECONDS / 2
     share.adjust()
     assert calls == [1, 2]
 

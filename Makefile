@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= runs/demo
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test lint demo bench clean docs results
+.PHONY: install test test-fast lint demo bench clean docs results
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,11 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The development loop: everything but the tests that train to a quality figure or start many
+# processes (marked slow); CI runs them all (make test).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check nmt tests data recipes

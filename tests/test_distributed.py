@@ -21,6 +21,8 @@ from nmt.errors import NmtError
 from nmt.train import train
 from tests.conftest import SMALL
 
+pytestmark = pytest.mark.slow
+
 FAST = [*SMALL, "model.dropout=0", "train.log_every=1"]
 RUN_FILES = ["best.pt", "config.yaml", "dev.hyp.txt", "last.pt", "metrics.jsonl"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}

@@ -10,7 +10,11 @@ import random
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, reversal_pairs, write_tsv
+
+pytestmark = pytest.mark.slow
 
 
 def nmt(*args: str) -> subprocess.CompletedProcess:

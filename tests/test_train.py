@@ -27,6 +27,7 @@ def _quiet(_):
     pass
 
 
+@pytest.mark.slow
 def test_rnnsearch_learns_to_reverse_sequences(toy_dir, tmp_path):
     cfg = _cfg(
         "model.emb_size=64",

@@ -103,6 +103,7 @@ def test_finding_03_metrics_with_line_separators_blank_and_torn_lines(store, tmp
     assert json.loads(json_line({"x": float("inf")})) == {"x": None}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "preprocess"])
 def test_finding_04_a_second_writer_is_refused(command, store, corpus, tmp_path):
     """The second starts while the first works (a few seconds), even with --overwrite: it is

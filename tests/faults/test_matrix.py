@@ -177,6 +177,7 @@ def _kill_when(proc, ready: Callable[[], bool], delay: float) -> None:
     proc.communicate()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.0, 0.7, 2.0])
 def test_sigkill_preprocess(delay, corpus, tmp_path):
     """Killed while replacing a corpus (--overwrite): the old corpus or the complete new one,
@@ -196,6 +197,7 @@ def test_sigkill_preprocess(delay, corpus, tmp_path):
     assert not leftovers(out)
 
 
+@pytest.mark.slow
 def test_sigkill_train_then_resume_equals_an_unbroken_run(store, tmp_path):
     """Killed at several points of a run that saves last.pt at every update: each time
     last.pt and metrics.jsonl are readable, and the resumed run ends with exactly the weights
@@ -220,6 +222,7 @@ def test_sigkill_train_then_resume_equals_an_unbroken_run(store, tmp_path):
     assert not leftovers(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.0, 0.5])
 def test_sigkill_translate(delay, run, tmp_path):
     src, out = tmp_path / "in.es", tmp_path / "out.en"

@@ -337,6 +337,10 @@ def bench_train(
     from nmt import bench
 
     dims = _ints(sizes.replace("x", ","), "--sizes")
+    if len(dims) % 2 or sizes.count("x") != len(dims) // 2:
+        raise NmtError(
+            f"expected EMBxHIDDEN pairs, e.g. 256x512,512x1024; got {sizes!r}", "--sizes"
+        )
     runs = [
         {"model.arch": a, "model.emb_size": e, "model.hidden_size": h, "train.precision": p}
         for a in archs.split(",")

@@ -113,24 +113,11 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     """Serialize in memory with the content's sha256, then write via a temporary file and a
     rename: the file at `path` is always either the previous checkpoint or the new one, never
     a partial write. Weights that are not finite are never written."""
-    bad = _not_finite(checkpoint["model"])
-    if bad is not None:
-        raise NmtError(
-            f"the weights are not finite ({bad} holds NaN or infinity); not saved",
-            str(path),
-            "the earlier checkpoints are intact: lower train.lr or use fp32, then --resume",
-        )
+    fix = "not saved, the earlier checkpoints are intact: lower train.lr or use fp32, then --resume"
+    _check_finite(checkpoint, path, fix)
     buffer = io.BytesIO()
     torch.save({**checkpoint, "sha256": content_sha256(checkpoint)}, buffer)
     atomic_write_bytes(Path(path), buffer.getvalue())
-
-
-def _not_finite(weights: dict[str, torch.Tensor]) -> str | None:
-    """The name of the first weight that holds NaN or an infinity, or None."""
-    return next(
-        (k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()),
-        None,
-    )
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -228,12 +215,13 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> dict[str, Any]:
             "name the step checkpoints of one run, e.g. RUN_DIR/step-*.pt",
         )
     first = load_checkpoint(paths[0])
-    _check_finite(first, paths[0])
+    fix = "leave this checkpoint out of the average"
+    _check_finite(first, paths[0], fix)
     total = {k: v.double() if v.is_floating_point() else v for k, v in first["model"].items()}
     for path in paths[1:]:
         other = load_checkpoint(path)
         _check_same_run(first, other, paths[0], path)
-        _check_finite(other, path)
+        _check_finite(other, path, fix)
         for key, value in other["model"].items():
             if value.is_floating_point():
                 total[key] += value.double()
@@ -261,11 +249,15 @@ def _check_same_run(first: dict[str, Any], other: dict[str, Any], p0: Path, path
         raise NmtError("checkpoints are of different models or vocabularies", str(path), fix)
 
 
-def _check_finite(checkpoint: dict[str, Any], path: Path) -> None:
-    bad = _not_finite(checkpoint["model"])
+def _check_finite(checkpoint: dict[str, Any], path: Path, fix: str) -> None:
+    """An NmtError naming the first weight that holds NaN or an infinity, if one does."""
+    bad = next(
+        (
+            k
+            for k, v in checkpoint["model"].items()
+            if v.is_floating_point() and not v.isfinite().all()
+        ),
+        None,
+    )
     if bad is not None:
-        raise NmtError(
-            f"weights `{bad}` are not finite (NaN or infinity)",
-            str(path),
-            "leave this checkpoint out of the average",
-        )
+        raise NmtError(f"weights `{bad}` are not finite (NaN or infinity)", str(path), fix)

@@ -7,6 +7,7 @@ score says exactly how it was computed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,10 @@ def score_files(hyp: Path, refs: Sequence[Path], metrics: Sequence[str]) -> list
 
 
 def bleu_gate(scores: Sequence[Score], min_bleu: float) -> str | None:
-    """A message if BLEU is below `min_bleu`, else None (the gate passes)."""
+    """A message if BLEU is below `min_bleu`, else None (the gate passes). A gate of NaN
+    would pass everything, so it is an error."""
+    if not math.isfinite(min_bleu):
+        raise NmtError(f"must be a finite number, got {min_bleu}", "--min-bleu", "give e.g. 25")
     bleu = next((s for s in scores if s.name == "bleu"), None)
     if bleu is None:
         raise NmtError(

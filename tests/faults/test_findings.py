@@ -197,6 +197,8 @@ def test_finding_10_nan_is_refused_and_a_non_finite_gradient_never_reaches_a_che
         _cli(*train_args(store, tmp_path / "x", "--set", "train.label_smoothing=nan")),
         "finite number",
     )
+    ref = run / "dev.hyp.txt"
+    _assert_cli_error(_cli("evaluate", ref, ref, "--min-bleu", "nan"), "--min-bleu")
     for alpha in ("nan", "-5", "inf"):
         result = _cli("translate", run / "best.pt", "--alpha", alpha, "-i", run / "dev.hyp.txt")
         _assert_cli_error(result, "--alpha")

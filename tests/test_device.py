@@ -1,7 +1,9 @@
+import os
+
 import pytest
 import torch
 
-from nmt.device import cpu_has_native_bf16, resolve_runtime
+from nmt.device import ONEDNN_CACHE, cpu_has_native_bf16, resolve_runtime
 from nmt.errors import NmtError
 
 
@@ -29,3 +31,12 @@ def test_impossible_requests_are_clear_errors():
         resolve_runtime("cpu", "fp16")
     with pytest.raises(NmtError, match="unknown device 'tpu9'"):
         resolve_runtime("tpu9", "auto")
+
+
+def test_the_onednn_cache_is_bounded_unless_the_user_set_it(monkeypatch):
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    resolve_runtime("cpu", "fp32")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(ONEDNN_CACHE)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
+    resolve_runtime("cpu", "fp32")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"

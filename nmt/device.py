@@ -92,6 +92,7 @@ def bound_onednn_cache() -> None:
     shape, each with its reordered weights and scratch memory, and batches come in many
     shapes: the demo's 640 updates peaked at 2.65 GB resident with the default cache and at
     1.42 GB with 8, in 236 s instead of 270 s, with the same model (docs/benchmarks.md).
+    Training only: beam search, whose batch shrinks at every step, ran about 7% slower with 8.
     oneDNN reads the setting when it first builds a primitive; a value set by the user wins."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE))
 
@@ -130,6 +131,5 @@ def resolve_runtime(
         raise NmtError("fp16 needs a GPU", source, "use bf16 or fp32 on a CPU")
     if dev.type == "cpu":
         keep_freed_memory()
-        bound_onednn_cache()
         return Runtime(dev, precision, core_share(threads))
     return Runtime(dev, precision)

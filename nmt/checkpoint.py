@@ -26,7 +26,7 @@ import torch
 
 from nmt import __version__
 from nmt.config import Config, config_from_dict, config_to_dict
-from nmt.data.tokenizer import Tokenizer
+from nmt.data.tokenizer import Tokenizer, vocabulary_sha256
 from nmt.errors import NmtError
 from nmt.fileio import atomic_write_bytes
 from nmt.model import Seq2Seq, build_model
@@ -51,11 +51,16 @@ def vocab_entry(manifest: dict[str, Any], tokenizers: dict[str, Tokenizer]) -> d
 
 
 def vocabulary_id(vocab: dict[str, Any]) -> dict[str, str]:
-    """The vocabulary's identity: each language's SentencePiece model by content."""
-    return {
-        lang: Tokenizer(entry["proto"], "the checkpoint's vocabulary").sha256
-        for lang, entry in vocab["tokenizers"].items()
-    }
+    """The vocabulary's identity: each language's SentencePiece model by content (hashed, not
+    loaded: comparing vocabularies needs no processor)."""
+    try:
+        return {lang: vocabulary_sha256(e["proto"]) for lang, e in vocab["tokenizers"].items()}
+    except (ValueError, TypeError, KeyError):
+        raise NmtError(
+            "not a readable SentencePiece model (corrupt or truncated)",
+            "the checkpoint's vocabulary",
+            "preprocess the corpus again (or use an intact checkpoint)",
+        ) from None
 
 
 def new_run_id() -> str:

@@ -32,7 +32,8 @@ from typing import IO, Any
 from nmt.errors import NmtError
 
 LOCK_NAME = ".nmt.lock"
-_TMP = re.compile(r"\.tmp-(\d+)-")
+# a temporary of ours: `.NAME.tmp-PID-XXXX` (atomic_open) or `.tmp-PID-XXXX` (staged_dir)
+_TMP = re.compile(r"\.(?:.+\.)?tmp-(\d+)-[a-z0-9_]+")
 # errno of a write that failed for lack of room: the file is named, the fix is the same
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -65,6 +66,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def is_internal(name: str) -> bool:
+    """Whether a directory entry is nmt's own bookkeeping (a lock file or a temporary), not
+    an output or a file of the user's."""
+    return name == LOCK_NAME or _TMP.fullmatch(name) is not None
+
+
 def _remove_stale(directory: Path, prefix: str) -> None:
     """Remove `PREFIX<pid>-*` temporaries in `directory` whose writing process is dead."""
     try:
@@ -72,7 +79,7 @@ def _remove_stale(directory: Path, prefix: str) -> None:
     except OSError:
         return
     for entry in entries:
-        match = _TMP.search(entry.name)
+        match = _TMP.fullmatch(entry.name)
         if not entry.name.startswith(prefix) or not match or _alive(int(match[1])):
             continue
         if entry.is_dir() and not entry.is_symlink():

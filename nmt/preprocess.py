@@ -54,7 +54,7 @@ from nmt.data.store import (
 )
 from nmt.data.tokenizer import Tokenizer, train_sentencepiece
 from nmt.errors import NmtError
-from nmt.fileio import LOCK_NAME, locked_dir, staged_dir
+from nmt.fileio import is_internal, locked_dir, staged_dir
 
 CHUNK = 10_000  # pairs per job: bounds memory, amortises the hand-over to a worker
 PARALLEL_MIN = 50_000  # training pairs from which cleaning and encoding use worker processes
@@ -136,7 +136,7 @@ def _check_languages(cfg: DataConfig) -> None:
 def _check_out_dir(out_dir: Path, given: Path, overwrite: bool) -> None:
     """Refuse to replace a corpus without `overwrite`, or to write into a directory that holds
     files of the user's (its own files left by an interrupted run may be replaced)."""
-    names = [p.name for p in out_dir.iterdir() if p.name != LOCK_NAME and not _staging(p.name)]
+    names = [p.name for p in out_dir.iterdir() if not is_internal(p.name)]
     if MANIFEST in names and not overwrite:
         raise NmtError(
             "the output directory already holds a preprocessed corpus; nothing was changed",
@@ -150,10 +150,6 @@ def _check_out_dir(out_dir: Path, given: Path, overwrite: bool) -> None:
             str(given),
             "choose another --out, or empty the directory yourself",
         )
-
-
-def _staging(name: str) -> bool:
-    return name.startswith(".tmp-")
 
 
 def _progress_factory(enabled: bool) -> Callable[..., tqdm]:

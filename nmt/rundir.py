@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nmt.errors import NmtError
-from nmt.fileio import LOCK_NAME, atomic_write_bytes, json_line, read_json_lines
+from nmt.fileio import atomic_write_bytes, is_internal, json_line, read_json_lines
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "last.pt", "dev.hyp.txt")
 METRICS = "metrics.jsonl"
@@ -42,7 +42,7 @@ def rotate_step_checkpoints(run_dir: Path, keep: int) -> None:
 def prepare(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to mix two runs in one directory; with `overwrite`, delete the old run's files
     and nothing else. `run_dir` exists and is locked."""
-    names = [p.name for p in run_dir.iterdir() if p.name != LOCK_NAME]
+    names = [p.name for p in run_dir.iterdir() if not is_internal(p.name)]
     holds_run = any(name in RUN_MARKERS for name in names)
     if resume:
         if not (run_dir / "last.pt").is_file():

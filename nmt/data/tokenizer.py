@@ -150,6 +150,12 @@ def canonical_proto(proto: bytes) -> bytes:
     return b"".join(out)
 
 
+def vocabulary_sha256(proto: bytes) -> str:
+    """A SentencePiece model's identity by content (see `canonical_proto`); ValueError if the
+    bytes are not a protobuf message."""
+    return hashlib.sha256(canonical_proto(proto)).hexdigest()
+
+
 class Tokenizer:
     """One SentencePiece model, loaded from its serialized bytes (so checkpoints can embed it).
 
@@ -160,7 +166,7 @@ class Tokenizer:
         self.proto = proto
         try:
             self.sp = spm.SentencePieceProcessor(model_proto=proto)
-            self.sha256 = hashlib.sha256(canonical_proto(proto)).hexdigest()
+            self.sha256 = vocabulary_sha256(proto)
         except (RuntimeError, ValueError, TypeError):
             raise NmtError(
                 "not a readable SentencePiece model (corrupt or truncated)",

@@ -217,10 +217,9 @@ def bench_train_one(
     data_dir: Path, cfg: Config, steps: int, warmup: int, device: str | None
 ) -> dict[str, Any]:
     """Train `steps` updates on real batches; tokens/s, peak memory and utilisation."""
-    from nmt.device import bound_onednn_cache, resolve_runtime
+    from nmt.device import resolve_runtime
     from nmt.train import Trainer
 
-    bound_onednn_cache()  # as training does
     runtime = resolve_runtime(device, cfg.train.precision, "train.precision", cfg.train.threads)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, data_dir, Path(tmp), runtime, log=lambda _: None, progress_bar=False)

@@ -84,17 +84,20 @@ def keep_freed_memory() -> bool:
     )
 
 
-ONEDNN_CACHE = 8  # oneDNN primitives kept (its default: 1,024)
+ONEDNN_CACHE = 8  # entries kept in oneDNN's and in ideep's caches (their default: 1,024)
 
 
 def bound_onednn_cache() -> None:
-    """Keep few oneDNN primitives. In bf16 on the CPU, oneDNN caches one per matrix-product
-    shape, each with its reordered weights and scratch memory, and batches come in many
-    shapes: the demo's 640 updates peaked at 2.65 GB resident with the default cache and at
-    1.42 GB with 8, in 236 s instead of 270 s, with the same model (docs/benchmarks.md).
-    Training only: beam search, whose batch shrinks at every step, ran about 7% slower with 8.
-    oneDNN reads the setting when it first builds a primitive; a value set by the user wins."""
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE))
+    """Keep few oneDNN primitives, and few of ideep's (PyTorch's layer over oneDNN). In bf16
+    on the CPU both cache one entry per matrix-product shape, with reordered weights and
+    scratch memory, and batches come in many shapes. With the defaults (1,024 each) the demo's
+    training grew to 2.65 GB resident; with oneDNN's bounded alone, 1.29 GB after 200 updates;
+    with both, 0.71 GB, and no slower (docs/benchmarks.md, "Where the demo's memory went").
+    Beam search, whose batch shrinks at every step, ran at the same speed within noise.
+    Both libraries read their setting when they first build a product; a value the user set
+    in the environment wins."""
+    for variable in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        os.environ.setdefault(variable, str(ONEDNN_CACHE))
 
 
 def resolve_runtime(
@@ -131,5 +134,6 @@ def resolve_runtime(
         raise NmtError("fp16 needs a GPU", source, "use bf16 or fp32 on a CPU")
     if dev.type == "cpu":
         keep_freed_memory()
+        bound_onednn_cache()
         return Runtime(dev, precision, core_share(threads))
     return Runtime(dev, precision)

@@ -51,7 +51,7 @@ from nmt.config import Config, TrainConfig, apply_overrides, dump_config
 from nmt.data.batching import ParallelDataset, TokenBatchSampler
 from nmt.data.corpus import read_lines
 from nmt.data.store import load_tokenizers, read_manifest, verify_file
-from nmt.device import Runtime, bound_onednn_cache, resolve_runtime
+from nmt.device import Runtime, resolve_runtime
 from nmt.distributed import Dist, setup, teardown
 from nmt.errors import NmtError
 from nmt.fileio import atomic_write_bytes, locked_dir
@@ -628,7 +628,6 @@ def _run(
         saved = checkpoint_config(checkpoint, str(run_dir / "last.pt"))
         cfg = apply_overrides(copy.deepcopy(saved), overrides or [])
         _check_same_model(saved, cfg, run_dir / "last.pt")
-    bound_onednn_cache()
     runtime = resolve_runtime(device, cfg.train.precision, "train.precision", cfg.train.threads)
     trainer = Trainer(cfg, data_dir, run_dir, runtime, log, progress_bar, dist)
     if checkpoint is not None:

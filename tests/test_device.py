@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from nmt.device import ONEDNN_CACHE, bound_onednn_cache, cpu_has_native_bf16, resolve_runtime
+from nmt.device import ONEDNN_CACHE, cpu_has_native_bf16, resolve_runtime
 from nmt.errors import NmtError
 
 
@@ -33,10 +33,9 @@ def test_impossible_requests_are_clear_errors():
         resolve_runtime("tpu9", "auto")
 
 
-def test_the_onednn_cache_is_bounded_unless_the_user_set_it(monkeypatch):
+def test_the_onednn_caches_are_bounded_unless_the_user_set_them(monkeypatch):
     monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
-    bound_onednn_cache()
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "64")
+    resolve_runtime("cpu", "fp32")
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(ONEDNN_CACHE)
-    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
-    bound_onednn_cache()
-    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
+    assert os.environ["LRU_CACHE_CAPACITY"] == "64"

@@ -18,13 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
+# One worker per CPU, each test on one thread of its worker's own CPU (tests/conftest.py).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 # The development loop: everything but the tests that train to a quality figure or start many
 # processes (marked slow); CI runs them all (make test).
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "not slow"
 
 lint: install
 	$(BIN)/ruff check nmt tests data recipes

@@ -12,12 +12,33 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="nmt-tests-hf-")
 
 import pytest
+import torch
 
 from nmt.config import DataConfig
 from nmt.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test` runs one worker per CPU), each worker keeps to a CPU of
+    its own, and so do the processes its tests start: tests run with one thread each and never
+    make another worker's threads wait. (A 2-thread torch process beside a busy one loses far
+    more than half its speed: docs/benchmarks.md, "A shared machine".)"""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if worker and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[int(worker.removeprefix("gw")) % len(cpus)]})
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first, the quality gate's first of all: the longest ones start at once,
+    and the short ones fill the other workers around them."""
+    items.sort(
+        key=lambda item: (item.get_closest_marker("slow") is None, "quality" not in item.nodeid)
+    )
 
 
 def write_tsv(path: Path, pairs: list[tuple[str, str]], header: str = "id\tes\ten") -> Path:

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from nmt.translate import Translator
 from tests.conftest import ROOT, reversal_pairs, write_tsv
 
 pytestmark = pytest.mark.slow
@@ -36,8 +37,9 @@ def _bleu_chrf(hyp, ref) -> tuple[float, float]:
 
 
 def test_toy_reversal_passes_the_bleu_gate(tmp_path):
-    """rnnsearch learns to reverse symbol sequences: BLEU >= 90 on held-out sequences (measured:
-    100.0), while the gate rejects the unreversed input (BLEU about 10)."""
+    """rnnsearch learns to reverse symbol sequences: the training loss falls to a fifth,
+    greedy and beam search reverse at least 95% of held-out sequences exactly, BLEU >= 90
+    (measured: 100.0), while the gate rejects the unreversed input (BLEU about 10)."""
     rng = random.Random(1)
     splits = {s: reversal_pairs(n, rng) for s, n in (("train", 6000), ("dev", 200), ("test", 300))}
     paths = {s: str(write_tsv(tmp_path / f"{s}.tsv", pairs)) for s, pairs in splits.items()}
@@ -47,12 +49,21 @@ def test_toy_reversal_passes_the_bleu_gate(tmp_path):
     overrides = [
         "model.emb_size=64", "model.hidden_size=128", "model.dropout=0",
         "train.label_smoothing=0", "train.lr=3e-3", "train.batch_tokens=1500",
-        "train.max_steps=600", "train.valid_every=300", "decode.max_len_a=1",
+        "train.max_steps=300", "train.valid_every=150", "decode.max_len_a=1",
         "decode.max_len_b=3",
     ]  # fmt: skip
     _ok("train", "--data", str(data), "--out", str(run), *(f"--set={o}" for o in overrides))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    losses = [r["loss"] for r in records if r["event"] == "train"]
+    assert losses[-1] < 0.2 * losses[0]
+    assert [r["step"] for r in records if r["event"] == "valid"] == [150, 300]
     hyp = tmp_path / "test.hyp.txt"
     _ok("translate", str(run / "best.pt"), "-i", str(data / "test.es.txt"), "-o", str(hyp))
+    source = (data / "test.es.txt").read_text(encoding="utf-8").splitlines()
+    refs = (data / "test.en.txt").read_text(encoding="utf-8").splitlines()
+    greedy = Translator.from_checkpoint(run / "best.pt").translate(source, beam=1)
+    for hyps in (hyp.read_text(encoding="utf-8").splitlines(), greedy):
+        assert sum(h == r for h, r in zip(hyps, refs, strict=True)) >= 0.95 * len(refs)
     gate = nmt("evaluate", str(hyp), str(data / "test.en.txt"), "--min-bleu", "90")
     assert gate.returncode == 0, gate.stderr
     unreversed = nmt("evaluate", str(data / "test.es.txt"), str(data / "test.en.txt"),
@@ -65,19 +76,15 @@ DEMO_FIGURE = {"bleu": 7.74, "chrf": 25.09}  # make demo's result (README, docs/
 
 def test_the_demo_reaches_its_figure(tmp_path):
     """`make demo`'s configuration, as is (640 updates, best.pt, beam 5), reaches the BLEU and
-    chrF that the README promises (to 0.5), far above the same model after one update
-    (measured: 0.00 and 13.2). Fixed updates and seeds make it the same model on any machine
-    of this kind, idle or busy (measured: the same scores beside a busy process)."""
-    data = tmp_path / "data"
+    chrF that the README promises (to 0.5), far above the floor the demo prints beside it: the
+    untranslated source (BLEU 0.22, chrF 17.63). Fixed updates and seeds make it the same
+    model on any machine of this kind, idle or busy (measured: the same scores beside a busy
+    process, and with one thread instead of two)."""
+    data, run, hyp = tmp_path / "data", tmp_path / "run", tmp_path / "hyp.txt"
     _ok("preprocess", "--config", "configs/sample.yaml", "--out", str(data))
-    scores = {}
-    for steps in (1, None):
-        run = tmp_path / f"run-{steps}"
-        limit = [f"--set=train.max_steps={steps}"] if steps else []
-        _ok("train", "configs/sample.yaml", "--data", str(data), "--out", str(run), *limit)
-        hyp = tmp_path / f"hyp-{steps}.txt"
-        _ok("translate", str(run / "best.pt"), "-i", str(data / "test.es.txt"), "-o", str(hyp))
-        scores[steps] = _bleu_chrf(hyp, data / "test.en.txt")
-    (untrained_bleu, untrained_chrf), (bleu, chrf) = scores[1], scores[None]
-    assert bleu >= DEMO_FIGURE["bleu"] - 0.5 and chrf >= DEMO_FIGURE["chrf"] - 0.5, scores
-    assert bleu >= untrained_bleu + 5.0 and chrf >= untrained_chrf + 10.0, scores
+    _ok("train", "configs/sample.yaml", "--data", str(data), "--out", str(run))
+    _ok("translate", str(run / "best.pt"), "-i", str(data / "test.es.txt"), "-o", str(hyp))
+    bleu, chrf = _bleu_chrf(hyp, data / "test.en.txt")
+    floor_bleu, floor_chrf = _bleu_chrf(data / "test.es.txt", data / "test.en.txt")
+    assert bleu >= DEMO_FIGURE["bleu"] - 0.5 and chrf >= DEMO_FIGURE["chrf"] - 0.5, (bleu, chrf)
+    assert bleu >= floor_bleu + 5.0 and chrf >= floor_chrf + 5.0, (floor_bleu, floor_chrf)

@@ -13,9 +13,7 @@ from nmt import fileio
 from nmt.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
 from nmt.config import Config, TrainConfig, apply_overrides
 from nmt.errors import NmtError
-from nmt.search import greedy_search
 from nmt.train import learning_rate, train
-from nmt.translate import Translator
 from tests.conftest import SMALL
 
 
@@ -25,37 +23,6 @@ def _cfg(*overrides):
 
 def _quiet(_):
     pass
-
-
-@pytest.mark.slow
-def test_rnnsearch_learns_to_reverse_sequences(toy_dir, tmp_path):
-    cfg = _cfg(
-        "model.emb_size=64",
-        "model.hidden_size=128",
-        "train.batch_tokens=1500",
-        "train.lr=3e-3",
-        "model.dropout=0",
-        "train.label_smoothing=0",
-        "train.max_steps=600",
-        "train.valid_every=300",
-    )
-    trainer, reason = train(cfg, toy_dir, tmp_path / "run", progress_bar=False, log=_quiet)
-    assert reason == "max_steps (600)"
-    dev, model = trainer.dev_set, trainer.model.eval()
-    correct = 0
-    for indices in trainer.dev_batches.batches(0):
-        batch = dev.batch(indices)
-        out, _ = greedy_search(model, batch.src, batch.src_lengths, 1.0, 3)
-        correct += sum(out[j] == dev.tgt[i].tolist() for j, i in enumerate(indices))
-    assert correct / len(dev) >= 0.95
-    translator = Translator.from_checkpoint(tmp_path / "run" / "best.pt")  # and beam search
-    outputs = translator.translate(trainer.dev_text["src"], beam=5)
-    exact = sum(h == r for h, r in zip(outputs, trainer.dev_text["ref"]))
-    assert exact / len(outputs) >= 0.95
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
-    train_losses = [r["loss"] for r in records if r["event"] == "train"]
-    assert train_losses[-1] < 0.2 * train_losses[0]
-    assert [r["step"] for r in records if r["event"] == "valid"] == [300, 600]
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(toy_dir, tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -245,11 +244,7 @@ def bench_train_one(
         runtime.precision
     ]
     ceiling = matmul_ceiling(dtype, runtime.device)
-    memory = (
-        torch.cuda.max_memory_allocated(runtime.device)
-        if runtime.device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
+    memory = runtime.memory_mib()
     return {
         "arch": cfg.model.arch,
         "emb": cfg.model.emb_size,
@@ -261,7 +256,7 @@ def bench_train_one(
         "tflops": round(flops / seconds / 1e12, 3),
         "ceiling_tflops": round(ceiling / 1e12, 3),
         "utilisation_pct": round(100 * flops / seconds / ceiling, 1),
-        "peak_mem_mib": round(memory / 2**20),
+        "peak_mem_mib": memory.get("gpu_peak_mib", memory["peak_rss_mib"]),
     }
 
 

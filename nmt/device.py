@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import resource
 import sys
 from dataclasses import dataclass, field
 
@@ -39,9 +40,30 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
 
+    def memory_mib(self) -> dict[str, int]:
+        """Memory in use now and at its peak, in MiB: this process's resident set (the figure
+        that decides whether a run fits the machine) and, on a GPU, its peak allocation."""
+        memory = host_memory_mib()
+        if self.device.type == "cuda":
+            memory["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20)
+        return memory
+
     def grad_scaler(self) -> torch.amp.GradScaler:
         """Loss scaling, needed for fp16 only (bf16 has fp32's range)."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+
+def host_memory_mib() -> dict[str, int]:
+    """This process's resident memory at its peak (getrusage) and now (/proc, Linux only)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; bytes on macOS
+    memory = {"peak_rss_mib": round(peak / (2**20 if sys.platform == "darwin" else 2**10))}
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            pages = int(fh.read().split()[1])
+        memory["rss_mib"] = round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
+    except (OSError, ValueError, IndexError):
+        pass
+    return memory
 
 
 @functools.cache

@@ -412,12 +412,14 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "tokens_per_s": round(tokens / max(now - window["time"], 1e-9)),
             "seconds": round(p.seconds, 1),
+            **self.runtime.memory_mib(),
         }
         self._record(record)
         bar.set_postfix(
             loss=f"{record['loss']:.3f}",
             lr=f"{record['lr']:.2e}",
             tok_s=record["tokens_per_s"],
+            mem=f"{record['peak_rss_mib'] / 1024:.2f}G",
             refresh=False,
         )
         window.update(loss=0.0, nll=0.0, tokens=0, time=now)
@@ -447,6 +449,7 @@ class Trainer:
             if tc.schedule == "plateau" and p.lr_bad > tc.lr_patience:
                 p.lr_scale, p.lr_bad = p.lr_scale * tc.lr_decay, 0
         p.validated_step = p.step
+        memory = self.runtime.memory_mib()
         self._record(
             {
                 "event": "valid",
@@ -455,12 +458,14 @@ class Trainer:
                 **result,
                 "best": improved,
                 "seconds": round(p.seconds, 1),
+                **memory,
             }
         )
         self.log(
             f"step {p.step}: dev loss {result['loss']:.3f} ppl {result['ppl']:.2f} "
             f"BLEU {result['bleu']:.2f} chrF {result['chrf']:.2f}"
             + (" (best)" if improved else f" (best {p.best:.2f} at {p.best_step})")
+            + f"; peak memory {memory['peak_rss_mib'] / 1024:.2f} GB"
         )
         for sample in result["samples"][:1]:
             self.log(f"  src: {sample['src']}\n  ref: {sample['ref']}\n  hyp: {sample['hyp']}")

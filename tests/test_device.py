@@ -39,3 +39,12 @@ def test_the_onednn_caches_are_bounded_unless_the_user_set_them(monkeypatch):
     resolve_runtime("cpu", "fp32")
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(ONEDNN_CACHE)
     assert os.environ["LRU_CACHE_CAPACITY"] == "64"
+
+
+def test_memory_reports_the_resident_set_now_and_at_its_peak():
+    before = resolve_runtime("cpu", "fp32").memory_mib()
+    block = torch.ones(64 * 2**20)  # 256 MiB, every page written
+    during = resolve_runtime("cpu", "fp32").memory_mib()
+    assert during["rss_mib"] - before["rss_mib"] >= 200
+    assert during["peak_rss_mib"] >= during["rss_mib"] and "gpu_peak_mib" not in during
+    del block

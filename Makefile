@@ -6,6 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= runs/demo
 TORCH  ?= torch==2.13.0
+JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: install test test-fast lint demo bench clean docs results
 
@@ -18,14 +19,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# One worker per CPU, each test on one thread of its worker's own CPU (tests/conftest.py).
+# One worker per CPU this process may use (nproc), each test on one thread of its worker's own
+# CPU (tests/conftest.py); JOBS=1 runs them one after another.
 test: install
-	$(BIN)/python -m pytest -q -n auto --dist worksteal
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal
 
 # The development loop: everything but the tests that train to a quality figure or start many
 # processes (marked slow); CI runs them all (make test).
 test-fast: install
-	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "not slow"
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal -m "not slow"
 
 lint: install
 	$(BIN)/ruff check nmt tests data recipes

@@ -61,6 +61,7 @@ def host_memory_mib() -> dict[str, int]:
         with open("/proc/self/statm", encoding="ascii") as fh:
             pages = int(fh.read().split()[1])
         memory["rss_mib"] = round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
+        memory["peak_rss_mib"] = max(memory["peak_rss_mib"], memory["rss_mib"])  # lags a little
     except (OSError, ValueError, IndexError):
         pass
     return memory

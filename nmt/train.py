@@ -465,7 +465,7 @@ class Trainer:
             f"step {p.step}: dev loss {result['loss']:.3f} ppl {result['ppl']:.2f} "
             f"BLEU {result['bleu']:.2f} chrF {result['chrf']:.2f}"
             + (" (best)" if improved else f" (best {p.best:.2f} at {p.best_step})")
-            + f"; peak memory {memory['peak_rss_mib'] / 1024:.2f} GB"
+            + f"; peak memory {memory['peak_rss_mib'] / 1024:.2f} GiB"
         )
         for sample in result["samples"][:1]:
             self.log(f"  src: {sample['src']}\n  ref: {sample['ref']}\n  hyp: {sample['hyp']}")

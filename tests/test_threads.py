@@ -77,7 +77,6 @@ def test_a_fixed_count_is_left_alone(monkeypatch):
     assert isinstance(core_share(0), CoreShare)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat (Linux)")
 def _cpu_seconds(pid: int) -> float:
     """CPU time a process has used (user + system), from /proc."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
@@ -85,6 +84,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat (Linux)")
 def test_others_work_is_counted_and_our_own_is_not_on_the_real_machine():
     """On the real /proc/stat, beside whatever else runs (make test runs beside a busy process
     too): a process spinning on our CPU counts as others' work, at least as much as the CPU

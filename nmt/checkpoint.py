@@ -47,6 +47,10 @@ def vocab_entry(manifest: dict[str, Any], tokenizers: dict[str, Tokenizer]) -> d
         "tokenizers": {
             lang: {"sha256": tok.sha256, "proto": tok.proto} for lang, tok in tokenizers.items()
         },
+        "protect": {  # how preprocessing masked spans; translation masks them the same way
+            "patterns": manifest["config"].get("protect", ""),
+            "regex": manifest["config"].get("protect_regex", ""),
+        },
     }
 
 

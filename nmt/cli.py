@@ -188,6 +188,15 @@ def preprocess(
             show_default=_d("data.dedup"),
         ),
     ] = None,
+    protect: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATTERNS",
+            help="Protected spans (placeholders, tags, URLs) that translation keeps whole: "
+            "comma-separated printf, brace, shell, xml, url, email, or all.",
+            show_default=_d("data.protect"),
+        ),
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -218,6 +227,7 @@ def preprocess(
         joint=("data.joint", joint),
         format=("data.format", format),
         dedup=("data.dedup", dedup),
+        protect=("data.protect", protect),
     )
     manifest = run(cfg.data, out, overwrite=overwrite)
     typer.echo(_preprocess_report(manifest, out))
@@ -227,6 +237,12 @@ def _preprocess_report(manifest: dict, out: Path) -> str:
     cleaning = manifest["cleaning"]
     lines = [f"cleaning train: {cleaning['read']} pairs read, {cleaning['kept']} kept"]
     lines += [f"  dropped {n:>8}  {rule}" for rule, n in cleaning["dropped"].items()]
+    if "spans" in cleaning:
+        spans = cleaning["spans"]
+        lines.append(
+            f"  protected spans: {spans['masked']} pairs masked, {spans['unmatched']} kept as "
+            "they are (the two sides' spans differ)"
+        )
     for lang, info in manifest["tokenizers"].items():
         lines.append(f"subwords {lang}: {info['file']}, {info['vocab_size']} pieces")
     for split, info in manifest["splits"].items():
@@ -545,6 +561,26 @@ def translate(
         str,
         typer.Option(help="Invalid UTF-8 in the input: strict (stop with an error) or replace."),
     ] = "strict",
+    glossary: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Terms to translate as given: a TSV file of source<TAB>target lines. A term is "
+            "found as whole words, longest first, and carried like a placeholder (needs a model "
+            "preprocessed with --protect); jsonl output lists the terms applied per line.",
+        ),
+    ] = None,
+    glossary_ignore_case: Annotated[
+        bool, typer.Option("--glossary-ignore-case", help="Match glossary terms in any case.")
+    ] = False,
+    markup: Annotated[
+        str | None,
+        typer.Option(
+            help="xml: the input holds inline XML (e.g. help pages); its tags and entities are "
+            "carried through, nested as in the input, and the rest is escaped, so the output "
+            "is well-formed XML with the same tags (needs a model preprocessed with --protect)."
+        ),
+    ] = None,
     device: Annotated[
         str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
     ] = "auto",
@@ -559,15 +595,22 @@ def translate(
     """Translate a file or stdin with trained checkpoint(s): exactly one output line per line.
 
     Lines are batched by length and decoded with beam search; empty lines stay empty, overlong
-    lines are truncated with a warning. Reading from a pipe, each translation is written as soon
-    as its line has arrived. Writing to a file shows a progress bar, and the file appears only
-    when complete.
+    lines are truncated with a warning. A model preprocessed with --protect keeps every
+    placeholder, tag and URL of the input, exactly once each. Reading from a pipe, each
+    translation is written as soon as its line has arrived. Writing to a file shows a progress
+    bar, and the file appears only when complete.
     """
     from nmt import translate as api
+    from nmt.protect import read_glossary
 
     _check_translate_options(format, nbest, attention, errors)
+    if markup not in (None, "xml"):
+        raise NmtError(f"unknown markup {markup!r}", "--markup", "use --markup xml, or leave it out")
+    terms = read_glossary(glossary) if glossary else None
     translator = api.Translator.from_checkpoint(checkpoints, device, precision)
     translator.warn = lambda message: typer.echo(message, err=True)
+    if terms is not None or markup:
+        translator.protect(terms, glossary_ignore_case, markup)
     api.run_files(
         translator,
         input,

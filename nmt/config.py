@@ -16,7 +16,7 @@ import json
 import math
 import re
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from nmt.errors import NmtError
+from nmt.protect import PATTERNS, check_pattern_names, check_regex
 
 
 def option(
@@ -34,15 +35,18 @@ def option(
     min: float | None = None,
     max: float | None = None,
     pattern: str | None = None,
+    check: Callable[[Any], str | None] | None = None,
 ) -> Any:
     """A dataclass field with its documentation and valid values attached (a float is finite:
-    NaN and infinities are invalid for every key)."""
+    NaN and infinities are invalid for every key); `check` says why a value is invalid, or
+    None."""
     meta = {
         "help": help,
         "choices": tuple(choices) if choices else None,
         "min": min,
         "max": max,
         "pattern": pattern,
+        "check": check,
     }
     return field(default=default, metadata=meta)
 
@@ -97,6 +101,20 @@ class DataConfig:
         3.0, "Cleaning: drop training pairs whose word-count ratio exceeds this.", min=1.0
     )
     dedup: bool = option(False, "Cleaning: drop exact duplicate training pairs (first one kept).")
+    protect: str = option(
+        "",
+        "Protected spans, kept whole through translation: comma-separated pattern names ("
+        + ", ".join(f"`{n}`" for n in PATTERNS)
+        + "), `all`, or empty for none. Spans found on both sides of a training pair become "
+        "placeholders ｟0｠, ｟1｠, ... that the search must each emit exactly once.",
+        check=check_pattern_names,
+    )
+    protect_regex: str = option(
+        "",
+        "An extra protected-span pattern (a Python regular expression; | for several), on top "
+        "of `protect`; e.g. `\\b[A-Z]{2,}_[A-Z_]+\\b` for constant names.",
+        check=check_regex,
+    )
     threads: int = option(
         0,
         "Cores for preprocessing: worker processes that clean and encode (corpora of 50k pairs "
@@ -294,6 +312,9 @@ def _check(key: str, f: dataclasses.Field, typ: type, value: Any, where: str) ->
             where,
             f"choose one of: {', '.join(meta['choices'])}",
         )
+    problem = meta["check"] and meta["check"](value)
+    if problem:
+        raise NmtError(f"`{key}`: {problem}; got {value!r}", where, f"see `{key}` in docs/config.md")
     lo, hi = meta["min"], meta["max"]
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"

@@ -55,6 +55,7 @@ from nmt.data.store import (
 from nmt.data.tokenizer import Tokenizer, train_sentencepiece
 from nmt.errors import NmtError
 from nmt.fileio import is_internal, locked_dir, staged_dir
+from nmt.protect import Protector, placeholder_symbols
 
 CHUNK = 10_000  # pairs per job: bounds memory, amortises the hand-over to a worker
 PARALLEL_MIN = 50_000  # training pairs from which cleaning and encoding use worker processes
@@ -212,10 +213,30 @@ def _chunks(pairs: Iterable[Pair]) -> Iterator[list[Pair]]:
         yield chunk
 
 
-def _clean_chunk(limits: tuple[int, float], pairs: list[Pair]) -> tuple[list[Pair], Counter]:
-    """The normalised pairs that pass the cleaning rules, and the count of each rule broken."""
-    cleaner = Cleaner(*limits)
-    return list(cleaner(pairs)), cleaner.counts
+def _clean_chunk(
+    settings: tuple[int, float, str, str], pairs: list[Pair]
+) -> tuple[list[Pair], Counter, Counter]:
+    """The normalised pairs that pass the cleaning rules (their protected spans masked), the
+    count of each rule broken, and of pairs masked and left unmasked."""
+    max_words, max_ratio, protect, regex = settings
+    cleaner = Cleaner(max_words, max_ratio)
+    kept = list(cleaner(pairs))
+    masked, spans = _mask_pairs(kept, Protector(protect, regex))
+    return masked, cleaner.counts, spans
+
+
+def _mask_pairs(pairs: list[Pair], protector: Protector) -> tuple[list[Pair], Counter]:
+    """Pairs with the spans both sides share as placeholders; a pair whose sides hold different
+    spans stays as it is (counted as unmatched), so the model never learns to drop one."""
+    counts: Counter[str] = Counter()
+    if not protector.enabled:
+        return pairs, counts
+    out = []
+    for src, tgt in pairs:
+        masked = protector.mask_pair(src, tgt)
+        counts["unmatched" if masked is None else "masked" if masked != (src, tgt) else "none"] += 1
+        out.append(masked or (src, tgt))
+    return out, counts
 
 
 def _clean_train(
@@ -224,13 +245,15 @@ def _clean_train(
     """Write the cleaned training pairs as two aligned text files; return them and the counts."""
     paths = [work / f"train.clean.{cfg.src}", work / f"train.clean.{cfg.tgt}"]
     dropped: Counter[str] = Counter({rule: 0 for rule in DROP_RULES})
+    spans: Counter[str] = Counter({"masked": 0, "unmatched": 0})
     keys = array("q")
     kept = 0
     reading = _chunks(_counting(corpus, bar(total=len(corpus), desc="clean train")))
-    clean = partial(_clean_chunk, (cfg.max_words, cfg.max_ratio))
+    clean = partial(_clean_chunk, (cfg.max_words, cfg.max_ratio, cfg.protect, cfg.protect_regex))
     with paths[0].open("w", encoding="utf-8") as fs, paths[1].open("w", encoding="utf-8") as ft:
-        for pairs, counts in pool.map(clean, reading):
+        for pairs, counts, span_counts in pool.map(clean, reading):
             dropped.update(counts)
+            spans.update(span_counts)
             fs.writelines(src + "\n" for src, _ in pairs)
             ft.writelines(tgt + "\n" for _, tgt in pairs)
             kept += len(pairs)
@@ -246,7 +269,10 @@ def _clean_train(
             corpus.name,
             "check the language codes and the limits data.max_words / data.max_ratio",
         )
-    return paths, {"read": read, "kept": kept, "dropped": dict(dropped)}
+    report = {"read": read, "kept": kept, "dropped": dict(dropped)}
+    if Protector(cfg.protect, cfg.protect_regex).enabled:
+        report["spans"] = {"masked": spans["masked"], "unmatched": spans["unmatched"]}
+    return paths, report
 
 
 def _counting(pairs: Iterable[Pair], progress: tqdm) -> Iterator[Pair]:
@@ -278,6 +304,7 @@ def _train_tokenizers(
         sample_size=cfg.spm_sample_size,
         seed=0,
         threads=cfg.threads,
+        symbols=placeholder_symbols() if Protector(cfg.protect, cfg.protect_regex).enabled else (),
     )
     if cfg.joint:
         plan = {"spm.model": clean_paths}
@@ -347,15 +374,18 @@ class _SplitEncoder:
         return {"pairs": writers[0].sentences, "tokens": tokens}
 
     def encode_eval(self, corpus: Any, split: str) -> dict[str, Any]:
-        """Keep dev/test text as given (references) and encode its normalised form."""
+        """Keep dev/test text as given (references) and encode its normalised form, the
+        source's spans masked as translation masks them (the target's where they match)."""
         langs = (self.cfg.src, self.cfg.tgt)
         files = [(self.work / f"{split}.{lang}.txt").open("w", encoding="utf-8") for lang in langs]
+        protector = Protector(self.cfg.protect, self.cfg.protect_regex)
 
         def normalised() -> Iterator[Pair]:
             for src, tgt in corpus:
                 files[0].write(src + "\n")
                 files[1].write(tgt + "\n")
-                yield normalize(src), normalize(tgt)
+                src, tgt = normalize(src), normalize(tgt)
+                yield protector.mask_pair(src, tgt) or (protector.mask(src).text, tgt)
 
         try:
             return {**self.encode(normalised(), split, len(corpus)), "source": corpus.name}

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nmt.constraints import Constraints, StepRule
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.model import Seq2Seq
 from nmt.model.decoder import DecoderState
@@ -87,18 +88,20 @@ class Ensemble:
         return [dataclasses.replace(s, memory=cast(s.memory), keys=cast(s.keys)) for s in states]
 
     def topk(
-        self, y_prev: torch.Tensor, states: list[DecoderState], k: int, at_limit: torch.Tensor
+        self, y_prev: torch.Tensor, states: list[DecoderState], k: int, rule: StepRule
     ) -> tuple[torch.Tensor, torch.Tensor, list[DecoderState], torch.Tensor | None]:
-        """The k most probable next tokens after y_prev [N]: log-probabilities [N, k] (sorted)
-        and ids [N, k], the new states, attention [N, S] or None. Rows where `at_limit` [N] is
-        True may only end: eos, then -inf. pad and bos are never generated."""
+        """The k most probable next tokens after y_prev [N] that `rule` allows:
+        log-probabilities [N, k] (sorted, -inf where fewer are allowed) and ids [N, k], the new
+        states, attention [N, S] or None. pad and bos are never generated; rows the rule forces
+        take only its candidates (eos at the length limit)."""
         outputs = [model.decoder.step(y_prev, s) for model, s in zip(self.models, states)]
         states = [s for _, s, _ in outputs]
         weights = [w for _, _, w in outputs if w is not None]
         rows, device = y_prev.shape[0], y_prev.device
         values = torch.empty(rows, min(k, self.vocab), dtype=self.dtype, device=device)
         tokens = torch.empty(values.shape, dtype=torch.long, device=device)
-        eos = torch.empty(rows, dtype=self.dtype, device=device)
+        special = rule.candidates(EOS_ID)  # [C]: what forced rows choose from
+        forced = torch.empty(rows, len(special), dtype=self.dtype, device=device)
         # on the CPU, a few rows at a time: their [rows, V] scores stay in the cache from the
         # output layer through the softmax to the top-k (one pass over all rows is memory-bound)
         per_pass = max(1, CPU_SCORES_PER_PASS // self.vocab if device.type == "cpu" else rows)
@@ -106,12 +109,14 @@ class Ensemble:
             chunk = slice(start, start + per_pass)
             scores = self._scores([f[chunk] for f, _, _ in outputs])  # [chunk, V]
             scores[:, PAD_ID] = scores[:, BOS_ID] = float("-inf")
-            eos[chunk] = scores[:, EOS_ID]
+            rule.apply(scores, chunk, EOS_ID)
+            forced[chunk] = scores[:, special]
             torch.topk(scores, values.shape[1], -1, out=(values[chunk], tokens[chunk]))
-        if bool(at_limit.any()):
-            values[at_limit] = float("-inf")
-            values[at_limit, 0] = eos[at_limit]
-            tokens[at_limit, 0] = EOS_ID
+        if bool(rule.forced.any()):
+            best, pick = forced[rule.forced].topk(min(k, len(special)), 1)  # [f, k']
+            values[rule.forced] = float("-inf")
+            values[rule.forced, : best.shape[1]] = best
+            tokens[rule.forced, : best.shape[1]] = special[pick]
         attention = torch.stack([w.to(self.dtype) for w in weights]).mean(0) if weights else None
         return values, tokens, states, attention
 
@@ -137,22 +142,27 @@ def greedy_search(
     src_lengths: torch.Tensor,
     max_len_a: float = 1.5,
     max_len_b: int = 10,
+    constraints: Constraints | None = None,
 ) -> tuple[list[list[int]], torch.Tensor]:
-    """The most probable next token at every step, for the whole batch at once.
+    """The most probable next token at every step (that `constraints` allow, if given), for
+    the whole batch at once.
 
     src [B, S], src_lengths [B] → token ids per sentence (without bos/eos) and the sum of their
     log-probabilities (eos included) [B]. Finished sentences are masked until all are done.
     """
     ensemble = Ensemble(model)
     batch = src.shape[0]
-    limit = max_lengths(src_lengths, max_len_a, max_len_b).to(src.device)  # [B]
+    limit = _limits(src_lengths, max_len_a, max_len_b, constraints).to(src.device)  # [B]
+    every = torch.arange(batch, device=src.device)
     states = ensemble.encode(src, src_lengths)
     y = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
     scores = torch.zeros(batch, dtype=ensemble.dtype, device=src.device)
     steps = []
     for t in range(int(limit.max()) + 1):
-        best, y, states, _ = ensemble.topk(y, states, 1, t >= limit)  # [B, 1]
+        history = torch.stack(steps, 1) if steps else every.new_empty(batch, 0)  # [B, t]
+        rule = _rule(constraints, history, every, t, limit)
+        best, y, states, _ = ensemble.topk(y, states, 1, rule)  # [B, 1]
         best, y = best[:, 0], y[:, 0]
         scores += best.masked_fill(finished, 0.0)
         y = y.masked_fill(finished, PAD_ID)
@@ -162,6 +172,27 @@ def greedy_search(
             break
     tokens = torch.stack(steps, 1).tolist()  # [B, T]
     return [_strip(row) for row in tokens], scores
+
+
+def _limits(
+    src_lengths: torch.Tensor, a: float, b: int, constraints: Constraints | None
+) -> torch.Tensor:
+    limit = max_lengths(src_lengths, a, b)
+    return limit if constraints is None else constraints.limits(limit.to(constraints.need.device))
+
+
+def _rule(
+    constraints: Constraints | None,
+    history: torch.Tensor,
+    sentence: torch.Tensor,
+    t: int,
+    limit: torch.Tensor,
+) -> StepRule:
+    """What rows may emit at step t: history [N, t] of rows of `sentence` [N] with length
+    limits limit [N]. Without constraints, anything until the limit, then eos."""
+    if constraints is None:
+        return StepRule(forced=t >= limit)
+    return constraints.rule(history, sentence, t, limit)
 
 
 def _strip(row: list[int]) -> list[int]:
@@ -246,18 +277,20 @@ def beam_search(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     attention: bool = False,
+    constraints: Constraints | None = None,
 ) -> list[list[Hypothesis]]:
     """The `nbest` (≤ beam) best hypotheses per sentence, best first, distinct.
 
     src [B, S], src_lengths [B]. See the module docstring for the algorithm. With `attention`,
-    each hypothesis carries its attention weights (averaged over an ensemble).
+    each hypothesis carries its attention weights (averaged over an ensemble); with
+    `constraints`, every hypothesis obeys them (see `nmt.constraints`).
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be between 1 and the beam size {beam}, not {nbest}")
     ensemble = Ensemble(model)
     attention = attention and ensemble.has_attention
     batch, src_len, k, device = src.shape[0], src.shape[1], beam, src.device
-    limit = max_lengths(src_lengths, max_len_a, max_len_b).to(device)  # [B]
+    limit = _limits(src_lengths, max_len_a, max_len_b, constraints).to(device)  # [B]
     scores = torch.zeros(batch, k, dtype=ensemble.dtype, device=device)  # [b, K] log-probs
     scores[:, 1:] = float("-inf")  # all beams start equal: expand only the first
     finished = _Finished(batch, k, int(limit.max()) + 1, src_len, attention, scores)
@@ -270,9 +303,11 @@ def beam_search(
     for t in range(int(limit.max()) + 1):
         b = len(sent)
         at_limit = t >= limit[sent]  # [b]
+        of = sent.repeat_interleave(k)  # [b*K] → its sentence
+        rule = _rule(constraints, history.view(b * k, t), of, t, limit[of])
         # the 2K best continuations of each beam hold the 2K best continuations of all beams
         values, tokens, states, alpha_t = ensemble.topk(
-            y, states, 2 * k, at_limit.repeat_interleave(k)
+            y, states, 2 * k, rule
         )  # [b*K, C] with C = min(2K, vocabulary); α [b*K, S]
         per_beam = values.shape[1]
         candidates = (scores.unsqueeze(2) + values.view(b, k, per_beam)).view(b, k * per_beam)

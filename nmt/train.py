@@ -49,7 +49,8 @@ from nmt.checkpoint import (
 )
 from nmt.config import Config, TrainConfig, apply_overrides, dump_config
 from nmt.data.batching import ParallelDataset, TokenBatchSampler
-from nmt.data.corpus import read_lines
+from nmt.constraints import Constraints
+from nmt.data.corpus import normalize, read_lines
 from nmt.data.store import load_tokenizers, read_manifest, verify_file
 from nmt.device import Runtime, resolve_runtime
 from nmt.distributed import Dist, setup, teardown
@@ -58,6 +59,7 @@ from nmt.fileio import atomic_write_bytes, locked_dir
 from nmt.metrics import score_corpus
 from nmt.model import build_model
 from nmt.model.seq2seq import count_parameters
+from nmt.protect import model_protection
 from nmt.search import greedy_search
 
 MAX_SKIPPED = 5  # updates in a row with a non-finite gradient before the run stops
@@ -477,24 +479,31 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate_dev(trainer: Trainer, samples: int = 3) -> tuple[dict[str, Any], list[str]]:
-    """Teacher-forced dev loss and greedy-decoded BLEU/chrF against the raw references;
-    also returns the dev translations."""
+    """Teacher-forced dev loss and greedy-decoded BLEU/chrF against the raw references (the
+    source's protected spans masked as preprocessing stored them, kept by the search and put
+    back); also returns the dev translations."""
     model, runtime, dev, dc = trainer.model, trainer.runtime, trainer.dev_set, trainer.cfg.decode
     model.eval()
     nll = tokens = 0.0
     hyps = [""] * len(dev)
-    decode = trainer.tokenizers[trainer.vocab["tgt"]].decode
+    tokenizers = (trainer.tokenizers[trainer.vocab["src"]], trainer.tokenizers[trainer.vocab["tgt"]])
+    protector, symbols = model_protection(tokenizers, trainer.vocab["protect"])
+    masked = [protector.mask(normalize(text)) for text in trainer.dev_text["src"]]  # as stored
     for indices in trainer.dev_batches.batches(0):
         batch = dev.batch(indices).to(runtime.device)
+        constraints = symbols and Constraints.for_sources(
+            batch.src.tolist(), [[s.partner for s in masked[i].spans] for i in indices], symbols
+        )
         with runtime.autocast():
             _, batch_nll = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
             outputs, _ = greedy_search(
-                model, batch.src, batch.src_lengths, dc.max_len_a, dc.max_len_b
-            )
+                model, batch.src, batch.src_lengths, dc.max_len_a, dc.max_len_b,
+                constraints and constraints.to(runtime.device),
+            )  # fmt: skip
         nll += float(batch_nll)
         tokens += batch.target_tokens
         for i, ids in zip(indices, outputs):
-            hyps[i] = decode(ids)
+            hyps[i] = masked[i].restore(tokenizers[1].decode(ids))
     scores = {s.name: s.score for s in score_corpus(hyps, [trainer.dev_text["ref"]])}
     loss = nll / max(tokens, 1)
     shown = [

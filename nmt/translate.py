@@ -4,10 +4,12 @@
     translator.translate(["Hola, mundo."], beam=5)  # ["Hello, world."]
 
 Several checkpoints with the same vocabulary decode as an ensemble. Input lines are normalised
-like the training data, split into subwords, sorted by length and cut into batches of at most
-`batch_tokens` source tokens (counting every beam), decoded with `nmt.search`, and returned in
-input order. An empty line gives an empty translation; a line longer than the model's limit is
-truncated, with a warning naming its position.
+like the training data, their protected spans masked (`nmt.protect`: as preprocessing masked
+them, plus glossary terms and markup when asked), split into subwords, sorted by length and cut
+into batches of at most `batch_tokens` source tokens (counting every beam), decoded with
+`nmt.search` (constrained to keep every placeholder, `nmt.constraints`), put back together and
+returned in input order. An empty line gives an empty translation; a line longer than the
+model's limit is truncated, with a warning naming its position.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +34,14 @@ from nmt.checkpoint import (
     vocabulary_id,
 )
 from nmt.config import Config, checked
+from nmt.constraints import Constraints
 from nmt.data.corpus import count_lines, decode_lines, normalize, open_input
 from nmt.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from nmt.device import Runtime, resolve_runtime
 from nmt.errors import NmtError
 from nmt.fileio import atomic_open, json_line
 from nmt.model import Seq2Seq
+from nmt.protect import Masked, Protector, model_protection
 from nmt.search import beam_search
 
 
@@ -56,6 +61,7 @@ class Result:
 
     source_pieces: list[str]
     hypotheses: list[Translation]
+    terms: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # glossary applied
 
 
 class Translator:
@@ -68,10 +74,35 @@ class Translator:
         tgt_tokenizer: Tokenizer,
         cfg: Config,
         runtime: Runtime,
+        protect: dict[str, str] | None = None,
     ):
         self.models, self.cfg, self.runtime = list(models), cfg, runtime
         self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
         self.warn: Callable[[str], None] = lambda message: print(message, file=sys.stderr)
+        self.protector, self.symbols = model_protection((src_tokenizer, tgt_tokenizer), protect)
+        self.markup: str | None = None
+
+    def protect(
+        self,
+        glossary: dict[str, str] | None = None,
+        ignore_case: bool = False,
+        markup: str | None = None,
+    ) -> None:
+        """Also protect glossary terms (each translated as given) and, with markup="xml", XML
+        tags and entities (the output stays well-formed); needs a model trained with
+        protected spans (`nmt preprocess --protect`), whose placeholders carry them."""
+        if self.symbols is None:
+            raise NmtError(
+                "this model was trained without protected spans, so it cannot carry glossary "
+                "terms or markup",
+                "--glossary/--markup",
+                "preprocess with --protect all (or data.protect) and train again",
+            )
+        patterns, regex = self.protector.patterns, self.protector.user_regex
+        if markup == "xml":
+            patterns = ",".join(filter(None, [patterns, "xml"]))
+        self.protector = Protector(patterns, regex, glossary, ignore_case)
+        self.markup = markup
 
     @classmethod
     def from_checkpoint(
@@ -105,7 +136,8 @@ class Translator:
             model = model_from_checkpoint(checkpoint, cfg, str(path))
             models.append(model.to(runtime.device).eval())
         cfg = checkpoint_config(checkpoints[0], str(paths[0]))
-        return cls(models, tokenizers[vocab["src"]], tokenizers[vocab["tgt"]], cfg, runtime)
+        src, tgt = tokenizers[vocab["src"]], tokenizers[vocab["tgt"]]
+        return cls(models, src, tgt, cfg, runtime, vocab.get("protect"))
 
     def translate(self, texts: Sequence[str], beam: int | None = None, **options) -> list[str]:
         """The best translation of each text (options as in `translate_nbest`)."""
@@ -145,10 +177,12 @@ class Translator:
                 "--nbest",
                 f"add --beam {nbest}",
             )
-        ids = self._encode(texts, first_line)
+        masked = [self.protector.mask(normalize(t)) for t in texts]
+        ids = self._encode([m.text for m in masked], first_line)
         results: list[Result | None] = [None] * len(texts)
         for batch in _length_batches(ids, options.batch_tokens // options.beam):
-            for i, hyps in zip(batch, self._decode([ids[i] for i in batch], options)):
+            decoded = self._decode([ids[i] for i in batch], [masked[i] for i in batch], options)
+            for i, hyps in zip(batch, decoded):
                 if not hyps.hypotheses:
                     self.warn(
                         f"warning: line {first_line + i}: no translation found (the model's "
@@ -161,9 +195,9 @@ class Translator:
         return results  # type: ignore[return-value]
 
     def _encode(self, texts: Sequence[str], first_line: int) -> list[list[int]]:
-        """Normalised, split into subwords, truncated to the model's limit (with a warning)."""
+        """Split into subwords, truncated to the model's limit (with a warning)."""
         limit = self.cfg.decode.max_input_len or self.cfg.train.max_len
-        ids = self.src_tokenizer.encode([normalize(t) for t in texts])
+        ids = self.src_tokenizer.encode(list(texts))
         for i, seq in enumerate(ids):
             if len(seq) > limit:
                 self.warn(
@@ -174,12 +208,16 @@ class Translator:
         return ids
 
     @torch.no_grad()
-    def _decode(self, batch: list[list[int]], options: DecodeOptions) -> list[Result]:
-        """One batch of subword sequences → their results, in the same order."""
+    def _decode(
+        self, batch: list[list[int]], masked: list[Masked], options: DecodeOptions
+    ) -> list[Result]:
+        """One batch of subword sequences (and the masked lines they come from) → their
+        results, in the same order, with the protected spans put back."""
         lengths = torch.tensor([len(s) + 1 for s in batch])  # with eos
         sentences = [torch.tensor([*seq, EOS_ID]) for seq in batch]
         src = pad_sequence(sentences, batch_first=True, padding_value=PAD_ID)  # [B, S]
         dc = self.cfg.decode
+        constraints = self._constraints(batch, masked)
         self.runtime.share_cores()
         with self.runtime.autocast():
             nbest_lists = beam_search(
@@ -193,23 +231,32 @@ class Translator:
                 max_len_a=dc.max_len_a,
                 max_len_b=dc.max_len_b,
                 attention=options.attention,
+                constraints=constraints,
             )
-        pieces, tgt = self.src_tokenizer.pieces, self.tgt_tokenizer
+        pieces, tgt, xml = self.src_tokenizer.pieces, self.tgt_tokenizer, self.markup == "xml"
         return [
             Result(
                 pieces(seq) + ["</s>"],
                 [
                     Translation(
-                        tgt.decode(h.tokens),
+                        m.restore(tgt.decode(h.tokens), escape_xml=xml),
                         h.score,
                         tgt.pieces(h.tokens),
                         None if h.attention is None else h.attention.tolist(),
                     )
                     for h in hyps
                 ],
+                [(s.source, s.target) for s in m.spans if s.term],
             )
-            for seq, hyps in zip(batch, nbest_lists)
+            for seq, m, hyps in zip(batch, masked, nbest_lists)
         ]
+
+    def _constraints(self, batch: list[list[int]], masked: list[Masked]) -> Constraints | None:
+        """What the search must emit for this batch; None for a model without placeholders."""
+        if self.symbols is None:
+            return None
+        partners = [[s.partner for s in m.spans] for m in masked]
+        return Constraints.for_sources(batch, partners, self.symbols, self.runtime.device)
 
 
 @dataclass
@@ -316,6 +363,8 @@ def format_result(result: Result, fmt: str, line: int, source: str, attention: b
             for h in result.hypotheses
         ],
     }
+    if result.terms:
+        record["glossary"] = [{"source": src, "target": tgt} for src, tgt in result.terms]
     return json_line(record)
 
 

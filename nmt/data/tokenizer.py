@@ -34,8 +34,10 @@ def train_sentencepiece(
     sample_size: int,
     seed: int,
     threads: int,
+    symbols: Sequence[str] = (),
 ) -> Path:
-    """Train a model on normalised text files; write it to `model_path` (suffix `.model`)."""
+    """Train a model on normalised text files; write it to `model_path` (suffix `.model`).
+    `symbols` are pieces always kept whole (the placeholders of protected spans)."""
     spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
@@ -57,6 +59,7 @@ def train_sentencepiece(
             unk_piece=SPECIAL_PIECES["unk"],
             bos_piece=SPECIAL_PIECES["bos"],
             eos_piece=SPECIAL_PIECES["eos"],
+            user_defined_symbols=list(symbols),
             minloglevel=2,
         )
     except RuntimeError as exc:
@@ -194,6 +197,11 @@ class Tokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         """Text of a sequence of ids; pad, bos and eos (control symbols) decode to nothing."""
         return self.sp.decode([int(i) for i in ids])
+
+    def symbol_ids(self, symbols: Sequence[str]) -> list[int] | None:
+        """The ids of `symbols` (e.g. the placeholders), or None unless all are pieces."""
+        ids = [self.sp.piece_to_id(s) for s in symbols]
+        return ids if ids and UNK_ID not in ids else None
 
     def pieces(self, ids: Sequence[int]) -> list[str]:
         return [self.sp.id_to_piece(int(i)) for i in ids]

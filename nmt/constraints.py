@@ -1,0 +1,123 @@
+"""Placeholder constraints for the search: every placeholder of the source exactly once.
+
+A sentence's source holds placeholders ｟i｠ (see `nmt.protect`). At every step of greedy or beam
+search, a hypothesis may emit placeholder i only if the source holds it and the hypothesis has
+not emitted it yet; a closing tag only when its opening tag is the innermost tag still open; and
+eos only once every placeholder is out. A hypothesis whose remaining length would not fit its
+missing placeholders is forced: from then on it may emit only those (or eos, once complete). So
+the output holds the source's placeholders as a multiset, with paired tags nested, by
+construction, whatever the model's scores.
+
+The state of a hypothesis is read from its tokens so far, so it follows beams through the
+search's reordering without any bookkeeping of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class StepRule:
+    """What each of N rows may emit at one step."""
+
+    forced: torch.Tensor  # [N] bool: only eos (where allowed) or an allowed placeholder
+    eos_ok: torch.Tensor | None = None  # [N] bool; None: eos is always allowed
+    symbols: torch.Tensor | None = None  # [P] token ids of the placeholders ｟0｠ ... ｟P-1｠
+    allow: torch.Tensor | None = None  # [N, P] bool: placeholders allowed now
+
+    def apply(self, scores: torch.Tensor, rows: slice, eos: int) -> None:
+        """Set disallowed scores [n, V] of the rows `rows` to -inf, in place."""
+        if self.eos_ok is not None:
+            scores[:, eos].masked_fill_(~self.eos_ok[rows], float("-inf"))
+        if self.symbols is not None and self.allow is not None:
+            symbol = scores[:, self.symbols]  # [n, P]
+            scores[:, self.symbols] = symbol.masked_fill(~self.allow[rows], float("-inf"))
+
+    def candidates(self, eos: int) -> torch.Tensor:
+        """The only tokens a forced row may take: [1 + P] (eos, then the placeholders)."""
+        eos_id = self.forced.new_tensor([eos], dtype=torch.long)
+        return eos_id if self.symbols is None else torch.cat([eos_id, self.symbols])
+
+
+class Constraints:
+    """The placeholders of each sentence of a batch: need [B, P] (the source holds ｟i｠) and
+    partner [B, P] (for a closing tag, the index of its opening tag; else -1)."""
+
+    def __init__(self, symbols: torch.Tensor, need: torch.Tensor, partner: torch.Tensor):
+        self.symbols, self.need, self.partner = symbols, need, partner
+        self.count = need.sum(1)  # [B]
+
+    @classmethod
+    def build(
+        cls,
+        symbols: Sequence[int],
+        need: Sequence[Sequence[int]],
+        partners: Sequence[Sequence[int]],
+        device: torch.device | str = "cpu",
+    ) -> Constraints:
+        """From per-sentence lists: the placeholder indices its source holds, and the partner
+        of each index (-1: none). A sentence without placeholders may emit none."""
+        need_t = torch.zeros(len(need), len(symbols), dtype=torch.bool)
+        partner_t = torch.full(need_t.shape, -1, dtype=torch.long)
+        for b, (indices, pairs) in enumerate(zip(need, partners)):
+            present = set(indices)
+            need_t[b, list(present)] = True
+            for i in present:  # a tag whose partner was cut off the source is left unpaired
+                if i < len(pairs) and pairs[i] in present:
+                    partner_t[b, i] = pairs[i]
+        return cls(torch.tensor(list(symbols), dtype=torch.long), need_t, partner_t).to(device)
+
+    @classmethod
+    def for_sources(
+        cls,
+        sources: Sequence[Sequence[int]],
+        partners: Sequence[Sequence[int]],
+        symbols: tuple[Sequence[int], Sequence[int]],
+        device: torch.device | str = "cpu",
+    ) -> Constraints:
+        """The constraints of a batch: each sentence's subword ids (the placeholders it still
+        holds, after any truncation), each placeholder's partner (`Span.partner`), and the
+        placeholders' ids in the (source, target) vocabularies."""
+        index = {symbol: i for i, symbol in enumerate(symbols[0])}
+        need = [sorted({index[t] for t in seq if t in index}) for seq in sources]
+        return cls.build(symbols[1], need, partners, device)
+
+    def to(self, device: torch.device | str) -> Constraints:
+        return Constraints(*(x.to(device) for x in (self.symbols, self.need, self.partner)))
+
+    def limits(self, limit: torch.Tensor) -> torch.Tensor:
+        """Output length limits [B] raised where needed, so that every placeholder fits."""
+        return torch.maximum(limit, self.count)
+
+    def rule(
+        self, history: torch.Tensor, sentence: torch.Tensor, t: int, limit: torch.Tensor
+    ) -> StepRule:
+        """What rows may emit at step t, given their tokens so far history [N, t], the sentence
+        each row belongs to [N], and that sentence's length limit [N]."""
+        need, partner = self.need[sentence], self.partner[sentence]  # [N, P]
+        if history.shape[1] == 0:  # before the first step: a column that matches nothing
+            history = history.new_full((history.shape[0], 1), -1)
+        match = history.unsqueeze(2) == self.symbols  # [N, t, P]
+        placed = match.any(1) & need  # [N, P]
+        when = torch.where(placed, match.int().argmax(1), -1)  # [N, P] step emitted, -1: not
+        closing = partner >= 0
+        # an opening tag is closed once its partner (the closing tag) is placed
+        at_opening = partner.clamp(min=0)  # a closing tag's flags go to its opening tag
+        zeros = torch.zeros_like(partner)
+        is_open = zeros.scatter_add(1, at_opening, closing.long()) > 0  # [N, P]
+        closed = zeros.scatter_add(1, at_opening, (placed & closing).long()) > 0
+        still_open = is_open & placed & ~closed
+        innermost = torch.where(still_open, when, -1).amax(1, keepdim=True)  # [N, 1]
+        opened = when.gather(1, partner.clamp(min=0))  # [N, P] when a closing tag's partner was
+        allow = need & ~placed & (~closing | ((opened >= 0) & (opened == innermost)))
+        missing = (need & ~placed).sum(1)  # [N]
+        return StepRule(
+            forced=t >= limit - missing,
+            eos_ok=missing == 0,
+            symbols=self.symbols,
+            allow=allow,
+        )

@@ -15,6 +15,7 @@ One function masks everything: `Protector.mask` (translation, validation, the se
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -97,6 +98,7 @@ class Span:
     target: str
     partner: int = -1  # for a closing tag: the index of its opening tag (nesting); else -1
     term: bool = False  # a glossary term (reported per line), not a pattern match
+    apart: tuple[bool, bool] = (False, False)  # space (or the line's end) before, after it
 
 
 @dataclass
@@ -108,16 +110,20 @@ class Masked:
 
     def restore(self, output: str, escape_xml: bool = False) -> str:
         """`output` (a translation of `text`) with each placeholder replaced by its span's
-        target; with `escape_xml`, bare `&`, `<` and `>` in the rest are escaped, so that the
-        result is well-formed XML whenever the spans are."""
+        target; a span that stood apart from words in the source is kept apart from them (a URL
+        glued to a word is a broken link). With `escape_xml`, bare `&`, `<` and `>` in the rest
+        are escaped, so that the result is well-formed XML whenever the spans are."""
         parts = PLACEHOLDER.split(output)  # text, index, text, index, ..., text
-        out = []
-        for i, part in enumerate(parts):
-            if i % 2:
-                index = int(part)
-                out.append(self.spans[index].target if index < len(self.spans) else "")
-            else:
-                out.append(_escape(part) if escape_xml else part)
+        out = [_escape(parts[0]) if escape_xml else parts[0]]
+        for i in range(1, len(parts), 2):
+            index, after = int(parts[i]), _escape(parts[i + 1]) if escape_xml else parts[i + 1]
+            span = self.spans[index] if index < len(self.spans) else Span("", "")
+            if span.apart[0] and out[-1][-1:].isalnum():
+                out.append(" ")
+            out.append(span.target)
+            if span.apart[1] and after[:1].isalnum():
+                out.append(" ")
+            out.append(after)
         return "".join(out)
 
 
@@ -175,7 +181,9 @@ class Protector:
             target = m[0]
             if term:
                 target = self._folded[m[0].casefold()] if self.ignore_case else self.glossary[m[0]]
-            found.append((m.start(), m.end(), Span(m[0], target, term=term)))
+            before, after = text[m.start() - 1 : m.start()], text[m.end() : m.end() + 1]
+            apart = (not before or before.isspace(), not after or after.isspace())
+            found.append((m.start(), m.end(), Span(m[0], target, term=term, apart=apart)))
             if len(found) == MAX_SPANS:
                 break
         return found
@@ -224,7 +232,7 @@ def _pair_tags(spans: Sequence[Span]) -> list[Span]:
         if not m[1]:
             stack.append((m[2], i))
         elif stack and stack[-1][0] == m[2]:
-            paired[i] = Span(span.source, span.target, stack.pop()[1])
+            paired[i] = dataclasses.replace(span, partner=stack.pop()[1])
     return paired
 
 

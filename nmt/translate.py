@@ -18,7 +18,6 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,7 @@ class Result:
 
     source_pieces: list[str]
     hypotheses: list[Translation]
-    terms: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # glossary applied
+    terms: list[tuple[str, str]] | None = None  # glossary terms applied; None: no glossary
 
 
 class Translator:
@@ -191,7 +190,8 @@ class Translator:
                 results[i] = hyps
         for i, r in enumerate(results):
             if r is None:  # empty lines are not decoded
-                results[i] = Result([], [Translation("", 0.0, [])])
+                terms = [] if self.protector.glossary else None
+                results[i] = Result([], [Translation("", 0.0, [])], terms)
         return results  # type: ignore[return-value]
 
     def _encode(self, texts: Sequence[str], first_line: int) -> list[list[int]]:
@@ -234,6 +234,7 @@ class Translator:
                 constraints=constraints,
             )
         pieces, tgt, xml = self.src_tokenizer.pieces, self.tgt_tokenizer, self.markup == "xml"
+        glossary = bool(self.protector.glossary)
         return [
             Result(
                 pieces(seq) + ["</s>"],
@@ -246,7 +247,7 @@ class Translator:
                     )
                     for h in hyps
                 ],
-                [(s.source, s.target) for s in m.spans if s.term],
+                [(s.source, s.target) for s in m.spans if s.term] if glossary else None,
             )
             for seq, m, hyps in zip(batch, masked, nbest_lists)
         ]
@@ -363,7 +364,7 @@ def format_result(result: Result, fmt: str, line: int, source: str, attention: b
             for h in result.hypotheses
         ],
     }
-    if result.terms:
+    if result.terms is not None:
         record["glossary"] = [{"source": src, "target": tgt} for src, tgt in result.terms]
     return json_line(record)
 

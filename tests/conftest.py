@@ -57,6 +57,30 @@ def reversal_pairs(n: int, rng: random.Random) -> list[tuple[str, str]]:
     return out
 
 
+SPAN_GROUPS = [["%s"], ["{0}", "%d"], ["<b>", "</b>"], ["${HOME}"], ["%1$s", "%2$s"], ["a@b.org"]]
+
+
+def with_spans(pairs: list[tuple[str, str]], every: int = 3, seed: int = 0) -> list[tuple[str, str]]:
+    """Software-like pairs: every `every`-th pair gets one group of protected spans, the same
+    on both sides, each side at its own random word positions (in order: tags stay nested)."""
+    rng = random.Random(seed)
+
+    def insert(text: str, spans: list[str]) -> str:
+        words = text.split(" ")
+        slots = sorted(rng.sample(range(len(words) + 1), min(len(spans), len(words) + 1)))
+        for offset, (slot, span) in enumerate(zip(slots, spans)):
+            words.insert(slot + offset, span)
+        return " ".join(words)
+
+    out = []
+    for i, (src, tgt) in enumerate(pairs):
+        if i % every == 0:
+            spans = rng.choice(SPAN_GROUPS)
+            src, tgt = insert(src, spans), insert(tgt, spans)
+        out.append((src, tgt))
+    return out
+
+
 # A small, fast training setup for tests on the toy task (toy_dir).
 SMALL = [
     "train.precision=fp32",  # the fp32 paths are exact; bf16 is tested in test_attention_gru

@@ -42,7 +42,10 @@ from tests.faults.conftest import (
 )
 
 runner = CliRunner()
-SOURCE = "En el principio creó Dios los cielos y la tierra.\nY la tierra estaba desordenada.\n" * 3
+SOURCE = (
+    "En el principio creó Dios los cielos y la tierra.\nY la tierra %s estaba <b>desordenada</b>.\n"
+) * 3
+GLOSSARY = "tierra\tearth\ncielos\theavens\n"
 
 
 def invoke(args: list[object], preexec: Callable[[], None] | None = None) -> SimpleNamespace:
@@ -85,7 +88,14 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def jobs(corpus, store, run, source, tmp_path_factory) -> dict[str, Job]:
+def glossary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("glossary") / "terms.tsv"
+    path.write_text(GLOSSARY, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def jobs(corpus, store, run, source, glossary, tmp_path_factory) -> dict[str, Job]:
     scratch = tmp_path_factory.mktemp("scratch")
     best, n = run / "best.pt", SOURCE.count("\n")
     return {
@@ -97,6 +107,15 @@ def jobs(corpus, store, run, source, tmp_path_factory) -> dict[str, Job]:
         ),
         "translate": Job(
             lambda out: ["translate", best, "-i", source, "-o", out], "out.en", _lines(n), b"old\n"
+        ),
+        "translate --glossary --markup xml": Job(
+            lambda out: [
+                "translate", best, "-i", source, "-o", out, "--glossary", glossary,
+                "--markup", "xml", "--format", "jsonl",
+            ],  # fmt: skip
+            "out.jsonl",
+            _lines(n),
+            b"old\n",
         ),
         "translate --plot-attention": Job(
             lambda out: (
@@ -127,6 +146,7 @@ COMMANDS = [
     "preprocess",
     "train",
     "translate",
+    "translate --glossary --markup xml",
     "translate --plot-attention",
     "average",
     "bench batching",
@@ -334,10 +354,10 @@ def test_damaged_corpus(gz, corpus, tmp_path):
             _store_ok(out)
 
 
-def test_damaged_text_inputs(run, source, tmp_path):
-    """translate: one output line per input line, or a clean error naming the input line;
-    evaluate: scores, or a clean error naming the file; config: a config, or an error naming
-    the file."""
+def test_damaged_text_inputs(run, source, glossary, tmp_path):
+    """translate: one output line per input line, or a clean error naming the input line (or
+    the glossary file); evaluate: scores, or a clean error naming the file; config: a config,
+    or an error naming the file."""
     rng = random.Random(5)
     config = Path("configs/sample.yaml").read_bytes()
     for i, data in enumerate(_damaged(source.read_bytes(), rng)):
@@ -352,6 +372,14 @@ def test_damaged_text_inputs(run, source, tmp_path):
         evaluated = invoke(["evaluate", path, source])
         if evaluated.returncode != 0:
             assert_clean_error(evaluated, path)
+    for i, data in enumerate(_damaged(glossary.read_bytes(), rng)):
+        path = tmp_path / f"glossary-{i}.tsv"
+        path.write_bytes(data)
+        outcome = invoke(["translate", run / "best.pt", "-i", source, "--glossary", path])
+        if outcome.returncode != 0:
+            assert_clean_error(outcome, path)
+        else:
+            assert outcome.stdout.count("\n") == SOURCE.count("\n")
     for i, data in enumerate(_damaged(config, rng)):
         path = tmp_path / f"config-{i}.yaml"
         path.write_bytes(data)

@@ -1,0 +1,162 @@
+"""Software strings end to end: preprocess --protect, training's validation, and translate with
+placeholders, a glossary and --markup xml, on a model too little trained to place anything."""
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+from typer.testing import CliRunner
+
+from nmt.cli import app
+from nmt.config import Config, apply_overrides
+from nmt.data.store import read_manifest
+from nmt.data.tokenizer import Tokenizer
+from nmt.preprocess import preprocess
+from nmt.protect import Protector, placeholder_symbols, span_fidelity
+from nmt.train import train
+from nmt.translate import Translator
+from tests.conftest import SAMPLE, data_config, with_spans, write_tsv
+
+runner = CliRunner()
+TINY = [
+    "train.precision=fp32",
+    "model.emb_size=16",
+    "model.hidden_size=16",
+    "train.batch_tokens=500",
+    "train.max_steps=2",
+    "train.valid_every=2",
+    "decode.max_len_a=0.5",
+    "decode.max_len_b=3",
+]
+LINES = [
+    "Could not open %s: {0}",
+    "Y dijo Dios: %1$s y %2$s",
+    "Sea la <b>luz</b>, y fue ${HOME} la luz.",
+    "Escribid a a@b.org hoy",  # (a URL and an address glued together would read as one)
+    "Visitad https://example.org/x hoy",
+    "Sin nada que proteger.",
+    "%d %d %s",
+]
+
+
+@pytest.fixture(scope="module")
+def protected(tmp_path_factory):
+    """The sample with spans in a third of the pairs, preprocessed with --protect all, and a
+    run of 2 updates on it."""
+    root = tmp_path_factory.mktemp("software")
+    rows = (SAMPLE / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    pairs = with_spans([tuple(r.split("\t")[1:]) for r in rows[:3000]])
+    cfg = data_config(
+        train=str(write_tsv(root / "train.tsv", pairs[:2800])),
+        dev=str(write_tsv(root / "dev.tsv", pairs[2800:2900])),
+        test="",
+        protect="all",
+    )
+    preprocess(cfg, root / "data", progress=False)
+    run = root / "run"
+    train(apply_overrides(Config(), TINY), root / "data", run, progress_bar=False, log=print)
+    return root
+
+
+def test_preprocess_masks_shared_spans_and_keeps_placeholders_whole(protected):
+    manifest = read_manifest(protected / "data")
+    spans = manifest["cleaning"]["spans"]
+    assert spans["masked"] == 2800 // 3 + 1 and spans["unmatched"] == 0
+    tokenizer = Tokenizer.load(protected / "data" / "spm.model")
+    ids = tokenizer.symbol_ids(placeholder_symbols())
+    assert ids is not None
+    assert tokenizer.encode(["abre ｟0｠ y ｟12｠"])[0][-1] == ids[12]
+
+
+def test_every_output_keeps_the_sources_spans_and_would_not_without_the_constraint(
+    protected, monkeypatch
+):
+    translator = Translator.from_checkpoint(protected / "run" / "best.pt")
+    everything = Protector("all")
+    for beam in (1, 4):
+        outputs = translator.translate(LINES, beam=beam)
+        assert span_fidelity(LINES, outputs, everything) == 1.0, outputs
+        assert not any("｟" in o for o in outputs)
+    monkeypatch.setattr(Translator, "_constraints", lambda self, batch, masked: None)
+    unconstrained = translator.translate(LINES, beam=4)
+    assert span_fidelity(LINES, unconstrained, everything) < 0.5, unconstrained
+
+
+def test_validation_restores_the_spans_it_kept(protected):
+    dev = (protected / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    sources = [row.split("\t")[1] for row in dev]
+    hyps = (protected / "run" / "dev.hyp.txt").read_text(encoding="utf-8").splitlines()
+    assert len(hyps) == len(sources)
+    assert span_fidelity(sources, hyps, Protector("all")) == 1.0
+    assert not any("｟" in h for h in hyps)
+
+
+def _translate(checkpoint, tmp_path, lines, *options):
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    result = runner.invoke(
+        app, ["translate", str(checkpoint), "-i", str(src), "-o", str(out), *options]
+    )
+    return result, out
+
+
+def test_glossary_terms_are_translated_as_given_and_reported(protected, tmp_path):
+    glossary = tmp_path / "terms.tsv"
+    glossary.write_text("# a comment\nDios\tGOD\nla luz\tthe LIGHT\nluz\tlight\n\n")
+    lines = ["Y dijo Dios: sea la luz", "Dioses y luces", "%s luz"]
+    result, out = _translate(
+        protected / "run" / "best.pt", tmp_path, lines, "--glossary", str(glossary),
+        "--format", "jsonl",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["glossary"] for r in records] == [
+        [{"source": "Dios", "target": "GOD"}, {"source": "la luz", "target": "the LIGHT"}],
+        [],  # not whole words: no term applies
+        [{"source": "luz", "target": "light"}],
+    ]
+    first = records[0]["hypotheses"][0]["text"]
+    assert first.count("GOD") == 1 and first.count("the LIGHT") == 1
+    assert records[2]["hypotheses"][0]["text"].count("%s") == 1
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("Dios\n", "got 1 field"),
+        ("Dios\tGOD\tDIEU\n", "got 3 field"),
+        ("Dios\tGOD\nDios\tDIEU\n", "given twice"),
+        ("\n# nothing\n", "no terms"),
+    ],
+)
+def test_a_bad_glossary_is_an_error_naming_its_line(protected, tmp_path, content, problem):
+    glossary = tmp_path / "terms.tsv"
+    glossary.write_text(content)
+    result, out = _translate(protected / "run" / "best.pt", tmp_path, ["hola"], "--glossary", str(glossary))  # fmt: skip
+    assert result.exit_code == 2 and problem in result.output, result.output
+    assert str(glossary) in result.output and not out.exists()
+
+
+def test_glossary_and_markup_need_a_model_trained_with_protection(sample_dir, tmp_path):
+    run = tmp_path / "plain"
+    train(apply_overrides(Config(), TINY), sample_dir, run, progress_bar=False, log=print)
+    glossary = tmp_path / "terms.tsv"
+    glossary.write_text("Dios\tGOD\n")
+    for option in (["--glossary", str(glossary)], ["--markup", "xml"]):
+        result, _ = _translate(run / "last.pt", tmp_path, ["hola"], *option)
+        assert result.exit_code == 2 and "trained without protected spans" in result.output
+
+
+def test_markup_xml_gives_well_formed_xml_with_the_same_tags(protected, tmp_path):
+    lines = [
+        'Elija <item type="menuitem">Formato - <emph>Carácter</emph></item> &amp; listo',
+        "Sea <b>la <i>luz</i> y</b> fue <br/> la luz",
+        "Sin etiquetas & con un signo <",
+        "<emph>Dios</emph>",
+    ]
+    result, out = _translate(protected / "run" / "best.pt", tmp_path, lines, "--markup", "xml")
+    assert result.exit_code == 0, result.output
+    outputs = out.read_text(encoding="utf-8").splitlines()
+    for line in outputs:
+        ET.fromstring(f"<p>{line}</p>")  # raises if not well-formed
+    assert span_fidelity(lines[:2] + lines[3:], outputs[:2] + outputs[3:], Protector("xml")) == 1.0

@@ -605,7 +605,9 @@ def translate(
 
     _check_translate_options(format, nbest, attention, errors)
     if markup not in (None, "xml"):
-        raise NmtError(f"unknown markup {markup!r}", "--markup", "use --markup xml, or leave it out")
+        raise NmtError(
+            f"unknown markup {markup!r}", "--markup", "use --markup xml, or leave it out"
+        )
     terms = read_glossary(glossary) if glossary else None
     translator = api.Translator.from_checkpoint(checkpoints, device, precision)
     translator.warn = lambda message: typer.echo(message, err=True)

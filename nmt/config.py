@@ -314,7 +314,9 @@ def _check(key: str, f: dataclasses.Field, typ: type, value: Any, where: str) ->
         )
     problem = meta["check"] and meta["check"](value)
     if problem:
-        raise NmtError(f"`{key}`: {problem}; got {value!r}", where, f"see `{key}` in docs/config.md")
+        raise NmtError(
+            f"`{key}`: {problem}; got {value!r}", where, f"see `{key}` in docs/config.md"
+        )
     lo, hi = meta["min"], meta["max"]
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"

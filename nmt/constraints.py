@@ -50,6 +50,11 @@ class Constraints:
     def __init__(self, symbols: torch.Tensor, need: torch.Tensor, partner: torch.Tensor):
         self.symbols, self.need, self.partner = symbols, need, partner
         self.count = need.sum(1)  # [B]
+        # token id → placeholder index (-1: not a placeholder); ids above the last symbol
+        # are clamped onto the table's final -1
+        self.slot = torch.full((int(symbols.max()) + 2,), -1, dtype=torch.long)
+        self.slot[symbols] = torch.arange(len(symbols))
+        self.slot = self.slot.to(symbols.device)
 
     @classmethod
     def build(
@@ -99,11 +104,13 @@ class Constraints:
         """What rows may emit at step t, given their tokens so far history [N, t], the sentence
         each row belongs to [N], and that sentence's length limit [N]."""
         need, partner = self.need[sentence], self.partner[sentence]  # [N, P]
-        if history.shape[1] == 0:  # before the first step: a column that matches nothing
-            history = history.new_full((history.shape[0], 1), -1)
-        match = history.unsqueeze(2) == self.symbols  # [N, t, P]
-        placed = match.any(1) & need  # [N, P]
-        when = torch.where(placed, match.int().argmax(1), -1)  # [N, P] step emitted, -1: not
+        rows, width = need.shape
+        slot = self.slot[history.clamp(max=len(self.slot) - 1)]  # [N, t] placeholder index
+        steps = torch.arange(history.shape[1], device=history.device).expand_as(slot)
+        when = torch.full((rows, width + 1), -1, dtype=torch.long, device=history.device)
+        when = when.scatter_reduce(1, slot.masked_fill(slot < 0, width), steps, "amax")
+        when = when[:, :width]  # [N, P] the step each placeholder was emitted at, -1: not yet
+        placed = when >= 0
         closing = partner >= 0
         # an opening tag is closed once its partner (the closing tag) is placed
         at_opening = partner.clamp(min=0)  # a closing tag's flags go to its opening tag

@@ -9,7 +9,7 @@ source's placeholders exactly once (tags properly nested), and `Masked.restore` 
 original text back. Glossary terms go through the same mechanism: the span is the source term,
 and what is put back is the target term.
 
-One function masks everything: `Protector.mask` (translation, validation, the server) and
+One function masks everything: `Protector.mask` (translation and validation) and
 `Protector.mask_pair` (preprocessing, where both sides must hold the same spans).
 """
 
@@ -19,9 +19,9 @@ import dataclasses
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nmt.errors import NmtError
 
@@ -252,6 +252,7 @@ def span_fidelity(sources: Sequence[str], outputs: Sequence[str], protector: Pro
 def read_glossary(path: Path) -> dict[str, str]:
     """A glossary file: UTF-8 lines `source<TAB>target` (blank lines and #-comments skipped)."""
     from nmt.data.corpus import read_lines  # numpy: not for every `nmt --help`
+
     terms: dict[str, str] = {}
     for lineno, line in enumerate(read_lines(Path(path)), 1):
         if not line.strip() or line.startswith("#"):

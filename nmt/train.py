@@ -48,8 +48,8 @@ from nmt.checkpoint import (
     vocabulary_id,
 )
 from nmt.config import Config, TrainConfig, apply_overrides, dump_config
-from nmt.data.batching import ParallelDataset, TokenBatchSampler
 from nmt.constraints import Constraints
+from nmt.data.batching import ParallelDataset, TokenBatchSampler
 from nmt.data.corpus import normalize, read_lines
 from nmt.data.store import load_tokenizers, read_manifest, verify_file
 from nmt.device import Runtime, resolve_runtime
@@ -486,7 +486,10 @@ def evaluate_dev(trainer: Trainer, samples: int = 3) -> tuple[dict[str, Any], li
     model.eval()
     nll = tokens = 0.0
     hyps = [""] * len(dev)
-    tokenizers = (trainer.tokenizers[trainer.vocab["src"]], trainer.tokenizers[trainer.vocab["tgt"]])
+    tokenizers = (
+        trainer.tokenizers[trainer.vocab["src"]],
+        trainer.tokenizers[trainer.vocab["tgt"]],
+    )
     protector, symbols = model_protection(tokenizers, trainer.vocab["protect"])
     masked = [protector.mask(normalize(text)) for text in trainer.dev_text["src"]]  # as stored
     for indices in trainer.dev_batches.batches(0):

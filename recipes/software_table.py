@@ -1,7 +1,7 @@
 """The software-strings recipe's helpers (recipes/software-en-fr.sh).
 
-    software_table.py xml-set DEV_LOHELP_TSV PREFIX   # synthetic XML: PREFIX.en.txt, PREFIX.fr.txt
-    software_table.py table OUT SEED [SEED ...]       # the markdown table, from OUT's runs
+software_table.py xml-set DEV_LOHELP_TSV PREFIX   # synthetic XML: PREFIX.en.txt, PREFIX.fr.txt
+software_table.py table OUT SEED [SEED ...]       # the markdown table, from OUT's runs
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from nmt.metrics import score_corpus
 from nmt.protect import Protector, span_fidelity
 
 TAGS = [
-    ('<emph>', '</emph>'),
-    ('<item type="menuitem">', '</item>'),
-    ('<link href="text/shared/00/00000001.xhp">', '</link>'),
+    ("<emph>", "</emph>"),
+    ('<item type="menuitem">', "</item>"),
+    ('<link href="text/shared/00/00000001.xhp">', "</link>"),
 ]
 
 
@@ -65,36 +65,39 @@ def _well_formed(line: str) -> bool:
 
 
 def table(out: Path, seeds: list[str]) -> str:
-    protector = Protector("all")
+    everything, tags = Protector("all"), Protector("xml")
     src = _lines(out / "data-plain" / "test.en.txt")
     ref = _lines(out / "data-plain" / "test.fr.txt")
-    with_spans = [i for i, s in enumerate(src) if protector.find(s)]
+    spanned = [i for i, s in enumerate(src) if everything.find(s)]
     xml_src = _lines(out / "split" / "xml.en.txt")
-    xml_tags = Protector("xml")
+
+    def fidelity(outputs: list[str]) -> str:
+        """Span fidelity on every line, and on the lines with spans."""
+        some = span_fidelity([src[i] for i in spanned], [outputs[i] for i in spanned], everything)
+        return f"{span_fidelity(src, outputs, everything):.1%} | {some:.1%}"
+
+    def well_formed(lines: list[str]) -> str:
+        return f"{sum(map(_well_formed, lines)) / len(lines):.1%}"
+
     rows = [
         "| model | seed | BLEU | chrF | fidelity, all lines | fidelity, lines with spans "
         "| XML well-formed | XML tags kept |",
         "|---|---|---|---|---|---|---|---|",
-        f"| human reference | | | | {span_fidelity(src, ref, protector):.1%} | "
-        f"{span_fidelity([src[i] for i in with_spans], [ref[i] for i in with_spans], protector):.1%}"
-        f" | {sum(map(_well_formed, xml_src)) / len(xml_src):.1%} (source) | |",
+        f"| human reference | | | | {fidelity(ref)} | {well_formed(xml_src)} (source) | |",
     ]
     for kind in ("plain", "protect"):
         for seed in seeds:
             run = out / f"{kind}-seed{seed}"
-            hyp = _lines(run / "test.hyp.txt")
+            hyp, xml_hyp = _lines(run / "test.hyp.txt"), _lines(run / "xml.hyp.txt")
             bleu, chrf = (s.score for s in score_corpus(hyp, [ref], ("bleu", "chrf")))
-            xml_hyp = _lines(run / "xml.hyp.txt")
+            name = "protected" if kind == "protect" else "unprotected"
             rows.append(
-                f"| {'protected' if kind == 'protect' else 'unprotected'} | {seed} | {bleu:.2f} "
-                f"| {chrf:.2f} | {span_fidelity(src, hyp, protector):.1%} | "
-                f"{span_fidelity([src[i] for i in with_spans], [hyp[i] for i in with_spans], protector):.1%}"
-                f" | {sum(map(_well_formed, xml_hyp)) / len(xml_hyp):.1%} "
-                f"| {span_fidelity(xml_src, xml_hyp, xml_tags):.1%} |"
+                f"| {name} | {seed} | {bleu:.2f} | {chrf:.2f} | {fidelity(hyp)} "
+                f"| {well_formed(xml_hyp)} | {span_fidelity(xml_src, xml_hyp, tags):.1%} |"
             )
     notes = (
         f"\n{len(src)} test strings (packages dpkg and pidgin-data, held out of training), "
-        f"{len(with_spans)} of them with protected spans; XML: {len(xml_src)} synthetic help "
+        f"{len(spanned)} of them with protected spans; XML: {len(xml_src)} synthetic help "
         "paragraphs (recipes/software_table.py xml-set), the protected models with --markup xml.\n"
     )
     return "\n".join(rows) + "\n" + notes

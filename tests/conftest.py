@@ -60,7 +60,9 @@ def reversal_pairs(n: int, rng: random.Random) -> list[tuple[str, str]]:
 SPAN_GROUPS = [["%s"], ["{0}", "%d"], ["<b>", "</b>"], ["${HOME}"], ["%1$s", "%2$s"], ["a@b.org"]]
 
 
-def with_spans(pairs: list[tuple[str, str]], every: int = 3, seed: int = 0) -> list[tuple[str, str]]:
+def with_spans(
+    pairs: list[tuple[str, str]], every: int = 3, seed: int = 0
+) -> list[tuple[str, str]]:
     """Software-like pairs: every `every`-th pair gets one group of protected spans, the same
     on both sides, each side at its own random word positions (in order: tags stay nested)."""
     rng = random.Random(seed)

@@ -24,9 +24,8 @@ def _valid(seq, need, partner):
         i = SYMBOLS.index(t)
         if i in partner.values():
             stack.append(i)
-        elif partner.get(i, -1) >= 0:
-            if not stack or stack.pop() != partner[i]:
-                return False
+        elif partner.get(i, -1) >= 0 and (not stack or stack.pop() != partner[i]):
+            return False
     return True
 
 

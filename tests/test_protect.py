@@ -24,17 +24,37 @@ ALL = Protector("all")
     "pattern, text, spans",
     [
         ("printf", "Copy %s to %d files", ["%s", "%d"]),
-        ("printf", "%1$s of %2$s, %-5.2f, %lu, %lld, %zu, %x", ["%1$s", "%2$s", "%-5.2f", "%lu", "%lld", "%zu", "%x"]),  # fmt: skip
+        (
+            "printf",
+            "%1$s of %2$s, %-5.2f, %lu, %lld, %zu, %x",
+            ["%1$s", "%2$s", "%-5.2f", "%lu", "%lld", "%zu", "%x"],
+        ),
         ("printf", "%(name)s has %(count)d items", ["%(name)s", "%(count)d"]),
         ("printf", "Page %1 of %2", ["%1", "%2"]),
         ("printf", "100%% done, 50% of files, 100 % sure", []),
-        ("brace", "Open {0} in {name} or {} with {0:.2f} {user.name}", ["{0}", "{name}", "{}", "{0:.2f}", "{user.name}"]),  # fmt: skip
+        (
+            "brace",
+            "Open {0} in {name} or {} with {0:.2f} {user.name}",
+            ["{0}", "{name}", "{}", "{0:.2f}", "{user.name}"],
+        ),
         ("brace", "a set {a, b} stays", []),
         ("shell", "Set ${HOME} and $PATH, not $5", ["${HOME}", "$PATH"]),
-        ("xml", 'See <b>this</b>, <br/>, <a href="x.html">link</a> &amp; &#169; &#x4E2D;', ["<b>", "</b>", "<br/>", '<a href="x.html">', "</a>", "&amp;", "&#169;", "&#x4E2D;"]),  # fmt: skip
+        (
+            "xml",
+            'See <b>this</b>, <br/>, <a href="x.html">link</a> &amp; &#169; &#x4E2D;',
+            ["<b>", "</b>", "<br/>", '<a href="x.html">', "</a>", "&amp;", "&#169;", "&#x4E2D;"],
+        ),
         ("xml", "if a < b and c > d & e", []),
-        ("url", "Go to https://example.org/a?b=1. Or www.debian.org, (http://x.org/y)", ["https://example.org/a?b=1", "www.debian.org", "http://x.org/y"]),  # fmt: skip
-        ("email", "Write to bugs@debian.org or a.b+c@mail.example.co.uk.", ["bugs@debian.org", "a.b+c@mail.example.co.uk"]),  # fmt: skip
+        (
+            "url",
+            "Go to https://example.org/a?b=1. Or www.debian.org, (http://x.org/y)",
+            ["https://example.org/a?b=1", "www.debian.org", "http://x.org/y"],
+        ),
+        (
+            "email",
+            "Write to bugs@debian.org or a.b+c@mail.example.co.uk.",
+            ["bugs@debian.org", "a.b+c@mail.example.co.uk"],
+        ),
     ],
 )
 def test_each_pattern_finds_exactly_its_spans(pattern, text, spans):

@@ -132,7 +132,9 @@ def test_glossary_terms_are_translated_as_given_and_reported(protected, tmp_path
 def test_a_bad_glossary_is_an_error_naming_its_line(protected, tmp_path, content, problem):
     glossary = tmp_path / "terms.tsv"
     glossary.write_text(content)
-    result, out = _translate(protected / "run" / "best.pt", tmp_path, ["hola"], "--glossary", str(glossary))  # fmt: skip
+    result, out = _translate(
+        protected / "run" / "best.pt", tmp_path, ["hola"], "--glossary", str(glossary)
+    )
     assert result.exit_code == 2 and problem in result.output, result.output
     assert str(glossary) in result.output and not out.exists()
 

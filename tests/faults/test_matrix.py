@@ -110,8 +110,18 @@ def jobs(corpus, store, run, source, glossary, tmp_path_factory) -> dict[str, Jo
         ),
         "translate --glossary --markup xml": Job(
             lambda out: [
-                "translate", best, "-i", source, "-o", out, "--glossary", glossary,
-                "--markup", "xml", "--format", "jsonl",
+                "translate",
+                best,
+                "-i",
+                source,
+                "-o",
+                out,
+                "--glossary",
+                glossary,
+                "--markup",
+                "xml",
+                "--format",
+                "jsonl",
             ],  # fmt: skip
             "out.jsonl",
             _lines(n),

@@ -188,6 +188,14 @@ class Protector:
                 break
         return found
 
+    def keeps(self, masked: Masked, output: str) -> bool:
+        """Whether `output` (restored) holds exactly the pattern spans masked out of the
+        source: the search guarantees the placeholders, but a model can also spell a span
+        out of ordinary subwords (`%` then `d`), which a printf would read as an argument."""
+        expected = Counter(s.source for s in masked.spans if not s.term)
+        found = Counter(s.source for _, _, s in self.find(output) if not s.term)
+        return found == expected
+
     def mask(self, text: str) -> Masked:
         """`text` with its spans replaced by placeholders in order of appearance."""
         if not self.enabled:

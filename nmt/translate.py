@@ -41,7 +41,7 @@ from nmt.errors import NmtError
 from nmt.fileio import atomic_open, json_line
 from nmt.model import Seq2Seq
 from nmt.protect import Masked, Protector, model_protection
-from nmt.search import beam_search
+from nmt.search import Hypothesis, beam_search
 
 
 @dataclass
@@ -225,7 +225,7 @@ class Translator:
                 src.to(self.runtime.device),
                 lengths.to(self.runtime.device),
                 beam=options.beam,
-                nbest=options.nbest,
+                nbest=options.beam if self.symbols else options.nbest,
                 alpha=options.alpha,
                 penalty=options.penalty,
                 max_len_a=dc.max_len_a,
@@ -233,24 +233,35 @@ class Translator:
                 attention=options.attention,
                 constraints=constraints,
             )
-        pieces, tgt, xml = self.src_tokenizer.pieces, self.tgt_tokenizer, self.markup == "xml"
-        glossary = bool(self.protector.glossary)
         return [
-            Result(
-                pieces(seq) + ["</s>"],
-                [
-                    Translation(
-                        m.restore(tgt.decode(h.tokens), escape_xml=xml),
-                        h.score,
-                        tgt.pieces(h.tokens),
-                        None if h.attention is None else h.attention.tolist(),
-                    )
-                    for h in hyps
-                ],
-                [(s.source, s.target) for s in m.spans if s.term] if glossary else None,
-            )
+            self._result(seq, m, hyps, options.nbest)
             for seq, m, hyps in zip(batch, masked, nbest_lists)
         ]
+
+    def _result(self, seq: list[int], masked: Masked, hyps: list[Hypothesis], nbest: int) -> Result:
+        """One line's result: its n-best list with the spans put back. With placeholders, a
+        hypothesis that spells out a span of its own from ordinary subwords (`%` then `d`,
+        which a printf would read as an argument) goes after those that do not."""
+        texts = [self.tgt_tokenizer.decode(h.tokens) for h in hyps]
+        if self.symbols is not None:
+            spelled = [not self.protector.keeps(masked, masked.restore(t)) for t in texts]
+            order = sorted(range(len(hyps)), key=spelled.__getitem__)  # stable: by score
+            hyps, texts = [hyps[i] for i in order], [texts[i] for i in order]
+        translations = [
+            Translation(
+                masked.restore(text, escape_xml=self.markup == "xml"),
+                h.score,
+                self.tgt_tokenizer.pieces(h.tokens),
+                None if h.attention is None else h.attention.tolist(),
+            )
+            for text, h in zip(texts, hyps[:nbest])
+        ]
+        terms = [(s.source, s.target) for s in masked.spans if s.term]
+        return Result(
+            self.src_tokenizer.pieces(seq) + ["</s>"],
+            translations,
+            terms if self.protector.glossary else None,
+        )
 
     def _constraints(self, batch: list[list[int]], masked: list[Masked]) -> Constraints | None:
         """What the search must emit for this batch; None for a model without placeholders."""

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from nmt.metrics import score_corpus
-from nmt.protect import Protector, span_fidelity
+from nmt.protect import Protector, span_fidelity, spans_of
 
 TAGS = [
     ("<emph>", "</emph>"),
@@ -72,17 +72,20 @@ def table(out: Path, seeds: list[str]) -> str:
     xml_src = _lines(out / "split" / "xml.en.txt")
 
     def fidelity(outputs: list[str]) -> str:
-        """Span fidelity on every line, and on the lines with spans."""
+        """Lines with spans whose every span is in the output; lines (all) whose output holds
+        exactly the source's spans, none lost or added; lines with spans that do."""
+        kept = sum(not spans_of(src[i], everything) - spans_of(outputs[i], everything)
+                   for i in spanned) / len(spanned)  # fmt: skip
         some = span_fidelity([src[i] for i in spanned], [outputs[i] for i in spanned], everything)
-        return f"{span_fidelity(src, outputs, everything):.1%} | {some:.1%}"
+        return f"{kept:.1%} | {span_fidelity(src, outputs, everything):.1%} | {some:.1%}"
 
     def well_formed(lines: list[str]) -> str:
         return f"{sum(map(_well_formed, lines)) / len(lines):.1%}"
 
     rows = [
-        "| model | seed | BLEU | chrF | fidelity, all lines | fidelity, lines with spans "
+        "| model | seed | BLEU | chrF | spans kept | exact, all lines | exact, lines with spans "
         "| XML well-formed | XML tags kept |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
         f"| human reference | | | | {fidelity(ref)} | {well_formed(xml_src)} (source) | |",
     ]
     for kind in ("plain", "protect"):

@@ -13,6 +13,7 @@ from nmt.data.store import read_manifest
 from nmt.data.tokenizer import Tokenizer
 from nmt.preprocess import preprocess
 from nmt.protect import Protector, placeholder_symbols, span_fidelity
+from nmt.search import Hypothesis
 from nmt.train import train
 from nmt.translate import Translator
 from tests.conftest import SAMPLE, data_config, with_spans, write_tsv
@@ -162,3 +163,17 @@ def test_markup_xml_gives_well_formed_xml_with_the_same_tags(protected, tmp_path
     for line in outputs:
         ET.fromstring(f"<p>{line}</p>")  # raises if not well-formed
     assert span_fidelity(lines[:2] + lines[3:], outputs[:2] + outputs[3:], Protector("xml")) == 1.0
+
+
+def test_a_hypothesis_that_spells_out_a_span_goes_after_those_that_do_not(protected):
+    """The search guarantees the placeholders, but a model may also write a span (`%d`, or
+    here a URL) from ordinary subwords: such a hypothesis ranks after the clean ones, whatever
+    its score."""
+    translator = Translator.from_checkpoint(protected / "run" / "best.pt")
+    masked = translator.protector.mask("Copiar %s")
+    tokens = translator.tgt_tokenizer.encode(["Copy ｟0｠ and www.dios.org", "Copy ｟0｠"])
+    hyps = [Hypothesis(tokens[0], -1.0), Hypothesis(tokens[1], -2.0)]
+    result = translator._result([], masked, hyps, nbest=2)
+    assert [t.text for t in result.hypotheses] == ["Copy %s", "Copy %s and www.dios.org"]
+    assert translator.protector.keeps(masked, "Copia %s")
+    assert not translator.protector.keeps(masked, "Copia")

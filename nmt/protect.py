@@ -114,17 +114,17 @@ class Masked:
         glued to a word is a broken link). With `escape_xml`, bare `&`, `<` and `>` in the rest
         are escaped, so that the result is well-formed XML whenever the spans are."""
         parts = PLACEHOLDER.split(output)  # text, index, text, index, ..., text
-        out = [_escape(parts[0]) if escape_xml else parts[0]]
+        out = _escape(parts[0]) if escape_xml else parts[0]
         for i in range(1, len(parts), 2):
             index, after = int(parts[i]), _escape(parts[i + 1]) if escape_xml else parts[i + 1]
             span = self.spans[index] if index < len(self.spans) else Span("", "")
-            if span.apart[0] and out[-1][-1:].isalnum():
-                out.append(" ")
-            out.append(span.target)
+            if span.apart[0] and out[-1:].isalnum():
+                out += " "
+            out += span.target
             if span.apart[1] and after[:1].isalnum():
-                out.append(" ")
-            out.append(after)
-        return "".join(out)
+                out += " "
+            out += after
+        return out
 
 
 _BARE = re.compile(r"&(?!(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]\w*);)|<|>")

@@ -5,6 +5,8 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from nmt.cli import app
@@ -12,13 +14,14 @@ from nmt.config import Config, apply_overrides
 from nmt.data.store import read_manifest
 from nmt.data.tokenizer import Tokenizer
 from nmt.preprocess import preprocess
-from nmt.protect import Protector, placeholder_symbols, span_fidelity
+from nmt.protect import Protector, placeholder_symbols, span_fidelity, spans_of
 from nmt.search import Hypothesis
 from nmt.train import train
 from nmt.translate import Translator
 from tests.conftest import SAMPLE, data_config, with_spans, write_tsv
 
 runner = CliRunner()
+ALL = Protector("all")
 TINY = [
     "train.precision=fp32",
     "model.emb_size=16",
@@ -177,3 +180,19 @@ def test_a_hypothesis_that_spells_out_a_span_goes_after_those_that_do_not(protec
     assert [t.text for t in result.hypotheses] == ["Copy %s", "Copy %s and www.dios.org"]
     assert translator.protector.keeps(masked, "Copia %s")
     assert not translator.protector.keeps(masked, "Copia")
+
+
+_SPAN = st.sampled_from(["%s", "%d", "%1$s", "{0}", "{name}", "${HOME}", "&amp;", "a@b.org",
+                         "https://x.org/a", "%(n)d", "<br/>"])  # fmt: skip
+_WORD = st.sampled_from(["Dios", "la", "luz", "tierra", "y", "dijo", "agua", "cielos"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(_SPAN, _WORD), min_size=1, max_size=14), st.sampled_from([1, 3]))
+def test_random_lines_keep_their_spans_through_translation(protected, parts, beam):
+    """Random lines of words and spans (repeated spans too) through the whole translator: the
+    output holds the source's spans as a multiset, for greedy and beam search."""
+    translator = Translator.from_checkpoint(protected / "run" / "best.pt")
+    line = " ".join(parts)
+    [output] = translator.translate([line], beam=beam)
+    assert spans_of(output, ALL) == spans_of(line, ALL), (line, output)

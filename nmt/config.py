@@ -111,8 +111,9 @@ class DataConfig:
     )
     protect_regex: str = option(
         "",
-        "An extra protected-span pattern (a Python regular expression; | for several), on top "
-        "of `protect`; e.g. `\\b[A-Z]{2,}_[A-Z_]+\\b` for constant names.",
+        "An extra protected-span pattern (a Python regular expression; | for several; flags "
+        "scoped, as (?i:...); no back-references), on top of `protect`; e.g. "
+        "`\\b[A-Z]{2,}_[A-Z_]+\\b` for constant names.",
         check=check_regex,
     )
     threads: int = option(
@@ -494,5 +495,6 @@ def reference_markdown() -> str:
                 valid = ""
             typ = hints_by_section[section][f.name].__name__
             dflt = json.dumps(f.default)
-            out.append(f"| `{f.name}` | {typ} | `{dflt}` | {valid} | {meta['help']} |")
+            text = meta["help"].replace("|", "\\|")  # a bare | would end the table cell
+            out.append(f"| `{f.name}` | {typ} | `{dflt}` | {valid} | {text} |")
     return "\n".join(out) + "\n"

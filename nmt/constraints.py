@@ -44,11 +44,14 @@ class StepRule:
 
 
 class Constraints:
-    """The placeholders of each sentence of a batch: need [B, P] (the source holds ｟i｠) and
-    partner [B, P] (for a closing tag, the index of its opening tag; else -1)."""
+    """The placeholders of each sentence of a batch: need [B, P] (the source holds ｟i｠),
+    partner [B, P] (for a closing tag, the index of its opening tag; else -1) and parent
+    [B, P] (for an opening tag, the index of the tag it is nested in; else -1)."""
 
-    def __init__(self, symbols: torch.Tensor, need: torch.Tensor, partner: torch.Tensor):
-        self.symbols, self.need, self.partner = symbols, need, partner
+    def __init__(
+        self, symbols: torch.Tensor, need: torch.Tensor, partner: torch.Tensor, parent: torch.Tensor
+    ):
+        self.symbols, self.need, self.partner, self.parent = symbols, need, partner, parent
         self.count = need.sum(1)  # [B]
         # token id → placeholder index (-1: not a placeholder); ids above the last symbol
         # are clamped onto the table's final -1
@@ -62,37 +65,47 @@ class Constraints:
         symbols: Sequence[int],
         need: Sequence[Sequence[int]],
         partners: Sequence[Sequence[int]],
+        parents: Sequence[Sequence[int]] | None = None,
         device: torch.device | str = "cpu",
     ) -> Constraints:
         """From per-sentence lists: the placeholder indices its source holds, and the partner
-        of each index (-1: none). A sentence without placeholders may emit none."""
+        and parent of each index (-1: none). A sentence without placeholders may emit none;
+        a tag whose partner or parent was cut off the source (truncation) loses that link."""
         need_t = torch.zeros(len(need), len(symbols), dtype=torch.bool)
         partner_t = torch.full(need_t.shape, -1, dtype=torch.long)
+        parent_t = torch.full(need_t.shape, -1, dtype=torch.long)
         for b, (indices, pairs) in enumerate(zip(need, partners)):
             present = set(indices)
             need_t[b, list(present)] = True
-            for i in present:  # a tag whose partner was cut off the source is left unpaired
-                if i < len(pairs) and pairs[i] in present:
-                    partner_t[b, i] = pairs[i]
-        return cls(torch.tensor(list(symbols), dtype=torch.long), need_t, partner_t).to(device)
+            closes = {i: pairs[i] for i in present if i < len(pairs) and pairs[i] in present}
+            for i, opening in closes.items():
+                partner_t[b, i] = opening
+            opens = set(closes.values())
+            for i in opens:
+                up = parents[b][i] if parents is not None and i < len(parents[b]) else -1
+                parent_t[b, i] = up if up in opens else -1
+        return cls(torch.tensor(list(symbols)), need_t, partner_t, parent_t).to(device)
 
     @classmethod
     def for_sources(
         cls,
         sources: Sequence[Sequence[int]],
-        partners: Sequence[Sequence[int]],
+        links: Sequence[Sequence[tuple[int, int]]],
         symbols: tuple[Sequence[int], Sequence[int]],
         device: torch.device | str = "cpu",
     ) -> Constraints:
         """The constraints of a batch: each sentence's subword ids (the placeholders it still
-        holds, after any truncation), each placeholder's partner (`Span.partner`), and the
+        holds, after any truncation), each placeholder's (partner, parent) (`Span`), and the
         placeholders' ids in the (source, target) vocabularies."""
         index = {symbol: i for i, symbol in enumerate(symbols[0])}
         need = [sorted({index[t] for t in seq if t in index}) for seq in sources]
-        return cls.build(symbols[1], need, partners, device)
+        partners = [[partner for partner, _ in line] for line in links]
+        parents = [[parent for _, parent in line] for line in links]
+        return cls.build(symbols[1], need, partners, parents, device)
 
     def to(self, device: torch.device | str) -> Constraints:
-        return Constraints(*(x.to(device) for x in (self.symbols, self.need, self.partner)))
+        tensors = (self.symbols, self.need, self.partner, self.parent)
+        return Constraints(*(x.to(device) for x in tensors))
 
     def limits(self, limit: torch.Tensor) -> torch.Tensor:
         """Output length limits [B] raised where needed, so that every placeholder fits."""
@@ -111,16 +124,22 @@ class Constraints:
         when = when.scatter_reduce(1, slot.masked_fill(slot < 0, width), steps, "amax")
         when = when[:, :width]  # [N, P] the step each placeholder was emitted at, -1: not yet
         placed = when >= 0
-        closing = partner >= 0
-        # an opening tag is closed once its partner (the closing tag) is placed
-        at_opening = partner.clamp(min=0)  # a closing tag's flags go to its opening tag
+        closing, parent = partner >= 0, self.parent[sentence]  # [N, P]
+        # a closing tag's flags go to its opening tag, an opening tag's to its parent
+        at_opening, at_parent = partner.clamp(min=0), parent.clamp(min=0)
         zeros = torch.zeros_like(partner)
-        is_open = zeros.scatter_add(1, at_opening, closing.long()) > 0  # [N, P]
+        is_open = zeros.scatter_add(1, at_opening, closing.long()) > 0  # [N, P] paired opening
         closed = zeros.scatter_add(1, at_opening, (placed & closing).long()) > 0
         still_open = is_open & placed & ~closed
-        innermost = torch.where(still_open, when, -1).amax(1, keepdim=True)  # [N, 1]
-        opened = when.gather(1, partner.clamp(min=0))  # [N, P] when a closing tag's partner was
-        allow = need & ~placed & (~closing | ((opened >= 0) & (opened == innermost)))
+        # the innermost open tag: its index, and the step it was opened at (-1: none open)
+        innermost_at, innermost = torch.where(still_open, when, -1).max(1, keepdim=True)
+        innermost = innermost.masked_fill(innermost_at < 0, -1)  # [N, 1]
+        # children not yet placed, counted at their parent: a tag closes only after them
+        waiting = (is_open & need & ~placed & (parent >= 0)).long()
+        pending = zeros.scatter_add(1, at_parent, waiting).gather(1, at_opening)  # [N, P]
+        closes_now = partner == innermost  # closes the innermost open tag...
+        opens_now = parent == innermost  # ...or opens inside it, as in the source
+        allow = need & ~placed & (~closing | (closes_now & (pending == 0))) & (~is_open | opens_now)
         missing = (need & ~placed).sum(1)  # [N]
         return StepRule(
             forced=t >= limit - missing,

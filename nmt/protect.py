@@ -33,12 +33,19 @@ PLACEHOLDER = re.compile(f"{OPEN}(\\d+){CLOSE}")
 PATTERNS: dict[str, str] = {
     "printf": (
         r"%%"  # literal percent: matched here so that it is never part of another span
-        r"|%\([A-Za-z_]\w*\)[-+#0]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]"  # %(name)s
-        r"|%(?:\d+\$)?[-+#0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|ll|[hlLqjzt])?[diouxXeEfFgGaAcspn]"
-        r"|%\d+"  # Qt and KDE: %1, %2
+        r"|%\([A-Za-z_]\w*\)[-+#0]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]"  # Python: %(name)s
+        r"|%\{[A-Za-z_]\w*\}|%<[A-Za-z_]\w*>[-+#0]*\d*(?:\.\d+)?[A-Za-z]"  # Ruby: %{n}, %<n>d
+        r"|%(?:\d+\$)?@"  # Objective-C and Swift: %@, %1$@
+        r"|%(?:\d+\$)?[-+#0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|ll|[hlLqjzt])?[diouxXeEfFgGaAcsp]"
+        r"|%\d+(?![\w$@])"  # Qt and KDE: %1, %2
     ),
-    "brace": r"\{\d*\}|\{[A-Za-z_][\w.]*(?:[:!][^{}\s]*)?\}|\{\d+[:!][^{}\s]*\}",
-    "shell": r"\$\{[A-Za-z_]\w*\}|\$[A-Za-z_]\w*",
+    "brace": (
+        r"\{\{\s*[\w.-]+\s*\}\}"  # i18next, Angular, Jinja: {{name}}
+        r"|\{\d*\}|\{[A-Za-z_][\w.]*(?:[:!][^{}\s]*)?\}|\{\d+[:!][^{}\s]*\}"  # Python, C#
+        r"|\{\w+,\s*(?:number|date|time|plural|select|selectordinal|choice|spellout|ordinal"
+        r"|duration)(?:\s*,[^{}]*)?\}"  # ICU MessageFormat, without nested messages
+    ),
+    "shell": r"\$\{[A-Za-z_][^{}\s]*\}|\$[A-Za-z_]\w*",
     "xml": (
         r"</?[A-Za-z_][\w:.-]*(?:\s+[\w:.-]+\s*=\s*(?:\"[^\"<]*\"|'[^'<]*'))*\s*/?>"
         r"|&(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]\w*);"
@@ -82,11 +89,14 @@ def check_pattern_names(value: str) -> str | None:
 
 def check_regex(value: str) -> str | None:
     """Why `value` (data.protect_regex) is invalid, or None."""
+    if re.search(r"\\\d|\(\?P=|\(\?\(", value):
+        return "back-references are not supported (the pattern is joined with others)"
     try:
         if value and re.compile(value).match(""):
             return "it matches the empty string, which would protect nothing"
+        re.compile(f"(?P<term>x)|(?P<placeholder>y)|(?:{value})")  # as it will be joined
     except re.error as exc:
-        return f"not a regular expression: {exc}"
+        return f"not a regular expression that can be joined with others: {exc}"
     return None
 
 
@@ -97,6 +107,7 @@ class Span:
     source: str
     target: str
     partner: int = -1  # for a closing tag: the index of its opening tag (nesting); else -1
+    parent: int = -1  # for an opening tag: the index of the tag it is nested in; else -1
     term: bool = False  # a glossary term (reported per line), not a pattern match
     apart: tuple[bool, bool] = (False, False)  # space (or the line's end) before, after it
 
@@ -107,26 +118,36 @@ class Masked:
 
     text: str
     spans: list[Span] = field(default_factory=list)
+    unprotected: int = 0  # spans past the MAX_SPANS-th, left as text
 
     def restore(self, output: str, escape_xml: bool = False) -> str:
         """`output` (a translation of `text`) with each placeholder replaced by its span's
         target; a span that stood apart from words in the source is kept apart from them (a URL
         glued to a word is a broken link). With `escape_xml`, bare `&`, `<` and `>` in the rest
         are escaped, so that the result is well-formed XML whenever the spans are."""
+        if not self.spans:
+            return output
         parts = PLACEHOLDER.split(output)  # text, index, text, index, ..., text
         out = _escape(parts[0]) if escape_xml else parts[0]
+        previous: Span | None = None  # the span just written, if no text followed it
         for i in range(1, len(parts), 2):
             index, after = int(parts[i]), _escape(parts[i + 1]) if escape_xml else parts[i + 1]
-            span = self.spans[index] if index < len(self.spans) else Span("", "")
-            if span.apart[0] and out[-1:].isalnum():
+            if index >= len(self.spans):  # not one of ours: left as it is
+                out, previous = out + placeholder(index) + after, None
+                continue
+            span = self.spans[index]
+            glued = previous is not None and (previous.apart[1] or span.apart[0])
+            if glued or (span.apart[0] and _WORD_END.search(out)):
                 out += " "
-            out += span.target
-            if span.apart[1] and after[:1].isalnum():
+            out += _escape(span.target) if escape_xml and span.term else span.target
+            if span.apart[1] and _WORD_START.match(after):
                 out += " "
             out += after
+            previous = None if after else span
         return out
 
 
+_WORD_END, _WORD_START = re.compile(r"\w\Z"), re.compile(r"\w")
 _BARE = re.compile(r"&(?!(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]\w*);)|<|>")
 
 
@@ -172,7 +193,7 @@ class Protector:
         self._folded = {k.casefold(): v for k, v in self.glossary.items()}
 
     def find(self, text: str) -> list[tuple[int, int, Span]]:
-        """(start, end, span) of every span, left to right, at most MAX_SPANS."""
+        """(start, end, span) of every span, left to right."""
         found = []
         for m in self.regex.finditer(text):
             if m[0] == "%%" or not m[0]:
@@ -180,13 +201,20 @@ class Protector:
             term = m.lastgroup == "term"
             target = m[0]
             if term:
-                target = self._folded[m[0].casefold()] if self.ignore_case else self.glossary[m[0]]
+                target = self._term_target(m[0])
             before, after = text[m.start() - 1 : m.start()], text[m.end() : m.end() + 1]
             apart = (not before or before.isspace(), not after or after.isspace())
             found.append((m.start(), m.end(), Span(m[0], target, term=term, apart=apart)))
-            if len(found) == MAX_SPANS:
-                break
         return found
+
+    def _term_target(self, found: str) -> str:
+        """The glossary's target for a term as found in the text (in any case, with
+        ignore_case: casefold() misses some of what the regex matches, e.g. Turkish ı)."""
+        if not self.ignore_case:
+            return self.glossary[found]
+        if found.casefold() in self._folded:
+            return self._folded[found.casefold()]
+        return next(v for k, v in self.glossary.items() if re.fullmatch(re.escape(k), found, re.I))
 
     def keeps(self, masked: Masked, output: str) -> bool:
         """Whether `output` (restored) holds exactly the pattern spans masked out of the
@@ -197,22 +225,26 @@ class Protector:
         return found == expected
 
     def mask(self, text: str) -> Masked:
-        """`text` with its spans replaced by placeholders in order of appearance."""
+        """`text` with its spans replaced by placeholders in order of appearance (the first
+        MAX_SPANS of them; `Masked.unprotected` counts the rest, left as text)."""
         if not self.enabled:
             return Masked(text)
         out, last = [], 0
         found = self.find(text)
-        for i, (start, end, _) in enumerate(found):
+        for i, (start, end, _) in enumerate(found[:MAX_SPANS]):
             out += [text[last:start], placeholder(i)]
             last = end
         out.append(text[last:])
-        return Masked("".join(out), _pair_tags([span for _, _, span in found]))
+        spans = _pair_tags([span for _, _, span in found[:MAX_SPANS]])
+        return Masked("".join(out), spans, max(0, len(found) - MAX_SPANS))
 
     def mask_pair(self, src: str, tgt: str) -> tuple[str, str] | None:
         """Both sides masked, the target's spans numbered like the source's (the k-th
         occurrence of a text on one side is the k-th on the other); None if the two sides'
         spans differ as multisets (the pair is then kept as it is)."""
         source, target = self.mask(src), self.find(tgt)
+        if source.unprotected:
+            return None
         if Counter(s.source for s in source.spans) != Counter(s.source for _, _, s in target):
             return None
         if not target:
@@ -229,19 +261,34 @@ class Protector:
 
 
 def _pair_tags(spans: Sequence[Span]) -> list[Span]:
-    """Spans with each closing tag pointing at its opening tag, where the line's tags nest
-    (a closing tag that does not close the innermost open tag is left unpaired)."""
+    """Spans with each closing tag pointing at its opening tag (`partner`) and each paired
+    opening tag at the paired tag that encloses it (`parent`). Names compare without case; a
+    closing tag closes the innermost open tag of its name, and tags left open inside it (e.g.
+    an HTML `<br>`) stay unpaired, as does a closing tag with no open tag of its name."""
     stack: list[tuple[str, int]] = []
-    paired = list(spans)
+    partner = {}
     for i, span in enumerate(spans):
         m = _TAG.fullmatch(span.source)
         if m is None or span.term or m[3]:
             continue
+        name = m[2].casefold()
         if not m[1]:
-            stack.append((m[2], i))
-        elif stack and stack[-1][0] == m[2]:
-            paired[i] = dataclasses.replace(span, partner=stack.pop()[1])
-    return paired
+            stack.append((name, i))
+        elif any(n == name for n, _ in stack):
+            while stack[-1][0] != name:
+                stack.pop()
+            partner[i] = stack.pop()[1]
+    opened, parents, enclosing = set(partner.values()), {}, []
+    for i in range(len(spans)):  # a second pass over the pairs alone gives the parents
+        if i in opened:
+            parents[i] = enclosing[-1] if enclosing else -1
+            enclosing.append(i)
+        elif i in partner:
+            enclosing.pop()
+    return [
+        dataclasses.replace(s, partner=partner.get(i, -1), parent=parents.get(i, -1))
+        for i, s in enumerate(spans)
+    ]
 
 
 def spans_of(text: str, protector: Protector) -> Counter[str]:
@@ -259,7 +306,7 @@ def span_fidelity(sources: Sequence[str], outputs: Sequence[str], protector: Pro
 
 def read_glossary(path: Path) -> dict[str, str]:
     """A glossary file: UTF-8 lines `source<TAB>target` (blank lines and #-comments skipped)."""
-    from nmt.data.corpus import read_lines  # numpy: not for every `nmt --help`
+    from nmt.data.corpus import normalize, read_lines  # numpy: not for every `nmt --help`
 
     terms: dict[str, str] = {}
     for lineno, line in enumerate(read_lines(Path(path)), 1):
@@ -273,7 +320,7 @@ def read_glossary(path: Path) -> dict[str, str]:
                 where,
                 "one term pair per line, separated by one tab",
             )
-        source, target = fields[0].strip(), fields[1].strip()
+        source, target = normalize(fields[0]), normalize(fields[1])  # as the input will be
         if source in terms and terms[source] != target:
             raise NmtError(
                 f"the term {source!r} is given twice, as {terms[source]!r} and {target!r}",

@@ -151,7 +151,7 @@ def greedy_search(
     log-probabilities (eos included) [B]. Finished sentences are masked until all are done.
     """
     ensemble = Ensemble(model)
-    batch = src.shape[0]
+    batch, constraints = src.shape[0], _on(constraints, src.device)
     limit = _limits(src_lengths, max_len_a, max_len_b, constraints).to(src.device)  # [B]
     every = torch.arange(batch, device=src.device)
     states = ensemble.encode(src, src_lengths)
@@ -160,7 +160,9 @@ def greedy_search(
     scores = torch.zeros(batch, dtype=ensemble.dtype, device=src.device)
     steps = []
     for t in range(int(limit.max()) + 1):
-        history = torch.stack(steps, 1) if steps else every.new_empty(batch, 0)  # [B, t]
+        history = None  # [B, t]: read by the constraints alone
+        if constraints is not None:
+            history = torch.stack(steps, 1) if steps else every.new_empty(batch, 0)
         rule = _rule(constraints, history, every, t, limit)
         best, y, states, _ = ensemble.topk(y, states, 1, rule)  # [B, 1]
         best, y = best[:, 0], y[:, 0]
@@ -181,16 +183,20 @@ def _limits(
     return limit if constraints is None else constraints.limits(limit.to(constraints.need.device))
 
 
+def _on(constraints: Constraints | None, device: torch.device) -> Constraints | None:
+    return None if constraints is None else constraints.to(device)
+
+
 def _rule(
     constraints: Constraints | None,
-    history: torch.Tensor,
+    history: torch.Tensor | None,
     sentence: torch.Tensor,
     t: int,
     limit: torch.Tensor,
 ) -> StepRule:
     """What rows may emit at step t: history [N, t] of rows of `sentence` [N] with length
     limits limit [N]. Without constraints, anything until the limit, then eos."""
-    if constraints is None:
+    if constraints is None or history is None:
         return StepRule(forced=t >= limit)
     return constraints.rule(history, sentence, t, limit)
 
@@ -290,6 +296,7 @@ def beam_search(
     ensemble = Ensemble(model)
     attention = attention and ensemble.has_attention
     batch, src_len, k, device = src.shape[0], src.shape[1], beam, src.device
+    constraints = _on(constraints, device)
     limit = _limits(src_lengths, max_len_a, max_len_b, constraints).to(device)  # [B]
     scores = torch.zeros(batch, k, dtype=ensemble.dtype, device=device)  # [b, K] log-probs
     scores[:, 1:] = float("-inf")  # all beams start equal: expand only the first

@@ -495,7 +495,9 @@ def evaluate_dev(trainer: Trainer, samples: int = 3) -> tuple[dict[str, Any], li
     for indices in trainer.dev_batches.batches(0):
         batch = dev.batch(indices).to(runtime.device)
         constraints = symbols and Constraints.for_sources(
-            batch.src.tolist(), [[s.partner for s in masked[i].spans] for i in indices], symbols
+            batch.src.tolist(),
+            [[(s.partner, s.parent) for s in masked[i].spans] for i in indices],
+            symbols,
         )
         with runtime.autocast():
             _, batch_nll = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)

@@ -40,7 +40,7 @@ from nmt.device import Runtime, resolve_runtime
 from nmt.errors import NmtError
 from nmt.fileio import atomic_open, json_line
 from nmt.model import Seq2Seq
-from nmt.protect import Masked, Protector, model_protection
+from nmt.protect import MAX_SPANS, Masked, Protector, model_protection
 from nmt.search import Hypothesis, beam_search
 
 
@@ -88,8 +88,9 @@ class Translator:
         markup: str | None = None,
     ) -> None:
         """Also protect glossary terms (each translated as given) and, with markup="xml", XML
-        tags and entities (the output stays well-formed); needs a model trained with
-        protected spans (`nmt preprocess --protect`), whose placeholders carry them."""
+        tags and entities (the output stays well-formed); replaces what an earlier call set.
+        Needs a model trained with protected spans (`nmt preprocess --protect`), whose
+        placeholders carry them."""
         if self.symbols is None:
             raise NmtError(
                 "this model was trained without protected spans, so it cannot carry glossary "
@@ -177,6 +178,12 @@ class Translator:
                 f"add --beam {nbest}",
             )
         masked = [self.protector.mask(normalize(t)) for t in texts]
+        for i, m in enumerate(masked):
+            if m.unprotected:
+                self.warn(
+                    f"warning: line {first_line + i} has more than {MAX_SPANS} protected spans; "
+                    f"the last {m.unprotected} are translated as ordinary text"
+                )
         ids = self._encode([m.text for m in masked], first_line)
         results: list[Result | None] = [None] * len(texts)
         for batch in _length_batches(ids, options.batch_tokens // options.beam):
@@ -267,8 +274,8 @@ class Translator:
         """What the search must emit for this batch; None for a model without placeholders."""
         if self.symbols is None:
             return None
-        partners = [[s.partner for s in m.spans] for m in masked]
-        return Constraints.for_sources(batch, partners, self.symbols, self.runtime.device)
+        links = [[(s.partner, s.parent) for s in m.spans] for m in masked]
+        return Constraints.for_sources(batch, links, self.symbols, self.runtime.device)
 
 
 @dataclass

@@ -38,6 +38,17 @@ ALL = Protector("all")
             ["{0}", "{name}", "{}", "{0:.2f}", "{user.name}"],
         ),
         ("brace", "a set {a, b} stays", []),
+        (
+            "brace",
+            "{{name}} {{ count }} {0,number,integer} {n, plural, one}",
+            ["{{name}}", "{{ count }}", "{0,number,integer}", "{n, plural, one}"],
+        ),
+        (
+            "printf",
+            "%@ %1$@ %{count} %<count>d, %1 %2",
+            ["%@", "%1$@", "%{count}", "%<count>d", "%1", "%2"],
+        ),
+        ("shell", "${var:-default} ${HOME}", ["${var:-default}", "${HOME}"]),
         ("shell", "Set ${HOME} and $PATH, not $5", ["${HOME}", "$PATH"]),
         (
             "xml",
@@ -136,6 +147,8 @@ def test_restore_escapes_bare_markup_characters_for_xml():
 def test_at_most_max_spans_are_masked_per_line():
     masked = ALL.mask(" ".join(["%s"] * (MAX_SPANS + 3)))
     assert len(masked.spans) == MAX_SPANS
+    assert masked.unprotected == 3
+    assert ALL.mask_pair(" ".join(["%s"] * (MAX_SPANS + 1)), "%s") is None
     assert masked.text.count("%s") == 3
 
 

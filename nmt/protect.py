@@ -109,7 +109,7 @@ class Span:
     partner: int = -1  # for a closing tag: the index of its opening tag (nesting); else -1
     parent: int = -1  # for an opening tag: the index of the tag it is nested in; else -1
     term: bool = False  # a glossary term (reported per line), not a pattern match
-    apart: tuple[bool, bool] = (False, False)  # space (or the line's end) before, after it
+    around: tuple[str, str] = ("", "")  # the characters before and after it ("": line end)
 
 
 @dataclass
@@ -122,9 +122,10 @@ class Masked:
 
     def restore(self, output: str, escape_xml: bool = False) -> str:
         """`output` (a translation of `text`) with each placeholder replaced by its span's
-        target; a span that stood apart from words in the source is kept apart from them (a URL
-        glued to a word is a broken link). With `escape_xml`, bare `&`, `<` and `>` in the rest
-        are escaped, so that the result is well-formed XML whenever the spans are."""
+        target. A span that no word touched in the source touches none in the output (a URL
+        glued to a word is a broken link), and two spans apart in the source stay apart. With
+        `escape_xml`, bare `&`, `<` and `>` in the rest are escaped, so that the result is
+        well-formed XML whenever the spans are."""
         if not self.spans:
             return output
         parts = PLACEHOLDER.split(output)  # text, index, text, index, ..., text
@@ -136,11 +137,15 @@ class Masked:
                 out, previous = out + placeholder(index) + after, None
                 continue
             span = self.spans[index]
-            glued = previous is not None and (previous.apart[1] or span.apart[0])
-            if glued or (span.apart[0] and _WORD_END.search(out)):
+            before, after_it = span.around
+            if previous is not None:  # two spans in a row, which the source had apart
+                glued = _apart(previous.around[1]) or _apart(before)
+            else:  # a span glued to a word, which the source had not
+                glued = not _WORD_START.match(before) and bool(_WORD_END.search(out))
+            if glued:
                 out += " "
             out += _escape(span.target) if escape_xml and span.term else span.target
-            if span.apart[1] and _WORD_START.match(after):
+            if not _WORD_START.match(after_it) and _WORD_START.match(after):
                 out += " "
             out += after
             previous = None if after else span
@@ -148,6 +153,12 @@ class Masked:
 
 
 _WORD_END, _WORD_START = re.compile(r"\w\Z"), re.compile(r"\w")
+
+
+def _apart(neighbour: str) -> bool:
+    return not neighbour or neighbour.isspace()
+
+
 _BARE = re.compile(r"&(?!(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]\w*);)|<|>")
 
 
@@ -203,8 +214,9 @@ class Protector:
             if term:
                 target = self._term_target(m[0])
             before, after = text[m.start() - 1 : m.start()], text[m.end() : m.end() + 1]
-            apart = (not before or before.isspace(), not after or after.isspace())
-            found.append((m.start(), m.end(), Span(m[0], target, term=term, apart=apart)))
+            found.append(
+                (m.start(), m.end(), Span(m[0], target, term=term, around=(before, after)))
+            )
         return found
 
     def _term_target(self, found: str) -> str:

@@ -1,3 +1,4 @@
+import mmap
 import os
 
 import pytest
@@ -43,8 +44,12 @@ def test_the_onednn_caches_are_bounded_unless_the_user_set_them(monkeypatch):
 
 def test_memory_reports_the_resident_set_now_and_at_its_peak():
     before = resolve_runtime("cpu", "fp32").memory_mib()
-    block = torch.ones(64 * 2**20)  # 256 MiB, every page written
+    # 256 MiB of fresh pages, one byte written in each: a tensor could reuse heap pages that
+    # an earlier test in this process freed but glibc kept resident
+    block = mmap.mmap(-1, 256 * 2**20)
+    for page in range(0, len(block), mmap.PAGESIZE):
+        block[page] = 1
     during = resolve_runtime("cpu", "fp32").memory_mib()
     assert during["rss_mib"] - before["rss_mib"] >= 200
     assert during["peak_rss_mib"] >= during["rss_mib"] and "gpu_peak_mib" not in during
-    del block
+    block.close()

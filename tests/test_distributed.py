@@ -213,6 +213,7 @@ def test_no_ddp_wrapper_outlives_the_process_group(toy_dir, tmp_path):
     script = tmp_path / "check.py"  # keeps the trainer, as the CLI does until it returns
     script.write_text(
         "import gc\n"
+        "import os\n"
         "from pathlib import Path\n"
         "import torch\n"
         "from nmt.config import Config, apply_overrides\n"
@@ -220,7 +221,8 @@ def test_no_ddp_wrapper_outlives_the_process_group(toy_dir, tmp_path):
         f"cfg = apply_overrides(Config(), {[*FAST, 'train.max_steps=2']!r})\n"
         f"trainer, _ = train(cfg, Path({str(toy_dir)!r}), Path({str(tmp_path / 'run')!r}))\n"
         "DDP = torch.nn.parallel.DistributedDataParallel\n"
-        "print('live DDP:', sum(isinstance(o, DDP) for o in gc.get_objects()))\n"
+        "live = sum(isinstance(o, DDP) for o in gc.get_objects())\n"
+        "os.write(1, f'live DDP: {live}\\n'.encode())  # one write: the ranks' lines never mix\n"
     )
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     out = subprocess.run(

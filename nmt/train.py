@@ -494,17 +494,15 @@ def evaluate_dev(trainer: Trainer, samples: int = 3) -> tuple[dict[str, Any], li
     masked = [protector.mask(normalize(text)) for text in trainer.dev_text["src"]]  # as stored
     for indices in trainer.dev_batches.batches(0):
         batch = dev.batch(indices).to(runtime.device)
-        constraints = symbols and Constraints.for_sources(
-            batch.src.tolist(),
-            [[(s.partner, s.parent) for s in masked[i].spans] for i in indices],
-            symbols,
-        )
+        constraints = None
+        if symbols is not None:
+            links = [[(s.partner, s.parent) for s in masked[i].spans] for i in indices]
+            constraints = Constraints.for_sources(batch.src.tolist(), links, symbols)
         with runtime.autocast():
             _, batch_nll = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
             outputs, _ = greedy_search(
-                model, batch.src, batch.src_lengths, dc.max_len_a, dc.max_len_b,
-                constraints and constraints.to(runtime.device),
-            )  # fmt: skip
+                model, batch.src, batch.src_lengths, dc.max_len_a, dc.max_len_b, constraints
+            )
         nll += float(batch_nll)
         tokens += batch.target_tokens
         for i, ids in zip(indices, outputs):

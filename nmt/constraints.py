@@ -16,8 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from nmt.protect import Masked
 
 
 @dataclass
@@ -90,17 +94,17 @@ class Constraints:
     def for_sources(
         cls,
         sources: Sequence[Sequence[int]],
-        links: Sequence[Sequence[tuple[int, int]]],
+        lines: Sequence[Masked],
         symbols: tuple[Sequence[int], Sequence[int]],
         device: torch.device | str = "cpu",
     ) -> Constraints:
         """The constraints of a batch: each sentence's subword ids (the placeholders it still
-        holds, after any truncation), each placeholder's (partner, parent) (`Span`), and the
-        placeholders' ids in the (source, target) vocabularies."""
+        holds, after any truncation), the masked line it comes from (its spans' partners and
+        parents), and the placeholders' ids in the (source, target) vocabularies."""
         index = {symbol: i for i, symbol in enumerate(symbols[0])}
         need = [sorted({index[t] for t in seq if t in index}) for seq in sources]
-        partners = [[partner for partner, _ in line] for line in links]
-        parents = [[parent for _, parent in line] for line in links]
+        partners = [[span.partner for span in line.spans] for line in lines]
+        parents = [[span.parent for span in line.spans] for line in lines]
         return cls.build(symbols[1], need, partners, parents, device)
 
     def to(self, device: torch.device | str) -> Constraints:

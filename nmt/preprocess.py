@@ -84,18 +84,20 @@ def preprocess(
             corpora["dev"].name,
             "give a dev set of at least one line pair (e.g. a few hundred held-out pairs)",
         )
+    protector = Protector(cfg.protect, cfg.protect_regex)  # one, for every split
     bar = _progress_factory(progress)
     cores = cfg.threads or os.cpu_count() or 1
     workers = cores if cores > 1 and len(corpora["train"]) >= PARALLEL_MIN else 0
     with locked_dir(out_dir) as target, staged_dir(target, is_store_file, MANIFEST) as work:
         _check_out_dir(target, Path(out_dir), overwrite)
         with _Workers(workers) as pool:
-            clean_paths, cleaning = _clean_train(corpora["train"], cfg, work, bar, pool)
-        tokenizers, tok_info = _train_tokenizers(clean_paths, cfg, work)
+            clean_paths, cleaning = _clean_train(corpora["train"], cfg, protector, work, bar, pool)
+        symbols = placeholder_symbols() if protector.enabled else []
+        tokenizers, tok_info = _train_tokenizers(clean_paths, cfg, work, symbols)
         dtype = token_dtype(max(t.vocab_size for t in tokenizers.values()))
         protos = [tokenizers[lang].proto for lang in (cfg.src, cfg.tgt)]
         with _Workers(workers, _load_encoders, (protos, dtype, 1 if workers else cores)) as pool:
-            encoder = _SplitEncoder(work, cfg, dtype, pool, bar)
+            encoder = _SplitEncoder(work, cfg, protector, dtype, pool, bar)
             train = encoder.encode(_read_pairs(clean_paths), "train", cleaning["kept"])
             stats = {"train": {**train, "source": corpora["train"].name}}
             for path in clean_paths:
@@ -214,14 +216,14 @@ def _chunks(pairs: Iterable[Pair]) -> Iterator[list[Pair]]:
 
 
 def _clean_chunk(
-    settings: tuple[int, float, str, str], pairs: list[Pair]
+    settings: tuple[int, float, Protector], pairs: list[Pair]
 ) -> tuple[list[Pair], Counter, Counter]:
     """The normalised pairs that pass the cleaning rules (their protected spans masked), the
     count of each rule broken, and of pairs masked and left unmasked."""
-    max_words, max_ratio, protect, regex = settings
+    max_words, max_ratio, protector = settings
     cleaner = Cleaner(max_words, max_ratio)
     kept = list(cleaner(pairs))
-    masked, spans = _mask_pairs(kept, Protector(protect, regex))
+    masked, spans = _mask_pairs(kept, protector)
     return masked, cleaner.counts, spans
 
 
@@ -234,13 +236,19 @@ def _mask_pairs(pairs: list[Pair], protector: Protector) -> tuple[list[Pair], Co
     out = []
     for src, tgt in pairs:
         masked = protector.mask_pair(src, tgt)
-        counts["unmatched" if masked is None else "masked" if masked != (src, tgt) else "none"] += 1
+        if masked != (src, tgt):  # (a pair without spans is neither)
+            counts["unmatched" if masked is None else "masked"] += 1
         out.append(masked or (src, tgt))
     return out, counts
 
 
 def _clean_train(
-    corpus: Any, cfg: DataConfig, work: Path, bar: Callable[..., tqdm], pool: _Workers
+    corpus: Any,
+    cfg: DataConfig,
+    protector: Protector,
+    work: Path,
+    bar: Callable[..., tqdm],
+    pool: _Workers,
 ) -> tuple[list[Path], dict[str, Any]]:
     """Write the cleaned training pairs as two aligned text files; return them and the counts."""
     paths = [work / f"train.clean.{cfg.src}", work / f"train.clean.{cfg.tgt}"]
@@ -249,7 +257,7 @@ def _clean_train(
     keys = array("q")
     kept = 0
     reading = _chunks(_counting(corpus, bar(total=len(corpus), desc="clean train")))
-    clean = partial(_clean_chunk, (cfg.max_words, cfg.max_ratio, cfg.protect, cfg.protect_regex))
+    clean = partial(_clean_chunk, (cfg.max_words, cfg.max_ratio, protector))
     with paths[0].open("w", encoding="utf-8") as fs, paths[1].open("w", encoding="utf-8") as ft:
         for pairs, counts, span_counts in pool.map(clean, reading):
             dropped.update(counts)
@@ -270,7 +278,7 @@ def _clean_train(
             "check the language codes and the limits data.max_words / data.max_ratio",
         )
     report = {"read": read, "kept": kept, "dropped": dict(dropped)}
-    if Protector(cfg.protect, cfg.protect_regex).enabled:
+    if protector.enabled:
         report["spans"] = {"masked": spans["masked"], "unmatched": spans["unmatched"]}
     return paths, report
 
@@ -293,9 +301,10 @@ def _filter_lines(paths: list[Path], keep: Any) -> int:
 
 
 def _train_tokenizers(
-    clean_paths: list[Path], cfg: DataConfig, work: Path
+    clean_paths: list[Path], cfg: DataConfig, work: Path, symbols: list[str]
 ) -> tuple[dict[str, Tokenizer], dict[str, Any]]:
-    """Train one joint model or one per side; return tokenizers and their manifest entries."""
+    """Train one joint model or one per side (`symbols` kept whole); return tokenizers and
+    their manifest entries."""
     options = dict(
         vocab_size=cfg.vocab_size,
         model_type=cfg.spm_model_type,
@@ -304,7 +313,7 @@ def _train_tokenizers(
         sample_size=cfg.spm_sample_size,
         seed=0,
         threads=cfg.threads,
-        symbols=placeholder_symbols() if Protector(cfg.protect, cfg.protect_regex).enabled else (),
+        symbols=symbols,
     )
     if cfg.joint:
         plan = {"spm.model": clean_paths}
@@ -353,6 +362,7 @@ class _SplitEncoder:
 
     work: Path
     cfg: DataConfig
+    protector: Protector  # masks the sources as translation will
     dtype: np.dtype
     pool: _Workers
     bar: Callable[..., tqdm]
@@ -378,7 +388,7 @@ class _SplitEncoder:
         source's spans masked as translation masks them (the target's where they match)."""
         langs = (self.cfg.src, self.cfg.tgt)
         files = [(self.work / f"{split}.{lang}.txt").open("w", encoding="utf-8") for lang in langs]
-        protector = Protector(self.cfg.protect, self.cfg.protect_regex)
+        protector = self.protector
 
         def normalised() -> Iterator[Pair]:
             for src, tgt in corpus:

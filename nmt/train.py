@@ -496,8 +496,8 @@ def evaluate_dev(trainer: Trainer, samples: int = 3) -> tuple[dict[str, Any], li
         batch = dev.batch(indices).to(runtime.device)
         constraints = None
         if symbols is not None:
-            links = [[(s.partner, s.parent) for s in masked[i].spans] for i in indices]
-            constraints = Constraints.for_sources(batch.src.tolist(), links, symbols)
+            lines = [masked[i] for i in indices]
+            constraints = Constraints.for_sources(batch.src.tolist(), lines, symbols)
         with runtime.autocast():
             _, batch_nll = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
             outputs, _ = greedy_search(

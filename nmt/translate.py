@@ -274,8 +274,7 @@ class Translator:
         """What the search must emit for this batch; None for a model without placeholders."""
         if self.symbols is None:
             return None
-        links = [[(s.partner, s.parent) for s in m.spans] for m in masked]
-        return Constraints.for_sources(batch, links, self.symbols, self.runtime.device)
+        return Constraints.for_sources(batch, masked, self.symbols, self.runtime.device)
 
 
 @dataclass

@@ -49,7 +49,7 @@ from nmt.checkpoint import (
 )
 from nmt.config import Config, TrainConfig, apply_overrides, dump_config
 from nmt.constraints import Constraints
-from nmt.data.batching import ParallelDataset, TokenBatchSampler
+from nmt.data.batching import ParallelDataset, TokenBatchSampler, length_batches
 from nmt.data.corpus import normalize, read_lines
 from nmt.data.store import load_tokenizers, read_manifest, verify_file
 from nmt.device import Runtime, resolve_runtime
@@ -482,31 +482,16 @@ def evaluate_dev(trainer: Trainer, samples: int = 3) -> tuple[dict[str, Any], li
     """Teacher-forced dev loss and greedy-decoded BLEU/chrF against the raw references (the
     source's protected spans masked as preprocessing stored them, kept by the search and put
     back); also returns the dev translations."""
-    model, runtime, dev, dc = trainer.model, trainer.runtime, trainer.dev_set, trainer.cfg.decode
+    model, runtime, dev = trainer.model, trainer.runtime, trainer.dev_set
     model.eval()
     nll = tokens = 0.0
-    hyps = [""] * len(dev)
-    tokenizers = (
-        trainer.tokenizers[trainer.vocab["src"]],
-        trainer.tokenizers[trainer.vocab["tgt"]],
-    )
-    protector, symbols = model_protection(tokenizers, trainer.vocab["protect"])
-    masked = [protector.mask(normalize(text)) for text in trainer.dev_text["src"]]  # as stored
     for indices in trainer.dev_batches.batches(0):
         batch = dev.batch(indices).to(runtime.device)
-        constraints = None
-        if symbols is not None:
-            lines = [masked[i] for i in indices]
-            constraints = Constraints.for_sources(batch.src.tolist(), lines, symbols)
         with runtime.autocast():
             _, batch_nll = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
-            outputs, _ = greedy_search(
-                model, batch.src, batch.src_lengths, dc.max_len_a, dc.max_len_b, constraints
-            )
         nll += float(batch_nll)
         tokens += batch.target_tokens
-        for i, ids in zip(indices, outputs):
-            hyps[i] = masked[i].restore(tokenizers[1].decode(ids))
+    hyps = _decode_dev(trainer)
     scores = {s.name: s.score for s in score_corpus(hyps, [trainer.dev_text["ref"]])}
     loss = nll / max(tokens, 1)
     shown = [
@@ -514,6 +499,33 @@ def evaluate_dev(trainer: Trainer, samples: int = 3) -> tuple[dict[str, Any], li
         for i in range(min(samples, len(dev)))
     ]
     return {"loss": loss, "ppl": math.exp(min(loss, 50)), **scores, "samples": shown}, hyps
+
+
+def _decode_dev(trainer: Trainer) -> list[str]:
+    """Greedy translations of the dev sources, in batches of `decode.batch_tokens` source
+    subwords as `nmt translate` makes them (the training batch size, far smaller, would cut
+    the dev set into many short searches whose per-step costs dominate)."""
+    model, runtime, dev, dc = trainer.model, trainer.runtime, trainer.dev_set, trainer.cfg.decode
+    tokenizers = (
+        trainer.tokenizers[trainer.vocab["src"]],
+        trainer.tokenizers[trainer.vocab["tgt"]],
+    )
+    protector, symbols = model_protection(tokenizers, trainer.vocab["protect"])
+    masked = [protector.mask(normalize(text)) for text in trainer.dev_text["src"]]  # as stored
+    hyps = [""] * len(dev)
+    for indices in length_batches(dev.src.lengths.tolist(), dc.batch_tokens):
+        batch = dev.batch(indices).to(runtime.device)
+        constraints = None
+        if symbols is not None:
+            lines = [masked[i] for i in indices]
+            constraints = Constraints.for_sources(batch.src.tolist(), lines, symbols)
+        with runtime.autocast():
+            outputs, _ = greedy_search(
+                model, batch.src, batch.src_lengths, dc.max_len_a, dc.max_len_b, constraints
+            )
+        for i, ids in zip(indices, outputs):
+            hyps[i] = masked[i].restore(tokenizers[1].decode(ids))
+    return hyps
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ from nmt.checkpoint import (
 )
 from nmt.config import Config, checked
 from nmt.constraints import Constraints
+from nmt.data.batching import length_batches
 from nmt.data.corpus import count_lines, decode_lines, normalize, open_input
 from nmt.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from nmt.device import Runtime, resolve_runtime
@@ -186,7 +187,8 @@ class Translator:
                 )
         ids = self._encode([m.text for m in masked], first_line)
         results: list[Result | None] = [None] * len(texts)
-        for batch in _length_batches(ids, options.batch_tokens // options.beam):
+        lengths = [len(seq) for seq in ids]
+        for batch in length_batches(lengths, options.batch_tokens // options.beam):
             decoded = self._decode([ids[i] for i in batch], [masked[i] for i in batch], options)
             for i, hyps in zip(batch, decoded):
                 if not hyps.hypotheses:
@@ -285,22 +287,6 @@ class DecodeOptions:
     penalty: str
     batch_tokens: int
     attention: bool
-
-
-def _length_batches(ids: list[list[int]], max_tokens: int) -> list[list[int]]:
-    """Indices of the non-empty sequences, sorted by length and cut into batches whose padded
-    size (sentences x longest) stays within `max_tokens` (a longer sentence goes alone)."""
-    order = sorted((i for i, s in enumerate(ids) if s), key=lambda i: len(ids[i]))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        if current and (len(current) + 1) * (len(ids[i]) + 1) > max(max_tokens, 1):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from nmt.data.batching import ParallelDataset, TokenBatchSampler, padding_share
+from nmt.data.batching import ParallelDataset, TokenBatchSampler, length_batches, padding_share
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.errors import NmtError
 
@@ -23,6 +25,18 @@ def test_every_pair_exactly_once_per_epoch(train):
         seen = np.concatenate(list(sampler))
         assert len(seen) == len(train.indices)
         assert np.array_equal(np.sort(seen), train.indices)
+
+
+@given(st.lists(st.integers(0, 40), max_size=60), st.integers(1, 200))
+def test_decoding_batches_hold_every_non_empty_sequence_once_within_the_cap(lengths, cap):
+    """What translation and validation decode: each non-empty sequence once, in length
+    order, every batch within the cap (with eos and padding) unless it is one sentence."""
+    batches = length_batches(lengths, cap)
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == [i for i, n in enumerate(lengths) if n]
+    assert [lengths[i] for i in flat] == sorted(lengths[i] for i in flat)
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * (max(lengths[i] for i in batch) + 1) <= cap
 
 
 def test_token_cap_includes_padding(train):

@@ -172,6 +172,23 @@ class TokenBatchSampler(torch.utils.data.Sampler):
         self._cache = None
 
 
+def length_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices of the non-empty sequences (`lengths` without eos), sorted by length and cut
+    into decoding batches whose padded size (sentences x (longest + eos)) stays within
+    `max_tokens` (a longer sentence goes alone)."""
+    order = sorted((i for i, n in enumerate(lengths) if n), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) + 1) * (lengths[i] + 1) > max(max_tokens, 1):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
 def padding_share(
     batches: Sequence[np.ndarray], src_sizes: np.ndarray, tgt_sizes: np.ndarray
 ) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 import subprocess
 import time
 import zipfile
@@ -22,7 +23,6 @@ from nmt.errors import NmtError
 from nmt.fileio import json_line
 from nmt.metrics import score_corpus
 from nmt.train import MAX_SKIPPED, train
-from tests.conftest import write_tsv
 from tests.faults.conftest import (
     NMT,
     TINY,
@@ -103,27 +103,28 @@ def test_finding_03_metrics_with_line_separators_blank_and_torn_lines(store, tmp
     assert json.loads(json_line({"x": float("inf")})) == {"x": None}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "preprocess"])
 def test_finding_04_a_second_writer_is_refused(command, store, corpus, tmp_path):
-    """The second starts while the first works (a few seconds), even with --overwrite: it is
-    refused, and the first finishes undisturbed."""
+    """The second starts while the first holds the directory (stopped there with SIGSTOP,
+    as a stalled writer would be), even with --overwrite: it is refused, and the first, let
+    go on, finishes undisturbed."""
     out = tmp_path / "out"
-    if command == "train":
-        args = train_args(store, out, "--set", "train.max_steps=0")
-        args += ["--set", "train.max_minutes=0.12"]
-    else:
-        big = [(f"hola mundo {i}", f"hello world {i}") for i in range(100_000)]
-        args = preprocess_args({**corpus, "train": write_tsv(tmp_path / "big.tsv", big)}, out)
+    args = train_args(store, out) if command == "train" else preprocess_args(corpus, out)
     first = start(*args)
     deadline = time.monotonic() + 60
-    while not any(
-        p.name in ("out", ".out") or p.name.startswith(".out.") for p in tmp_path.iterdir()
-    ):
+
+    def holds_lock() -> bool:
+        locks = [p for p in tmp_path.rglob(".nmt.lock") if p.is_file()]
+        return any(p.read_text(errors="replace").strip() == str(first.pid) for p in locks)
+
+    while not holds_lock():
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.01)
-    time.sleep(0.5)  # the first is at work
-    second = nmt(*args, "--overwrite")
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = nmt(*args, "--overwrite")
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert "another nmt process (pid" in assert_clean_error(second, out)
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 0, stderr

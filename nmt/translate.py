@@ -158,10 +158,30 @@ class Translator:
     ) -> list[Result]:
         """Decode `texts`; None means the checkpoint's `decode` setting. `first_line` is the
         line number of texts[0], used in warnings."""
+        options = self.decode_options(beam, nbest, alpha, penalty, batch_tokens, attention)
+        items = self.prepare(texts, first_line)
+        for item in items:
+            for message in item.warnings:
+                self.warn(f"warning: {message}")
+        results = self.translate_prepared(items, options)
+        for i, result in enumerate(results):
+            if not result.hypotheses:
+                self.warn(f"warning: {no_translation(first_line + i)}")
+        return results
+
+    def decode_options(
+        self,
+        beam: int | None = None,
+        nbest: int = 1,
+        alpha: float | None = None,
+        penalty: str | None = None,
+        batch_tokens: int | None = None,
+        attention: bool = False,
+    ) -> DecodeOptions:
+        """Search settings, each validated like its config key; None: the checkpoint's."""
         dc = self.cfg.decode
 
         def option(key: str, value: object, flag: str) -> Any:
-            """The checkpoint's setting, or `value` validated like the config key."""
             return getattr(dc, key) if value is None else checked(f"decode.{key}", value, flag)
 
         options = DecodeOptions(
@@ -172,60 +192,62 @@ class Translator:
             batch_tokens=option("batch_tokens", batch_tokens, "--batch-tokens"),
             attention=attention,
         )
+        if nbest < 1:
+            raise NmtError(f"an n-best list of {nbest}", "--nbest", "ask for 1 or more")
         if nbest > options.beam:
             raise NmtError(
                 f"an n-best list of {nbest} needs a beam of at least {nbest}, not {options.beam}",
                 "--nbest",
                 f"add --beam {nbest}",
             )
-        masked = [self.protector.mask(normalize(t)) for t in texts]
-        for i, m in enumerate(masked):
-            if m.unprotected:
-                self.warn(
-                    f"warning: line {first_line + i} has more than {MAX_SPANS} protected spans; "
-                    f"the last {m.unprotected} are translated as ordinary text"
-                )
-        ids = self._encode([m.text for m in masked], first_line)
-        results: list[Result | None] = [None] * len(texts)
-        lengths = [len(seq) for seq in ids]
-        for batch in length_batches(lengths, options.batch_tokens // options.beam):
-            decoded = self._decode([ids[i] for i in batch], [masked[i] for i in batch], options)
-            for i, hyps in zip(batch, decoded):
-                if not hyps.hypotheses:
-                    self.warn(
-                        f"warning: line {first_line + i}: no translation found (the model's "
-                        "scores are not finite: NaN or overflowing weights?); it is left empty"
-                    )
-                results[i] = hyps
-        for i, r in enumerate(results):
-            if r is None:  # empty lines are not decoded
-                terms = [] if self.protector.glossary else None
-                results[i] = Result([], [Translation("", 0.0, [])], terms)
-        return results  # type: ignore[return-value]
+        return options
 
-    def _encode(self, texts: Sequence[str], first_line: int) -> list[list[int]]:
-        """Split into subwords, truncated to the model's limit (with a warning)."""
+    def prepare(self, texts: Sequence[str], first_line: int = 1) -> list[Prepared]:
+        """Normalise, mask the protected spans and split into subwords, truncated to the
+        model's limit; what was cut or left unprotected is in each item's warnings."""
         limit = self.cfg.decode.max_input_len or self.cfg.train.max_len
-        ids = self.src_tokenizer.encode(list(texts))
-        for i, seq in enumerate(ids):
-            if len(seq) > limit:
-                self.warn(
-                    f"warning: line {first_line + i} has {len(seq)} subwords; truncated to the "
-                    f"first {limit} (decode.max_input_len)"
+        masked = [self.protector.mask(normalize(t)) for t in texts]
+        ids = self.src_tokenizer.encode([m.text for m in masked])
+        items = []
+        for line, m, seq in zip(range(first_line, first_line + len(texts)), masked, ids):
+            warnings = []
+            if m.unprotected:
+                warnings.append(
+                    f"line {line} has more than {MAX_SPANS} protected spans; the last "
+                    f"{m.unprotected} are translated as ordinary text"
                 )
-                ids[i] = seq[:limit]
-        return ids
+            if len(seq) > limit:
+                warnings.append(
+                    f"line {line} has {len(seq)} subwords; truncated to the first {limit} "
+                    "(decode.max_input_len)"
+                )
+                seq = seq[:limit]
+            items.append(Prepared(m, seq, warnings))
+        return items
+
+    def translate_prepared(self, items: Sequence[Prepared], options: DecodeOptions) -> list[Result]:
+        """Decode prepared lines in length-sorted batches; results in input order. An empty
+        line gets an empty translation; a line whose search found nothing (non-finite
+        scores), an empty n-best list."""
+        results: list[Result | None] = [None] * len(items)
+        lengths = [len(item.ids) for item in items]
+        for batch in length_batches(lengths, options.batch_tokens // options.beam):
+            decoded = self._decode([items[i] for i in batch], options)
+            for i, result in zip(batch, decoded):
+                results[i] = result
+        terms = [] if self.protector.glossary else None
+        return [r or Result([], [Translation("", 0.0, [])], terms) for r in results]
 
     @torch.no_grad()
-    def _decode(
-        self, batch: list[list[int]], masked: list[Masked], options: DecodeOptions
-    ) -> list[Result]:
-        """One batch of subword sequences (and the masked lines they come from) → their
-        results, in the same order, with the protected spans put back."""
+    def _decode(self, items: list[Prepared], options: DecodeOptions) -> list[Result]:
+        """One batch of prepared lines → their results, in the same order, with the protected
+        spans put back."""
+        batch = [item.ids for item in items]
         lengths = torch.tensor([len(s) + 1 for s in batch])  # with eos
         sentences = [torch.tensor([*seq, EOS_ID]) for seq in batch]
         src = pad_sequence(sentences, batch_first=True, padding_value=PAD_ID)  # [B, S]
         dc = self.cfg.decode
+        masked = [item.masked for item in items]
         constraints = self._constraints(batch, masked)
         self.runtime.share_cores()
         with self.runtime.autocast():
@@ -277,6 +299,22 @@ class Translator:
         if self.symbols is None:
             return None
         return Constraints.for_sources(batch, masked, self.symbols, self.runtime.device)
+
+
+@dataclass
+class Prepared:
+    """One input line ready for the search."""
+
+    masked: Masked  # the normalised line with its protected spans replaced by placeholders
+    ids: list[int]  # its subwords, truncated to the model's limit
+    warnings: list[str]  # what was truncated or left unprotected ("line N ...")
+
+
+def no_translation(line: int) -> str:
+    return (
+        f"line {line}: no translation found (the model's scores are not finite: NaN or "
+        "overflowing weights?); it is left empty"
+    )
 
 
 @dataclass

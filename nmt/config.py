@@ -1,10 +1,11 @@
 """Typed configuration: one schema, defaults defined once, YAML in, `--set` overrides out.
 
-A config is four sections (`data`, `model`, `train`, `decode`), each a dataclass whose fields carry
-their help text and their valid range in `field(metadata=...)`. Everything that reads settings (the
-CLI's option defaults and help, `docs/config.md`, validation) reads them from here, so a default is
-written exactly once. Every value that enters a config (YAML file, `--set`, a CLI option) goes
-through `set_value`, which validates it and names the file, line and key when it is wrong.
+A config is five sections (`data`, `model`, `train`, `decode`, `serve`), each a dataclass whose
+fields carry their help text and their valid range in `field(metadata=...)`. Everything that
+reads settings (the CLI's option defaults and help, `docs/config.md`, validation) reads them
+from here, so a default is written exactly once. Every value that enters a config (YAML file,
+`--set`, a CLI option) goes through `set_value`, which validates it and names the file, line
+and key when it is wrong.
 """
 
 from __future__ import annotations
@@ -260,6 +261,61 @@ class DecodeConfig:
 
 
 @dataclass
+class ServeConfig:
+    """The translation server (read by `nmt serve`; search settings come from `decode`)."""
+
+    host: str = option(
+        "127.0.0.1",
+        "Address to listen on; the default answers this machine alone. 0.0.0.0 opens the "
+        "server to the network: set an API key (`nmt serve --api-key-file`) first.",
+    )
+    port: int = option(8000, "TCP port to listen on (0: any free port).", min=0, max=65535)
+    workers: int = option(
+        1,
+        "Server processes sharing the port, each with its own copy of the model (on a CPU, "
+        "each follows the cores the others leave free).",
+        min=1,
+    )
+    max_batch_tokens: int = option(
+        0,
+        "Most source subwords x beam decoded in one batch, summed over the requests merged "
+        "into it; 0 means `decode.batch_tokens`. Smaller batches answer sooner under load.",
+        min=0,
+    )
+    max_wait_ms: float = option(
+        2.0,
+        "When the decoder is idle, how long a new sentence waits for others to share its batch.",
+        min=0.0,
+        max=10_000.0,
+    )
+    max_queue: int = option(
+        1024,
+        "Most sentences waiting or being decoded; a request that would exceed it is answered "
+        "503 with Retry-After instead of waiting without bound.",
+        min=1,
+    )
+    max_sentences: int = option(
+        256, "Most sentences in one request (`texts`); more is a 413 error.", min=1
+    )
+    max_chars: int = option(
+        5000,
+        "Longer sentences are cut to this many characters, with a warning in the response "
+        "(as `decode.max_input_len` cuts subwords).",
+        min=1,
+    )
+    max_body_bytes: int = option(
+        1 << 20, "Largest request body accepted; larger is a 413 error.", min=1
+    )
+    max_beam: int = option(32, "Largest beam a request may ask for.", min=1)
+    drain_seconds: float = option(
+        30.0,
+        "On SIGTERM or Ctrl-C the server stops accepting connections and finishes the "
+        "requests in flight, for at most this long, then exits.",
+        min=0.0,
+    )
+
+
+@dataclass
 class Config:
     """The whole configuration; stored in every preprocessed directory and checkpoint."""
 
@@ -267,6 +323,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 SECTIONS: dict[str, type] = dict(typing.get_type_hints(Config))

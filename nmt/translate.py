@@ -81,6 +81,8 @@ class Translator:
         self.warn: Callable[[str], None] = lambda message: print(message, file=sys.stderr)
         self.protector, self.symbols = model_protection((src_tokenizer, tgt_tokenizer), protect)
         self.markup: str | None = None
+        self.checkpoints: list[dict[str, str]] = []  # {"path", "sha256"} of each model loaded
+        self.languages = ("", "")  # (source, target) codes, as preprocessing named them
 
     def protect(
         self,
@@ -138,7 +140,12 @@ class Translator:
             models.append(model.to(runtime.device).eval())
         cfg = checkpoint_config(checkpoints[0], str(paths[0]))
         src, tgt = tokenizers[vocab["src"]], tokenizers[vocab["tgt"]]
-        return cls(models, src, tgt, cfg, runtime, vocab.get("protect"))
+        translator = cls(models, src, tgt, cfg, runtime, vocab.get("protect"))
+        translator.languages = (vocab["src"], vocab["tgt"])
+        translator.checkpoints = [
+            {"path": str(p), "sha256": c.get("sha256", "")} for p, c in zip(paths, checkpoints)
+        ]
+        return translator
 
     def translate(self, texts: Sequence[str], beam: int | None = None, **options) -> list[str]:
         """The best translation of each text (options as in `translate_nbest`)."""

@@ -1,0 +1,199 @@
+"""The server's one decoder: the sentences of concurrent requests merged into shared batches.
+
+Each request puts its prepared lines in one queue, bounded at `max_queue` sentences waiting or
+being decoded (a request that would pass it is refused at once: `QueueFull`). One thread takes
+the oldest waiting line and the other waiting lines that share its search options, oldest
+first, up to `max_batch_tokens` (source subwords x beam), and decodes them as one batch with
+`Translator.translate_prepared`, the code behind `nmt translate`. A request gets its answer as
+soon as the batch that holds its last line is done. Lines that arrive during a batch wait for
+the next one, so no line waits longer than one batch, and 64 clients sending one line each are
+decoded together, as lines of a file would be. When the decoder is idle, a new line waits up to
+`max_wait_ms` for others to join it. The lines of a request whose client has gone are dropped
+before they are decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nmt.translate import DecodeOptions, Prepared, Result, Translator
+
+
+class QueueFull(Exception):
+    """The queue cannot take a request's lines now; `retry_after`: seconds until it likely can."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"the queue is full; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass
+class Job:
+    """One request's lines and where their results go."""
+
+    items: list[Prepared]
+    options: DecodeOptions
+    future: asyncio.Future  # resolved with list[Result] on the request's event loop
+    loop: asyncio.AbstractEventLoop
+    results: list[Result | None] = field(default_factory=list)
+    pending: int = 0  # lines not yet decoded
+    cancelled: bool = False  # the client has gone
+
+    def finish(self, value: list[Result] | BaseException) -> None:
+        """Resolve the future from the decoder thread (the loop owns it)."""
+
+        def resolve() -> None:
+            if self.future.done():
+                return
+            if isinstance(value, BaseException):
+                self.future.set_exception(value)
+            else:
+                self.future.set_result(value)
+
+        self.loop.call_soon_threadsafe(resolve)
+
+
+@dataclass
+class Events:
+    """What the scheduler reports (the server's metrics); each is called on the decoder
+    thread."""
+
+    batch: Callable[[int, float], None] = lambda lines, seconds: None
+    dropped: Callable[[int], None] = lambda lines: None
+
+
+class Scheduler:
+    """A queue of lines and the thread that decodes them in shared batches."""
+
+    def __init__(
+        self,
+        translator: Translator,
+        max_wait_ms: float,
+        max_queue: int,
+        events: Events | None = None,
+    ):
+        self.translator, self.max_wait = translator, max_wait_ms / 1000
+        self.max_queue, self.events = max_queue, events or Events()
+        self._lines: deque[tuple[Job, int]] = deque()  # (job, index of the line in it)
+        self._depth = 0  # lines waiting or being decoded
+        self._rate = 50.0  # lines decoded per second, smoothed (for Retry-After)
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="nmt-decoder", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def submit(self, items: list[Prepared], options: DecodeOptions) -> Job:
+        """Queue a request's lines (empty ones are answered at once); raises QueueFull."""
+        loop = asyncio.get_running_loop()
+        job = Job(items, options, loop.create_future(), loop, [None] * len(items))
+        todo = [i for i, item in enumerate(items) if item.ids]
+        for i in set(range(len(items))) - set(todo):  # empty lines: nothing to decode
+            job.results[i] = self.translator.translate_prepared([items[i]], options)[0]
+        with self._cond:
+            if self._depth + len(todo) > self.max_queue:
+                raise QueueFull(max(1, round((self._depth + len(todo)) / self._rate)))
+            job.pending = len(todo)
+            self._depth += len(todo)
+            self._lines.extend((job, i) for i in todo)
+            self._cond.notify()
+        if not todo:
+            job.finish(job.results)  # type: ignore[arg-type]
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """The client has gone: its lines not yet decoded are dropped."""
+        with self._cond:
+            job.cancelled = True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Decode what is queued, then stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._decode(batch)
+
+    def _next_batch(self) -> list[tuple[Job, int]] | None:
+        """The oldest line and the waiting lines with its options, oldest first, within the
+        token budget (the oldest goes in any case); None once closing with nothing left."""
+        with self._cond:
+            while True:
+                self._drop_cancelled()
+                if self._lines:
+                    break
+                if self._closing:
+                    return None
+                self._cond.wait()
+            options = self._lines[0][0].options
+            budget = options.batch_tokens // options.beam  # source subwords with eos
+            deadline = time.monotonic() + self.max_wait
+            while self._tokens(options) < budget and not self._closing:
+                left = deadline - time.monotonic()  # an idle decoder waits for company
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            self._drop_cancelled()
+            batch: list[tuple[Job, int]] = []
+            rest: deque[tuple[Job, int]] = deque()
+            used = 0
+            for job, i in self._lines:
+                size = len(job.items[i].ids) + 1
+                if job.options == options and (not batch or used + size <= budget):
+                    batch.append((job, i))
+                    used += size
+                else:
+                    rest.append((job, i))
+            self._lines = rest
+            return batch
+
+    def _tokens(self, options: DecodeOptions) -> int:
+        return sum(len(job.items[i].ids) + 1 for job, i in self._lines if job.options == options)
+
+    def _drop_cancelled(self) -> None:
+        kept = deque(line for line in self._lines if not line[0].cancelled)
+        dropped = len(self._lines) - len(kept)
+        if dropped:
+            self._lines, self._depth = kept, self._depth - dropped
+            self.events.dropped(dropped)
+
+    def _decode(self, batch: list[tuple[Job, int]]) -> None:
+        """Decode one batch and hand each finished request its results."""
+        if not batch:
+            return
+        start = time.perf_counter()
+        options = batch[0][0].options
+        try:
+            results = self.translator.translate_prepared(
+                [job.items[i] for job, i in batch], options
+            )
+        except Exception as exc:  # noqa: BLE001 - every request of the batch is told
+            for job in {id(job): job for job, _ in batch}.values():
+                job.finish(exc)
+            results = None
+        seconds = time.perf_counter() - start
+        with self._cond:
+            self._depth -= len(batch)
+            self._rate = 0.8 * self._rate + 0.2 * len(batch) / max(seconds, 1e-3)
+        self.events.batch(len(batch), seconds)
+        if results is None:
+            return
+        for (job, i), result in zip(batch, results):
+            job.results[i] = result
+            job.pending -= 1
+            if job.pending == 0:
+                job.finish(job.results)  # type: ignore[arg-type]

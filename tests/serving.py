@@ -1,0 +1,79 @@
+"""Starting a real `nmt serve` process on a free loopback port, for the server's tests."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+LISTENING = re.compile(r"at (http://127\.0\.0\.1:\d+)/")
+
+
+class Server:
+    """A running server: its process, base URL and a client."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, log: list[str]):
+        self.proc, self.url, self.log = proc, url, log
+        self.client = httpx.Client(base_url=url, timeout=120)
+
+    def post(self, body: object, **kwargs) -> httpx.Response:
+        return self.client.post("/v1/translate", json=body, **kwargs)
+
+    def metric(self, name: str) -> float:
+        """The value of one unlabelled series of /metrics."""
+        for line in self.client.get("/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+    def wait_for(self, name: str, at_least: float, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.metric(name) < at_least:
+            assert time.monotonic() < deadline, (name, at_least, self.metric(name))
+            time.sleep(0.01)
+
+
+def start_server(checkpoint: Path, *args: str, timeout: float = 60) -> Server:
+    """`nmt serve CHECKPOINT --port 0 ARGS` (fp32: exact against the Translator), once it
+    listens."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nmt", "serve", str(checkpoint), "--port", "0",
+         "--precision", "fp32", *args],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    log: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            raise AssertionError(f"the server exited: {''.join(log)}")
+        log.append(line)
+        if match := LISTENING.search(line):
+            # keep reading its log, so that a full pipe never blocks the server
+            threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True).start()
+            return Server(proc, match.group(1), log)
+    proc.kill()
+    raise AssertionError(f"the server did not start: {''.join(log)}")
+
+
+@contextlib.contextmanager
+def running(checkpoint: Path, *args: str) -> Iterator[Server]:
+    server = start_server(checkpoint, *args)
+    try:
+        yield server
+    finally:
+        server.client.close()
+        if server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGTERM)
+            try:
+                server.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()

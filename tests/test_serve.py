@@ -1,0 +1,248 @@
+"""`nmt serve`: a real server process on a loopback port, answering real HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from nmt.cli import app
+from nmt.config import Config, apply_overrides
+from nmt.train import train
+from nmt.translate import Translator
+from tests.serving import running
+
+pytest.importorskip("fastapi")
+
+TINY = [
+    "train.precision=fp32",
+    "model.emb_size=16",
+    "model.hidden_size=24",
+    "train.batch_tokens=500",
+    "train.max_steps=4",
+    "train.valid_every=1000",
+    "decode.max_len_a=1",
+    "decode.max_len_b=2",
+    "decode.max_input_len=12",
+]
+WORDS = ["en", "el", "principio", "creó", "dios", "los", "cielos", "y", "la", "tierra"]
+WORDS += ["luz", "agua", "día", "noche"]
+SENTENCES = [" ".join(WORDS[i % 7 : i % 7 + 2 + i % 9]) for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(sample_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("serve") / "run"
+    train(apply_overrides(Config(), TINY), sample_dir, run, progress_bar=False, log=lambda _: None)
+    return run / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def translator(checkpoint):
+    return Translator.from_checkpoint(checkpoint, "cpu", "fp32")
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
+    with running(checkpoint, "--max-wait-ms", "50") as server:
+        yield server
+
+
+def expected(translator, texts, **options):
+    return translator.translate_nbest(texts, **options)
+
+
+def test_answers_equal_the_translator_s_for_the_same_options(server, translator):
+    """One text, several texts (an empty one among them), n-best lists and attention: the
+    same translations as `Translator.translate_nbest`, scores to 1e-4."""
+    texts = SENTENCES[:6] + [""]
+    for options in ({}, {"beam": 1}, {"beam": 4, "nbest": 3, "alpha": 1.0}):
+        got = server.post({"texts": texts, **options}).json()["translations"]
+        want = expected(translator, texts, **options)
+        assert [g["translation"] for g in got] == [w.hypotheses[0].text for w in want]
+        for g, w in zip(got, want):
+            assert g["score"] == pytest.approx(w.hypotheses[0].score, abs=1e-4)
+            if options.get("nbest", 1) > 1 and w.source_pieces:
+                assert [h["translation"] for h in g["nbest"]] == [h.text for h in w.hypotheses]
+    one = server.post({"text": SENTENCES[3], "attention": True})
+    assert one.status_code == 200 and one.json()["time_ms"] > 0
+    best = expected(translator, [SENTENCES[3]], attention=True)[0]
+    body = one.json()
+    assert body["translation"] == best.hypotheses[0].text
+    assert body["source_pieces"] == best.source_pieces
+    assert (
+        len(body["attention"]) == len(body["target_pieces"]) == len(best.hypotheses[0].pieces) + 1
+    )
+    assert all(sum(row) == pytest.approx(1, abs=1e-2) for row in body["attention"])
+
+
+def test_concurrent_clients_each_get_their_own_sentence_in_shared_batches(server, translator):
+    """40 clients at once, one sentence each: every answer is its own sentence's, and the
+    decoder merged them into fewer batches than requests."""
+    want = [r.hypotheses[0].text for r in expected(translator, SENTENCES)]
+    assert len(set(want)) > 10  # distinct enough that a mix-up would show
+    batches = server.metric("nmt_batch_sentences_count")
+    with ThreadPoolExecutor(len(SENTENCES)) as pool:
+        got = list(pool.map(lambda s: server.post({"text": s}).json()["translation"], SENTENCES))
+    assert got == want
+    assert server.metric("nmt_batch_sentences_count") - batches < len(SENTENCES)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b'{"text": 5}', 422, "text: Input should be a valid string"),
+        (b'{"text": "a", "texts": ["b"]}', 422, "exactly one of"),
+        (b'{"text": "a", "colour": 1}', 422, "colour: Extra inputs are not permitted"),
+        (b'{"text": "a", "beam": 0}', 422, "beam: Input should be greater than or equal to 1"),
+        (b'{"text": "a", "beam": 99}', 422, "over this server's limit"),
+        (b'{"text": "a", "nbest": 9}', 422, "needs a beam of at least 9"),
+        (b'{"text": "a", "alpha": NaN}', 422, "alpha: Input should be a finite number"),
+        (b'{"text": "a"', 400, "not valid JSON"),
+        (b'{"text": "\xff"}', 400, "not valid UTF-8 (byte 10)"),
+        (b"[]", 422, "valid dictionary"),
+        (json.dumps({"texts": ["a"] * 300}).encode(), 413, "serve.max_sentences"),
+        (json.dumps({"text": "a" * 2_000_000}).encode(), 413, "serve.max_body_bytes"),
+    ],
+)
+def test_bad_input_is_a_4xx_with_a_json_error(server, body, status, says):
+    response = server.client.post("/v1/translate", content=body)
+    assert response.status_code == status, response.text
+    assert says in response.json()["error"]
+
+
+def test_long_sentences_are_cut_with_a_warning(server):
+    body = server.post({"texts": ["a" * 6000, " ".join(WORDS * 3)]}).json()
+    first, second = body["translations"]
+    assert "line 1 has 6000 characters; cut to the first 5000" in first["warnings"][0]
+    assert any("truncated to the first 12" in w for w in second["warnings"])
+
+
+def test_routes_besides_translate(server, checkpoint):
+    assert server.client.get("/health").json() == {"status": "ok"}
+    info = server.client.get("/v1/model").json()
+    assert (info["source_language"], info["target_language"], info["arch"]) == (
+        "es",
+        "en",
+        "rnnsearch",
+    )
+    assert (
+        info["checkpoints"][0]["path"] == str(checkpoint)
+        and len(info["checkpoints"][0]["sha256"]) == 64
+    )
+    assert info["config"]["model"]["hidden_size"] == 24
+    metrics = server.client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'nmt_requests_total{route="/health",status="200"}' in metrics.text
+    schema = server.client.get("/openapi.json").json()
+    fields = schema["components"]["schemas"]["TranslateRequest"]["properties"]
+    assert all(f.get("description") for f in fields.values())
+    assert server.client.get("/nope").json() == {"error": "Not Found"}
+    page = server.client.get("/")
+    assert (
+        page.status_code == 200
+        and 'id="source"' in page.text
+        and "http" not in page.text.split("<script>")[1]
+    )
+
+
+SLOW = 24  # sentences of the slow request
+
+
+def _slow_request(server, result):
+    """Long sentences with beam 32, a sentence per batch (--max-batch-tokens 400): a few
+    seconds of decoding."""
+    texts = [" ".join(WORDS[i % 5 :] * 2) for i in range(SLOW)]
+    result.append(server.post({"texts": texts, "beam": 32}))
+
+
+def test_a_full_queue_answers_503_with_retry_after(checkpoint):
+    with running(checkpoint, "--max-queue", str(SLOW), "--max-batch-tokens", "400") as server:
+        result: list = []
+        slow = threading.Thread(target=_slow_request, args=(server, result))
+        slow.start()
+        server.wait_for("nmt_queue_depth", SLOW - 2)
+        refused = server.post({"texts": ["hola"] * 4})
+        slow.join()
+        assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+        assert "busy" in refused.json()["error"]
+        assert result[0].status_code == 200 and len(result[0].json()["translations"]) == SLOW
+        assert server.post({"texts": ["hola"] * 4}).status_code == 200
+
+
+def test_a_client_that_leaves_has_its_sentences_dropped(checkpoint):
+    with running(checkpoint, "--max-batch-tokens", "400") as server:
+        result: list = []
+        slow = threading.Thread(target=_slow_request, args=(server, result))
+        slow.start()
+        server.wait_for("nmt_queue_depth", 1)
+        body = json.dumps({"texts": ["y la tierra"] * 50, "beam": 32}).encode()
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as leaver:
+            leaver.sendall(
+                b"POST /v1/translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            server.wait_for("nmt_queue_depth", 50)
+        server.wait_for("nmt_sentences_dropped_total", 50)
+        slow.join()
+        assert result[0].status_code == 200
+        assert server.post({"text": "hola"}).status_code == 200
+
+
+def test_sigterm_finishes_the_requests_in_flight_then_exits_0(checkpoint):
+    with running(checkpoint, "--max-batch-tokens", "400") as server:
+        result: list = []
+        slow = threading.Thread(target=_slow_request, args=(server, result))
+        slow.start()
+        server.wait_for("nmt_queue_depth", 1)
+        server.proc.send_signal(signal.SIGTERM)
+        slow.join()
+        assert result[0].status_code == 200 and len(result[0].json()["translations"]) == SLOW
+        assert server.proc.wait(60) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(server.url + "/health")
+
+
+def test_an_api_key_guards_every_route_but_health(checkpoint, tmp_path):
+    key = "k" * 24
+    (tmp_path / "key").write_text(key + "\n")
+    with running(checkpoint, "--api-key-file", str(tmp_path / "key")) as server:
+        assert server.client.get("/health").status_code == 200
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": key}):
+            refused = server.post({"text": "hola"}, headers=headers)
+            assert refused.status_code == 401 and "API key" in refused.json()["error"]
+            assert server.client.get("/v1/model", headers=headers).status_code == 401
+        good = {"Authorization": f"Bearer {key}"}
+        assert server.post({"text": "hola"}, headers=good).status_code == 200
+        assert server.client.get("/metrics", headers=good).status_code == 200
+
+
+def test_start_up_errors_come_before_the_port_is_bound(checkpoint, tmp_path):
+    """A damaged checkpoint, a bad key file and a port in use: `error:` and exit 2."""
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(checkpoint.read_bytes()[:-100])
+    (tmp_path / "short").write_text("abc\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases = [
+            ([str(damaged), "--port", "0"], str(damaged)),
+            ([str(checkpoint), "--api-key-file", str(tmp_path / "short")], "at least 16"),
+            ([str(checkpoint), "--api-key-file", str(tmp_path / "none")], "API key file"),
+            ([str(checkpoint), "--port", port], f"cannot listen on 127.0.0.1:{port}"),
+            ([str(checkpoint), "--set", "serve.max_queue=0"], "serve.max_queue"),
+        ]
+        for args, says in cases:
+            result = CliRunner().invoke(app, ["serve", *args])
+            assert result.exit_code == 2, result.output
+            assert result.exception is None or isinstance(result.exception, SystemExit)
+            assert says in result.output, result.output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
 bench_app = typer.Typer(help="Benchmarks: print a table and write JSON.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -396,6 +398,39 @@ def bench_distributed(
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 
 
+@_command(bench_app, "serve")
+def bench_serve(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to serve.")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="Source text, one sentence per line.")
+    ],
+    lines: Annotated[int, typer.Option(help="Sentences to take from --input.")] = 500,
+    clients: Annotated[
+        str, typer.Option(help="Comma-separated concurrent clients.")
+    ] = "1,8,64,256",
+    workers: Annotated[str, typer.Option(help="Comma-separated server process counts.")] = "1",
+    beam: Annotated[int, typer.Option(min=1, help="Beam width of every request.")] = 5,
+    seconds: Annotated[
+        float, typer.Option(help="Time limit per client level (each sends --lines requests).")
+    ] = 60,
+    precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 or auto.")] = "auto",
+    out: BenchOut = Path("bench-out"),
+) -> None:
+    """Server sentences/s and p50/p95/p99 latency per concurrent client count, against
+    translating the same sentences as a file and one at a time (same run)."""
+    _need_serve_extra("nmt bench serve")
+    from nmt import bench
+    from nmt.serve.loadgen import bench_serve as run_bench
+
+    counts = _ints(clients, "--clients")
+    rows = run_bench(
+        checkpoint, input, lines, counts, _ints(workers, "--workers"), beam, seconds, precision
+    )
+    settings = {"checkpoint": str(checkpoint), "input": str(input), "lines": lines, "beam": beam}
+    path = bench.write_report(out, "serve", rows, settings)
+    typer.echo(f"{bench.table(rows)}\nwrote {path}")
+
+
 @_command(bench_app, "translate")
 def bench_translate(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to decode with.")],
@@ -697,15 +732,10 @@ def serve(
     then exits. Limits (body size, sentences per request, characters per sentence, queue) are
     the serve.* config keys (docs/config.md). Needs the serve extra: pip install 'nmt[serve]'.
     """
-    try:
-        from nmt.serve.server import ServeSettings
-        from nmt.serve.server import serve as run_server
-    except ImportError as exc:
-        raise NmtError(
-            f"the server needs packages that are not installed ({exc.name})",
-            "nmt serve",
-            "pip install 'nmt[serve]' (FastAPI, uvicorn)",
-        ) from None
+    _need_serve_extra("nmt serve")
+    from nmt.serve.server import ServeSettings
+    from nmt.serve.server import serve as run_server
+
     cfg = _config(
         config,
         overrides,
@@ -728,6 +758,17 @@ def serve(
         api_key_file=None if api_key_file is None else str(api_key_file),
     )
     run_server(settings, access_log=access_log)
+
+
+def _need_serve_extra(command: str) -> None:
+    """The server's packages are an extra (`nmt[serve]`): say so instead of an ImportError."""
+    missing = [m for m in SERVE_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        raise NmtError(
+            f"the server needs packages that are not installed: {', '.join(missing)}",
+            command,
+            "pip install 'nmt[serve]'",
+        )
 
 
 def _check_translate_options(fmt: str, nbest: int, attention: bool, errors: str) -> None:

@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -246,3 +247,17 @@ def test_start_up_errors_come_before_the_port_is_bound(checkpoint, tmp_path):
             assert result.exit_code == 2, result.output
             assert result.exception is None or isinstance(result.exception, SystemExit)
             assert says in result.output, result.output
+
+
+def test_two_worker_processes_share_the_port(checkpoint, translator):
+    """--workers 2: two processes with a model each answer on one port; SIGTERM stops both."""
+    want = [r.hypotheses[0].text for r in expected(translator, SENTENCES[:16])]
+    with running(checkpoint, "--workers", "2") as server:
+        pid = server.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        assert len(children.split()) == 2
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda s: server.post({"text": s}).json(), SENTENCES[:16]))
+        assert [g["translation"] for g in got] == want
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(60) == 0, "".join(server.log)

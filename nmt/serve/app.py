@@ -46,18 +46,18 @@ from nmt.translate import Prepared, Result, Translator, no_translation
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 422, 503)}
 
 
-def create_app(translator: Translator, cfg: ServeConfig, api_key: str | None = None) -> FastAPI:
-    """The ASGI app: one scheduler (and its decoder thread) per app."""
+def create_app(
+    translator: Translator, cfg: ServeConfig, api_key: str | None = None
+) -> tuple[FastAPI, Scheduler]:
+    """The ASGI app and its scheduler, whose `run` the caller runs (on the main thread); the
+    app closes the scheduler when it shuts down, once its requests are answered."""
     metrics = ServerMetrics(lambda: scheduler.depth)
     scheduler = Scheduler(translator, cfg.max_wait_ms, cfg.max_queue, metrics.events())
-    draining = False
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nonlocal draining
         yield
-        draining = True
-        scheduler.close(cfg.drain_seconds)
+        scheduler.close()
 
     app = FastAPI(
         title="nmt translation server",
@@ -65,6 +65,7 @@ def create_app(translator: Translator, cfg: ServeConfig, api_key: str | None = N
         description="Translation with a GRU encoder-decoder trained by `nmt train`.",
         lifespan=lifespan,
     )
+    app.state.draining = False  # set on SIGTERM, while the requests in flight finish
     app.add_middleware(Guard, cfg=cfg, api_key=api_key, metrics=metrics)
     _error_handlers(app)
     page = resources.files("nmt.serve").joinpath("static/index.html").read_text("utf-8")
@@ -74,10 +75,10 @@ def create_app(translator: Translator, cfg: ServeConfig, api_key: str | None = N
         return page
 
     @app.get("/health", responses={503: {"model": ErrorBody}})
-    async def health() -> JSONResponse:
+    async def health(request: Request) -> JSONResponse:
         """Ready: the model is loaded (the server listens only once it is); 503 while the
         server drains its last requests before exiting."""
-        if draining:
+        if request.app.state.draining:
             return error_response(503, "the server is shutting down")
         return JSONResponse({"status": "ok"})
 
@@ -122,7 +123,7 @@ def create_app(translator: Translator, cfg: ServeConfig, api_key: str | None = N
             return {**answers[0].model_dump(exclude_none=True), "time_ms": ms}
         return {"translations": [a.model_dump(exclude_none=True) for a in answers], "time_ms": ms}
 
-    return app
+    return app, scheduler
 
 
 def _prepare(

@@ -1,9 +1,10 @@
 """`nmt serve`: load the model, bind the port, and run uvicorn in one process or several.
 
 The model is loaded (and the API key read) before the port is bound, so a broken checkpoint
-is an error at start-up, not on the first request. With `serve.workers` > 1, uvicorn's
-supervisor starts that many processes on the one listening socket; each builds its own app
-from the settings passed in the environment (`app_from_environment`).
+is an error at start-up, not on the first request. In each server process the decoder runs on
+the main thread and uvicorn on another (see `Scheduler.run` for why). With `serve.workers` > 1,
+this process binds the socket and starts that many worker processes on it, each with its own
+copy of the model, and passes them its signals.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
 
 from nmt.config import ServeConfig, apply_overrides
 from nmt.errors import NmtError
@@ -73,15 +76,6 @@ def read_api_key(path: str | None) -> str | None:
     return key
 
 
-def build_app(settings: ServeSettings) -> FastAPI:
-    return create_app(load_translator(settings), settings.cfg, read_api_key(settings.api_key_file))
-
-
-def app_from_environment() -> FastAPI:
-    """uvicorn's app factory in each worker process."""
-    return build_app(ServeSettings(**json.loads(os.environ[ENV])))
-
-
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket; a port in use or an address not of this machine is an error."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -97,21 +91,14 @@ def bind(host: str, port: int) -> socket.socket:
             "choose another port (or stop the process that holds it)",
         ) from None
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
 def serve(settings: ServeSettings, access_log: bool = False) -> None:
     """Run until SIGTERM or Ctrl-C, then drain the requests in flight and return."""
     cfg = settings.cfg
-    app: FastAPI | str
-    if cfg.workers == 1:
-        app = build_app(settings)
-    else:  # each worker loads its own copy; load one here so that errors come now
-        load_translator(settings)
-        read_api_key(settings.api_key_file)
-        os.environ[ENV] = json.dumps(dataclasses.asdict(settings))
-        app = "nmt.serve.server:app_from_environment"
+    translator = load_translator(settings)  # errors come now, before the port is bound
+    key = read_api_key(settings.api_key_file)
     sock = bind(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
     where = f"[{host}]" if ":" in host else host
@@ -122,31 +109,96 @@ def serve(settings: ServeSettings, access_log: bool = False) -> None:
         file=sys.stderr,
         flush=True,
     )
+    if cfg.workers == 1:
+        serve_on(sock, translator, cfg, key, access_log)
+    else:
+        del translator  # each worker loads its own
+        _supervise(sock, settings, access_log)
+
+
+def serve_on(
+    sock: socket.socket, translator: Translator, cfg: ServeConfig, key: str | None, log: bool
+) -> None:
+    """One server process: uvicorn on a thread of its own, the decoder on this (main) thread;
+    SIGTERM or Ctrl-C stops accepting, the requests in flight are answered, then it returns."""
+    app, scheduler = create_app(translator, cfg, key)
     config = uvicorn.Config(
         app,
-        factory=cfg.workers > 1,
-        workers=cfg.workers,
         timeout_graceful_shutdown=max(1, round(cfg.drain_seconds)),
-        access_log=access_log,
+        access_log=log,
         log_level="info",
     )
-    with _stop_signals_end_cleanly():
-        if cfg.workers == 1:
-            server = uvicorn.Server(config)
+    server = uvicorn.Server(config)
+
+    def http() -> None:
+        try:
             server.run(sockets=[sock])
-            if not server.started:
-                raise NmtError("the server did not start (see the log above)", f"{host}:{port}")
-        else:
-            uvicorn.supervisors.Multiprocess(config, sockets=[sock]).run()
+        finally:
+            scheduler.close()  # also when uvicorn could not start
+
+    def stop(signum: int, frame: object) -> None:
+        app.state.draining = True
+        server.force_exit = server.should_exit  # a second Ctrl-C: now
+        server.should_exit = True
+
+    thread = threading.Thread(target=http, name="nmt-http")
+    with _handlers(stop):
+        thread.start()
+        scheduler.run()
+        thread.join()
+    if not server.started:
+        raise NmtError("the server did not start (see the log above)", str(sock.getsockname()))
+
+
+def _supervise(sock: socket.socket, settings: ServeSettings, access_log: bool) -> None:
+    """`serve.workers` processes on the one socket (the kernel hands each connection to one
+    of them); signals are passed on to them, and this returns when they have all exited."""
+    env = {**os.environ, ENV: json.dumps(dataclasses.asdict(settings))}
+    command = [sys.executable, "-m", "nmt.serve.server", str(sock.fileno())]
+    command += ["--access-log"] if access_log else []
+    workers = [  # in sessions of their own: a Ctrl-C reaches them once, from here
+        subprocess.Popen(command, env=env, pass_fds=[sock.fileno()], start_new_session=True)
+        for _ in range(settings.cfg.workers)
+    ]
+
+    def forward(signum: int, frame: object) -> None:
+        for worker in workers:
+            worker.send_signal(signum)
+
+    with _handlers(forward):
+        codes = [worker.wait() for worker in workers]
+    if any(codes):
+        raise NmtError(f"a server process failed (exit codes {codes})", "nmt serve")
 
 
 @contextlib.contextmanager
-def _stop_signals_end_cleanly() -> Iterator[None]:
-    """uvicorn drains on SIGTERM/SIGINT, then raises the signal again for the handler it found:
-    a drained server has stopped as asked, so that handler does nothing (exit status 0)."""
-    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in STOP_SIGNALS}
+def _handlers(handler: Callable[[int, object], None]) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _worker(fd: int, access_log: bool) -> None:
+    """One of `serve.workers` processes: the settings from the environment, the socket
+    inherited from the supervisor."""
+    for sig in STOP_SIGNALS:  # told to stop while starting: nothing is in flight yet
+        signal.signal(sig, lambda signum, frame: sys.exit(0))
+    settings = ServeSettings(**json.loads(os.environ[ENV]))
+    sock = socket.socket(fileno=fd)
+    key = read_api_key(settings.api_key_file)
+    supervisor = os.getppid()
+
+    def orphaned() -> None:  # the supervisor was killed: stop as if told to
+        while os.getppid() == supervisor:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=orphaned, daemon=True).start()
+    serve_on(sock, load_translator(settings), settings.cfg, key, access_log)
+
+
+if __name__ == "__main__":
+    _worker(int(sys.argv[1]), "--access-log" in sys.argv)

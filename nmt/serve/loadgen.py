@@ -1,0 +1,179 @@
+"""`nmt bench serve`: a real server under N concurrent clients, beside `nmt translate`'s rates.
+
+In one run: the same sentences translated as a file (one `translate_nbest` call, as `nmt
+translate` does) and one at a time, in this process, before the server starts; then `nmt serve`
+in a process of its own, and for each client count an asyncio load generator on 127.0.0.1 whose
+clients each send one sentence per request, each waiting for its answer before sending the
+next, until a number of requests or a time limit is reached. The generator speaks minimal
+HTTP/1.1 over keep-alive connections (a few microseconds per request, so the server has the
+CPU), and reads the server's resident memory after each level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from nmt.data.corpus import read_lines
+from nmt.errors import NmtError
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads JSON answers."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        data = json.dumps(body).encode()
+        head = f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        self.writer.write(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return status, json.loads(await self.reader.readexactly(length))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _load(
+    host: str, port: int, lines: list[str], clients: int, requests: int, seconds: float, beam: int
+) -> tuple[list[float], float, int]:
+    """`clients` connections sending lines (cycled) one request each, until `requests` are
+    answered or `seconds` pass; returns the latencies, the elapsed time and the errors."""
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def client() -> None:
+        nonlocal sent, errors
+        connection = await Connection.open(host, port)
+        try:
+            while sent < requests and time.perf_counter() < deadline:
+                line = lines[sent % len(lines)]
+                sent += 1
+                t0 = time.perf_counter()
+                status, _ = await connection.post("/v1/translate", {"text": line, "beam": beam})
+                latencies.append(time.perf_counter() - t0)
+                errors += status != 200
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies, time.perf_counter() - start, errors
+
+
+def _percentile(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def _rss_mib(pid: int) -> int:
+    """Resident memory of a process and its children (uvicorn's workers), in MiB."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    total = 0
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total // 1024
+
+
+def _reference_rates(checkpoint: Path, lines: list[str], beam: int, precision: str) -> dict:
+    """Sentences/s of the lines as a file, and the median time of one sentence alone."""
+    from nmt.translate import Translator
+
+    translator = Translator.from_checkpoint(checkpoint, None, precision)
+    translator.translate(lines[:8], beam=beam)  # warm-up
+    start = time.perf_counter()
+    translator.translate(lines, beam=beam)
+    file_rate = len(lines) / (time.perf_counter() - start)
+    alone = []
+    for line in lines[:50]:
+        t0 = time.perf_counter()
+        translator.translate([line], beam=beam)
+        alone.append(time.perf_counter() - t0)
+    return {"file_rate": file_rate, "one_ms": 1000 * statistics.median(alone)}
+
+
+def _start_server(checkpoint: Path, workers: int, precision: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nmt", "serve", str(checkpoint), "--port", "0",
+         "--workers", str(workers), "--precision", precision, "--max-queue", "100000"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    for line in proc.stderr:
+        if "serving " in line and " at http://" in line:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # never a full pipe
+            return proc, int(line.split(" at http://")[1].split("/")[0].rsplit(":", 1)[1])
+    raise NmtError(f"the server did not start: {proc.wait()}", str(checkpoint))
+
+
+def bench_serve(
+    checkpoint: Path,
+    input_path: Path,
+    n_lines: int,
+    clients: list[int],
+    workers: list[int],
+    beam: int,
+    seconds: float,
+    precision: str = "auto",
+) -> list[dict[str, Any]]:
+    """Rows: translate as a file, one sentence alone, then each (workers, clients) level."""
+    lines = [line for line in islice(read_lines(input_path), n_lines) if line.strip()]
+    ref = _reference_rates(checkpoint, lines, beam, precision)
+    rows: list[dict[str, Any]] = [
+        {"mode": "translate, the lines as a file", "sentences_per_s": round(ref["file_rate"], 1)},
+        {"mode": "translate, one line alone", "p50_ms": round(ref["one_ms"], 1)},
+    ]
+    for count in workers:
+        proc, port = _start_server(checkpoint, count, precision)
+        try:
+            asyncio.run(_load("127.0.0.1", port, lines, 4, 16, seconds, beam))  # warm-up
+            for c in clients:
+                latencies, elapsed, errors = asyncio.run(
+                    _load("127.0.0.1", port, lines, c, max(len(lines), 4 * c), seconds, beam)
+                )
+                rate, p99 = len(latencies) / elapsed, 1000 * _percentile(latencies, 99)
+                rows.append(
+                    {
+                        "mode": f"serve, {count} worker{'s' if count > 1 else ''}",
+                        "clients": c,
+                        "requests": len(latencies),
+                        "errors": errors,
+                        "sentences_per_s": round(rate, 1),
+                        "vs file": f"{rate / ref['file_rate']:.2f}x",
+                        "p50_ms": round(1000 * _percentile(latencies, 50), 1),
+                        "p95_ms": round(1000 * _percentile(latencies, 95), 1),
+                        "p99_ms": round(p99, 1),
+                        "p99 vs one alone": f"{p99 / ref['one_ms']:.2f}x",
+                        "server_rss_mib": _rss_mib(proc.pid),
+                    }
+                )
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    keys = list(rows[-1])
+    return [{k: row.get(k, "") for k in keys} for row in rows]

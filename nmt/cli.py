@@ -414,6 +414,9 @@ def bench_serve(
         float, typer.Option(help="Time limit per client level (each sends --lines requests).")
     ] = 60,
     precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 or auto.")] = "auto",
+    max_wait_ms: Annotated[float, typer.Option(help="The server's serve.max_wait_ms.")] = default(
+        "serve.max_wait_ms"
+    ),
     out: BenchOut = Path("bench-out"),
 ) -> None:
     """Server sentences/s and p50/p95/p99 latency per concurrent client count, against
@@ -424,9 +427,23 @@ def bench_serve(
 
     counts = _ints(clients, "--clients")
     rows = run_bench(
-        checkpoint, input, lines, counts, _ints(workers, "--workers"), beam, seconds, precision
+        checkpoint,
+        input,
+        lines,
+        counts,
+        _ints(workers, "--workers"),
+        beam,
+        seconds,
+        precision,
+        max_wait_ms,
     )
-    settings = {"checkpoint": str(checkpoint), "input": str(input), "lines": lines, "beam": beam}
+    settings = {
+        "checkpoint": str(checkpoint),
+        "input": str(input),
+        "lines": lines,
+        "beam": beam,
+        "max_wait_ms": max_wait_ms,
+    }
     path = bench.write_report(out, "serve", rows, settings)
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
 

@@ -1,11 +1,14 @@
-"""`nmt serve`: a real server process on a loopback port, answering real HTTP."""
+"""`nmt serve`: a real server process on a loopback port, answering real HTTP, and its page
+read from a real headless browser (Debian's chromium, driven by Selenium)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import signal
 import socket
-import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -156,34 +159,29 @@ def test_routes_besides_translate(server, checkpoint):
 SLOW = 24  # sentences of the slow request
 
 
-def _slow_request(server, result):
+def _slow_request(server):
     """Long sentences with beam 32, a sentence per batch (--max-batch-tokens 400): a few
     seconds of decoding."""
     texts = [" ".join(WORDS[i % 5 :] * 2) for i in range(SLOW)]
-    result.append(server.post({"texts": texts, "beam": 32}))
+    return server.post({"texts": texts, "beam": 32})
 
 
-def test_a_full_queue_answers_503_with_retry_after(checkpoint):
+def test_a_full_queue_a_client_that_leaves_and_sigterm(checkpoint):
+    """On one server with a queue of SLOW sentences and a sentence per batch: (1) a request
+    that would overfill the queue is answered 503 with Retry-After, and accepted once there is
+    room; (2) a client that disconnects has its queued sentences dropped; (3) SIGTERM lets the
+    request in flight finish, then the server exits 0 and accepts nothing more."""
     with running(checkpoint, "--max-queue", str(SLOW), "--max-batch-tokens", "400") as server:
-        result: list = []
-        slow = threading.Thread(target=_slow_request, args=(server, result))
-        slow.start()
+        slow = _in_background(_slow_request, server)
         server.wait_for("nmt_queue_depth", SLOW - 2)
         refused = server.post({"texts": ["hola"] * 4})
-        slow.join()
         assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
         assert "busy" in refused.json()["error"]
-        assert result[0].status_code == 200 and len(result[0].json()["translations"]) == SLOW
+        assert slow.result().status_code == 200
+        assert len(slow.result().json()["translations"]) == SLOW
         assert server.post({"texts": ["hola"] * 4}).status_code == 200
 
-
-def test_a_client_that_leaves_has_its_sentences_dropped(checkpoint):
-    with running(checkpoint, "--max-batch-tokens", "400") as server:
-        result: list = []
-        slow = threading.Thread(target=_slow_request, args=(server, result))
-        slow.start()
-        server.wait_for("nmt_queue_depth", 1)
-        body = json.dumps({"texts": ["y la tierra"] * 50, "beam": 32}).encode()
+        body = json.dumps({"texts": ["y la tierra"] * 20, "beam": 32}).encode()
         host, port = server.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as leaver:
             leaver.sendall(
@@ -191,25 +189,22 @@ def test_a_client_that_leaves_has_its_sentences_dropped(checkpoint):
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
-            server.wait_for("nmt_queue_depth", 50)
-        server.wait_for("nmt_sentences_dropped_total", 50)
-        slow.join()
-        assert result[0].status_code == 200
+            server.wait_for("nmt_queue_depth", 18)
+        server.wait_for("nmt_sentences_dropped_total", 10)
         assert server.post({"text": "hola"}).status_code == 200
 
-
-def test_sigterm_finishes_the_requests_in_flight_then_exits_0(checkpoint):
-    with running(checkpoint, "--max-batch-tokens", "400") as server:
-        result: list = []
-        slow = threading.Thread(target=_slow_request, args=(server, result))
-        slow.start()
+        slow = _in_background(_slow_request, server)
         server.wait_for("nmt_queue_depth", 1)
         server.proc.send_signal(signal.SIGTERM)
-        slow.join()
-        assert result[0].status_code == 200 and len(result[0].json()["translations"]) == SLOW
+        assert slow.result().status_code == 200
+        assert len(slow.result().json()["translations"]) == SLOW
         assert server.proc.wait(60) == 0
         with pytest.raises(httpx.ConnectError):
             httpx.get(server.url + "/health")
+
+
+def _in_background(fn, *args):
+    return ThreadPoolExecutor(1).submit(fn, *args)
 
 
 def test_an_api_key_guards_every_route_but_health(checkpoint, tmp_path):
@@ -227,9 +222,13 @@ def test_an_api_key_guards_every_route_but_health(checkpoint, tmp_path):
 
 
 def test_start_up_errors_come_before_the_port_is_bound(checkpoint, tmp_path):
-    """A damaged checkpoint, a bad key file and a port in use: `error:` and exit 2."""
-    damaged = tmp_path / "damaged.pt"
+    """A truncated or bit-flipped checkpoint, a bad key file, a port in use (a second server
+    on it) and an invalid setting: `error:` and exit 2."""
+    damaged, flipped = tmp_path / "damaged.pt", tmp_path / "flipped.pt"
     damaged.write_bytes(checkpoint.read_bytes()[:-100])
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    flipped.write_bytes(bytes(data))
     (tmp_path / "short").write_text("abc\n")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -237,6 +236,7 @@ def test_start_up_errors_come_before_the_port_is_bound(checkpoint, tmp_path):
         port = str(taken.getsockname()[1])
         cases = [
             ([str(damaged), "--port", "0"], str(damaged)),
+            ([str(flipped), "--port", "0"], str(flipped)),
             ([str(checkpoint), "--api-key-file", str(tmp_path / "short")], "at least 16"),
             ([str(checkpoint), "--api-key-file", str(tmp_path / "none")], "API key file"),
             ([str(checkpoint), "--port", port], f"cannot listen on 127.0.0.1:{port}"),
@@ -261,3 +261,88 @@ def test_two_worker_processes_share_the_port(checkpoint, translator):
         assert [g["translation"] for g in got] == want
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(60) == 0, "".join(server.log)
+
+
+def test_workers_of_a_killed_supervisor_stop_and_free_the_port(checkpoint):
+    """SIGKILL to the supervisor: its workers notice within seconds and exit, so the port
+    can be bound again (no orphan keeps serving an old model)."""
+    with running(checkpoint, "--workers", "2") as server:
+        pid = server.proc.pid
+        workers = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        server.wait_for("nmt_queue_depth", 0)  # a worker answers
+        server.proc.kill()
+        server.proc.wait(10)
+        deadline = time.monotonic() + 60
+        while any(_alive(w) for w in workers):
+            assert time.monotonic() < deadline, "the workers outlived their supervisor"
+            time.sleep(0.1)
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.socket() as again:
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            again.bind((host, int(port)))
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that does not reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# --- the page, in a real browser ------------------------------------------------------------
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+NO_BROWSER = pytest.mark.skipif(
+    not (BROWSER and DRIVER and importlib.util.find_spec("selenium")),
+    reason="no chromium, chromedriver and selenium here (apt-get install chromium "
+    "chromium-driver; .ci/run installs them)",
+)
+PAGE_SENTENCES = ["Y dijo Dios: Sea la luz.", "En el principio creó Dios los cielos y la tierra."]
+
+
+@pytest.fixture()
+def browser():
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = BROWSER
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(DRIVER))
+    yield driver
+    driver.quit()
+
+
+@NO_BROWSER
+def test_the_page_translates_and_draws_attention(server, translator, browser):
+    """Load `/`, type two sentences, read their translations from the page (what the API
+    answers), then draw the first one's attention heatmap from the API's weights."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    want = translator.translate(PAGE_SENTENCES)
+    wait = WebDriverWait(browser, 60)
+    browser.get(server.url + "/")
+    wait.until(lambda b: "es → en" in b.find_element(By.ID, "model").text)
+    browser.find_element(By.ID, "source").send_keys("\n".join(PAGE_SENTENCES))
+    browser.find_element(By.ID, "translate").click()
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#output .translation")) == 2)
+    got = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#output .translation")]
+    assert got == want  # exactly what the API answered, spaces included
+    browser.find_elements(By.CSS_SELECTOR, ".show-attention")[0].click()
+    canvas = wait.until(ready.visibility_of_element_located((By.ID, "heatmap")))
+    best = translator.translate_nbest(PAGE_SENTENCES[:1], attention=True)[0]
+    assert int(canvas.get_attribute("data-cols")) == len(best.source_pieces)
+    assert int(canvas.get_attribute("data-rows")) == len(best.hypotheses[0].pieces) + 1
+    shaded = browser.execute_script(
+        "const c = document.getElementById('heatmap');"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let n = 0; for (let i = 0; i < d.length; i += 4)"
+        "  if (d[i + 2] === 255 && d[i] === d[i + 1] && d[i] < 250) n++;"
+        "return n;"
+    )
+    assert shaded > 100  # cells of weight are drawn in shades of blue
+    assert not browser.find_element(By.ID, "status").get_attribute("class")  # no error

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -111,17 +112,32 @@ def _reference_rates(checkpoint: Path, lines: list[str], beam: int, precision: s
     translator.translate(lines, beam=beam)
     file_rate = len(lines) / (time.perf_counter() - start)
     alone = []
-    for line in lines[:50]:
+    for line in lines:  # each once, as the server's single client sends them
         t0 = time.perf_counter()
         translator.translate([line], beam=beam)
         alone.append(time.perf_counter() - t0)
-    return {"file_rate": file_rate, "one_ms": 1000 * statistics.median(alone)}
+    return {
+        "file_rate": file_rate,
+        "one_ms": {q: 1000 * _percentile(alone, q) for q in (50, 95, 99)},
+    }
 
 
-def _start_server(checkpoint: Path, workers: int, precision: str) -> tuple[subprocess.Popen, int]:
+def _batches(port: int) -> tuple[float, float]:
+    """The server's sentences decoded and batches so far (one worker's, with several)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    values = dict(
+        line.split()[:2] for line in text.splitlines() if line.startswith("nmt_batch_sentences_")
+    )
+    return float(values["nmt_batch_sentences_sum"]), float(values["nmt_batch_sentences_count"])
+
+
+def _start_server(
+    checkpoint: Path, workers: int, precision: str, max_wait_ms: float
+) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "nmt", "serve", str(checkpoint), "--port", "0",
-         "--workers", str(workers), "--precision", precision, "--max-queue", "100000"],
+         "--workers", str(workers), "--precision", precision, "--max-queue", "100000",
+         "--max-wait-ms", str(max_wait_ms)],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     for line in proc.stderr:
@@ -140,22 +156,27 @@ def bench_serve(
     beam: int,
     seconds: float,
     precision: str = "auto",
+    max_wait_ms: float = 2.0,
 ) -> list[dict[str, Any]]:
     """Rows: translate as a file, one sentence alone, then each (workers, clients) level."""
     lines = [line for line in islice(read_lines(input_path), n_lines) if line.strip()]
     ref = _reference_rates(checkpoint, lines, beam, precision)
     rows: list[dict[str, Any]] = [
         {"mode": "translate, the lines as a file", "sentences_per_s": round(ref["file_rate"], 1)},
-        {"mode": "translate, one line alone", "p50_ms": round(ref["one_ms"], 1)},
+        {"mode": "translate, one line alone"}
+        | {f"p{q}_ms": round(ms, 1) for q, ms in ref["one_ms"].items()},
     ]
     for count in workers:
-        proc, port = _start_server(checkpoint, count, precision)
+        proc, port = _start_server(checkpoint, count, precision, max_wait_ms)
         try:
             asyncio.run(_load("127.0.0.1", port, lines, 4, 16, seconds, beam))  # warm-up
             for c in clients:
+                before = _batches(port)
                 latencies, elapsed, errors = asyncio.run(
                     _load("127.0.0.1", port, lines, c, max(len(lines), 4 * c), seconds, beam)
                 )
+                after = _batches(port)
+                per_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
                 rate, p99 = len(latencies) / elapsed, 1000 * _percentile(latencies, 99)
                 rows.append(
                     {
@@ -168,7 +189,8 @@ def bench_serve(
                         "p50_ms": round(1000 * _percentile(latencies, 50), 1),
                         "p95_ms": round(1000 * _percentile(latencies, 95), 1),
                         "p99_ms": round(p99, 1),
-                        "p99 vs one alone": f"{p99 / ref['one_ms']:.2f}x",
+                        "p99 vs one alone": f"{p99 / ref['one_ms'][99]:.2f}x",
+                        "sentences_per_batch": round(per_batch, 1) if count == 1 else "",
                         "server_rss_mib": _rss_mib(proc.pid),
                     }
                 )

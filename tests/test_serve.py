@@ -249,27 +249,18 @@ def test_start_up_errors_come_before_the_port_is_bound(checkpoint, tmp_path):
             assert says in result.output, result.output
 
 
-def test_two_worker_processes_share_the_port(checkpoint, translator):
-    """--workers 2: two processes with a model each answer on one port; SIGTERM stops both."""
+def test_worker_processes_share_the_port_and_stop_with_their_supervisor(checkpoint, translator):
+    """--workers 2: two processes with a model each answer on one port. SIGKILL to the
+    supervisor: its workers notice within seconds, stop as on SIGTERM (draining) and exit, so
+    the port can be bound again (no orphan keeps serving an old model)."""
     want = [r.hypotheses[0].text for r in expected(translator, SENTENCES[:16])]
     with running(checkpoint, "--workers", "2") as server:
         pid = server.proc.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-        assert len(children.split()) == 2
+        workers = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        assert len(workers) == 2
         with ThreadPoolExecutor(8) as pool:
             got = list(pool.map(lambda s: server.post({"text": s}).json(), SENTENCES[:16]))
         assert [g["translation"] for g in got] == want
-        server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(60) == 0, "".join(server.log)
-
-
-def test_workers_of_a_killed_supervisor_stop_and_free_the_port(checkpoint):
-    """SIGKILL to the supervisor: its workers notice within seconds and exit, so the port
-    can be bound again (no orphan keeps serving an old model)."""
-    with running(checkpoint, "--workers", "2") as server:
-        pid = server.proc.pid
-        workers = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        server.wait_for("nmt_queue_depth", 0)  # a worker answers
         server.proc.kill()
         server.proc.wait(10)
         deadline = time.monotonic() + 60

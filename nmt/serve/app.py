@@ -41,7 +41,7 @@ from nmt.serve.schemas import (
     Translated,
     TranslateRequest,
 )
-from nmt.translate import Prepared, Result, Translator, no_translation
+from nmt.translate import DecodeOptions, Prepared, Result, Translator, no_translation
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 422, 503)}
 
@@ -114,8 +114,10 @@ def create_app(
         results = await _answer_or_disconnect(job, request, scheduler)
         if results is None:
             return Response(status_code=499)  # nobody is left to read it
-        answers = [_translated(r, item, body.attention, i) for i, (r, item) in enumerate(
-            zip(results, items))]  # fmt: skip
+        answers = [
+            _translated(result, item, body.attention, line)
+            for line, (result, item) in enumerate(zip(results, items), 1)
+        ]
         elapsed = time.perf_counter() - start
         metrics.latency.observe(elapsed)
         ms = round(1000 * elapsed, 1)
@@ -128,7 +130,7 @@ def create_app(
 
 def _prepare(
     translator: Translator, cfg: ServeConfig, body: TranslateRequest, texts: list[str]
-) -> tuple[list[Prepared], object]:
+) -> tuple[list[Prepared], DecodeOptions]:
     """The request's lines cut to `max_chars` and prepared, and its search options; a
     request over the limits is an HTTP error."""
     if len(texts) > cfg.max_sentences:
@@ -176,17 +178,20 @@ async def _answer_or_disconnect(job, request: Request, scheduler: Scheduler) -> 
     return None
 
 
-def _translated(result: Result, item: Prepared, attention: bool, index: int) -> Translated:
+def _translated(result: Result, item: Prepared, attention: bool, line: int) -> Translated:
+    """One sentence's answer; `line` counts the request's sentences from 1, as warnings do."""
     warnings = list(item.warnings)
     if not result.hypotheses:
-        warnings.append(no_translation(index + 1))
+        warnings.append(no_translation(line))
         return Translated(translation="", score=0.0, warnings=warnings)
     best = result.hypotheses[0]
     answer = Translated(
         translation=best.text, score=round(best.score, 6), warnings=warnings or None
     )
     if len(result.hypotheses) > 1:
-        answer.nbest = [Hypothesis(translation=h.text, score=h.score) for h in result.hypotheses]
+        answer.nbest = [
+            Hypothesis(translation=h.text, score=round(h.score, 6)) for h in result.hypotheses
+        ]
     if attention and best.attention is not None:
         answer.source_pieces = result.source_pieces
         answer.target_pieces = [*best.pieces, "</s>"]

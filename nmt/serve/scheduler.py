@@ -16,6 +16,7 @@ thread: see there), the HTTP server on another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -56,7 +57,8 @@ class Job:
             else:
                 self.future.set_result(value)
 
-        self.loop.call_soon_threadsafe(resolve)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits for it
+            self.loop.call_soon_threadsafe(resolve)
 
 
 @dataclass

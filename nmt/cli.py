@@ -714,7 +714,8 @@ def serve(
     max_wait_ms: Annotated[
         float | None,
         typer.Option(
-            help="An idle decoder's wait for more sentences.", show_default=_d("serve.max_wait_ms")
+            help="How long a batch may wait to be as full as the last.",
+            show_default=_d("serve.max_wait_ms"),
         ),
     ] = None,
     max_queue: Annotated[

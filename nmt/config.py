@@ -283,8 +283,10 @@ class ServeConfig:
         min=0,
     )
     max_wait_ms: float = option(
-        2.0,
-        "When the decoder is idle, how long a new sentence waits for others to share its batch.",
+        20.0,
+        "How long a batch may wait to hold as many sentences as the last one did (the clients "
+        "it answered are sending their next ones): under load batches stay full, while a lone "
+        "client never waits.",
         min=0.0,
         max=10_000.0,
     )

@@ -714,7 +714,7 @@ def serve(
     max_wait_ms: Annotated[
         float | None,
         typer.Option(
-            help="How long a batch may wait to be as full as the last.",
+            help="How long a batch may wait for the clients just answered.",
             show_default=_d("serve.max_wait_ms"),
         ),
     ] = None,

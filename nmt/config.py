@@ -283,10 +283,11 @@ class ServeConfig:
         min=0,
     )
     max_wait_ms: float = option(
-        20.0,
-        "How long a batch may wait to hold as many sentences as the last one did (the clients "
-        "it answered are sending their next ones): under load batches stay full, while a lone "
-        "client never waits.",
+        150.0,
+        "How long a batch may wait to hold as many sentences as were queued or just answered "
+        "when the last batch ended (the clients answered are sending their next ones): under "
+        "load batches stay full, while a lone client never waits (the wait also ends once no "
+        "request has come for 5 ms).",
         min=0.0,
         max=10_000.0,
     )

@@ -160,13 +160,6 @@ def test_two_nodes_meet_through_c10d_rendezvous(toy_dir, tmp_path):
     assert [r["step"] for r in _records(tmp_path / "run", "train")] == [1, 2, 3, 4]
 
 
-def test_every_rank_stops_early_at_the_same_update(toy_dir, tmp_path):
-    """Rank 0 alone validates; the others take its early-stopping count and stop with it."""
-    sets = [*FAST, "train.lr=0", "train.valid_every=1", "train.patience=2", "train.max_steps=50"]
-    out = _torchrun(toy_dir, tmp_path / "run", sets)
-    assert "stopped at step 3: no improvement in 2 validations (early stopping)" in out.stdout
-
-
 def test_ranks_share_an_epoch_without_overlap_or_gaps():
     """Four ranks over one epoch of 21 batches: the last update has one batch for four ranks."""
     sampler = TokenBatchSampler(np.arange(1, 301) % 17 + 1, np.arange(300) % 13 + 1, 200)
@@ -206,10 +199,12 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
         setup("auto")
 
 
-def test_no_ddp_wrapper_outlives_the_process_group(toy_dir, tmp_path):
-    """A DDP wrapper still alive after destroy_process_group keeps the gloo group until
-    interpreter shutdown, where its threads can abort the process (a rare CI failure:
-    "terminate called without an active exception")."""
+def test_ranks_stop_early_together_and_no_ddp_wrapper_outlives_the_group(toy_dir, tmp_path):
+    """Rank 0 alone validates; the others take its early-stopping count and stop with it, at
+    the same update. And a DDP wrapper still alive after destroy_process_group keeps the gloo
+    group until interpreter shutdown, where its threads can abort the process (a rare CI
+    failure: "terminate called without an active exception"): none is left."""
+    sets = [*FAST, "train.lr=0", "train.valid_every=1", "train.patience=2", "train.max_steps=50"]
     script = tmp_path / "check.py"  # keeps the trainer, as the CLI does until it returns
     script.write_text(
         "import gc\n"
@@ -218,11 +213,12 @@ def test_no_ddp_wrapper_outlives_the_process_group(toy_dir, tmp_path):
         "import torch\n"
         "from nmt.config import Config, apply_overrides\n"
         "from nmt.train import train\n"
-        f"cfg = apply_overrides(Config(), {[*FAST, 'train.max_steps=2']!r})\n"
-        f"trainer, _ = train(cfg, Path({str(toy_dir)!r}), Path({str(tmp_path / 'run')!r}))\n"
+        f"cfg = apply_overrides(Config(), {sets!r})\n"
+        f"trainer, reason = train(cfg, Path({str(toy_dir)!r}), Path({str(tmp_path / 'run')!r}))\n"
         "DDP = torch.nn.parallel.DistributedDataParallel\n"
         "live = sum(isinstance(o, DDP) for o in gc.get_objects())\n"
-        "os.write(1, f'live DDP: {live}\\n'.encode())  # one write: the ranks' lines never mix\n"
+        "line = f'step {trainer.progress.step}: {reason}; live DDP: {live}\\n'\n"
+        "os.write(1, line.encode())  # one write: the ranks' lines never mix\n"
     )
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     out = subprocess.run(
@@ -233,4 +229,5 @@ def test_no_ddp_wrapper_outlives_the_process_group(toy_dir, tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("live DDP: 0") == 2, out.stdout
+    line = "step 3: no improvement in 2 validations (early stopping); live DDP: 0"
+    assert out.stdout.count(line) == 2, out.stdout

@@ -8,7 +8,8 @@ first, up to `max_batch_tokens` (source subwords x beam), and decodes them as on
 soon as the batch that holds its last line is done. Lines that arrive during a batch wait for
 the next one, so no line waits longer than one batch, and 64 clients sending one line each are
 decoded together, as lines of a file would be. A batch waits up to `max_wait_ms` to hold as many
-lines as the last one did (the clients it answered are sending their next lines), so that
+lines as were queued or just answered when the last batch ended (the clients it answered are
+sending their next lines), as long as requests keep coming (a gap of `GAP` ends the wait): so
 under load batches stay full, while a lone client never waits. The lines of a request whose
 client has gone are dropped before they are decoded. The decoding runs on the thread that
 calls `run` (the main thread: see there), the HTTP server on another.
@@ -25,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nmt.translate import DecodeOptions, Prepared, Result, Translator
+
+GAP = 0.005  # a batch waiting for company stops once no request has come for this long
 
 
 class QueueFull(Exception):
@@ -86,7 +89,8 @@ class Scheduler:
         self._lines: deque[tuple[Job, int]] = deque()  # (job, index of the line in it)
         self._depth = 0  # lines waiting or being decoded
         self._rate = 50.0  # lines decoded per second, smoothed (for Retry-After)
-        self._last = 1  # lines in the last batch: how many clients are likely to come back
+        self._expect = 1  # lines the next batch may expect: queued + just answered
+        self._arrivals = 0  # requests submitted so far
         self._cond = threading.Condition()
         self._closing = False
 
@@ -107,6 +111,7 @@ class Scheduler:
             job.pending = len(todo)
             self._depth += len(todo)
             self._lines.extend((job, i) for i in todo)
+            self._arrivals += 1
             self._cond.notify()
         if not todo:
             job.finish(job.results)  # type: ignore[arg-type]
@@ -148,10 +153,10 @@ class Scheduler:
             budget = options.batch_tokens // options.beam  # source subwords with eos
             deadline = time.monotonic() + self.max_wait
             while self._short_of(options, budget) and not self._closing:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                seen, left = self._arrivals, deadline - time.monotonic()
+                self._cond.wait(min(left, GAP))
+                if left <= GAP or self._arrivals == seen:  # out of time, or nobody is coming
                     break
-                self._cond.wait(left)
             self._drop_cancelled()
             batch: list[tuple[Job, int]] = []
             rest: deque[tuple[Job, int]] = deque()
@@ -163,15 +168,17 @@ class Scheduler:
                     used += size
                 else:
                     rest.append((job, i))
-            self._lines, self._last = rest, len(batch)
+            self._lines = rest
             return batch
 
     def _short_of(self, options: DecodeOptions, budget: int) -> bool:
-        """Fewer lines wait than the last batch had, and they leave room in the budget: the
-        clients that batch answered are likely sending their next lines (with a fixed 2 ms wait
-        instead, 64 clients were served in batches of 30 on average: docs/benchmarks.md)."""
+        """Fewer lines wait than were queued or answered when the last batch ended, and they
+        leave room in the budget: the clients just answered are likely sending their next
+        lines (answering 64 clients and reading their next requests takes the HTTP thread
+        longer than 20 ms; without waiting for them, batches alternated between 64 and 6-9
+        lines: docs/benchmarks.md)."""
         lines = [len(job.items[i].ids) + 1 for job, i in self._lines if job.options == options]
-        return len(lines) < self._last and sum(lines) < budget
+        return len(lines) < self._expect and sum(lines) < budget
 
     def _drop_cancelled(self) -> None:
         kept = deque(line for line in self._lines if not line[0].cancelled)
@@ -195,9 +202,10 @@ class Scheduler:
                 job.finish(exc)
             results = None
         seconds = time.perf_counter() - start
-        with self._cond:
+        with self._cond:  # before any answer goes out, so no client is counted twice
             self._depth -= len(batch)
             self._rate = 0.8 * self._rate + 0.2 * len(batch) / max(seconds, 1e-3)
+            self._expect = len(self._lines) + len(batch)
         self.events.batch(len(batch), seconds)
         if results is None:
             return

@@ -4,7 +4,8 @@ In one run: the same sentences translated as a file (one `translate_nbest` call,
 translate` does) and one at a time, in this process, before the server starts; then `nmt serve`
 in a process of its own, and for each client count an asyncio load generator on 127.0.0.1 whose
 clients each send one sentence per request, each waiting for its answer before sending the
-next, until a number of requests or a time limit is reached. The generator speaks minimal
+next, until a number of requests (10 rounds of every client, at least the
+input's lines) or a time limit is reached. The generator speaks minimal
 HTTP/1.1 over keep-alive connections (a few microseconds per request, so the server has the
 CPU), and reads the server's resident memory after each level.
 """
@@ -173,7 +174,7 @@ def bench_serve(
             for c in clients:
                 before = _batches(port)
                 latencies, elapsed, errors = asyncio.run(
-                    _load("127.0.0.1", port, lines, c, max(len(lines), 4 * c), seconds, beam)
+                    _load("127.0.0.1", port, lines, c, max(len(lines), 10 * c), seconds, beam)
                 )
                 after = _batches(port)
                 per_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)

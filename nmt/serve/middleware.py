@@ -27,6 +27,9 @@ def error_response(
 
 
 class Guard:
+    """Refuses what must not reach the app (no key, too large, not UTF-8), gives the app the
+    body it read, and counts every answer by route and status."""
+
     def __init__(self, app: ASGIApp, cfg: ServeConfig, api_key: str | None, metrics: ServerMetrics):
         self.app, self.cfg, self.metrics = app, cfg, metrics
         self.key = None if api_key is None else f"Bearer {api_key}".encode()

@@ -411,7 +411,11 @@ def bench_serve(
     workers: Annotated[str, typer.Option(help="Comma-separated server process counts.")] = "1",
     beam: Annotated[int, typer.Option(min=1, help="Beam width of every request.")] = 5,
     seconds: Annotated[
-        float, typer.Option(help="Time limit per client level (each sends --lines requests).")
+        float,
+        typer.Option(
+            help="Time limit per client level (each sends 10 requests per client, at least "
+            "--lines)."
+        ),
     ] = 60,
     precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 or auto.")] = "auto",
     max_wait_ms: Annotated[float, typer.Option(help="The server's serve.max_wait_ms.")] = default(

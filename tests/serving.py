@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-LISTENING = re.compile(r"at (http://127\.0\.0\.1:\d+)/")
+from nmt.serve.server import announced_url
 
 
 class Server:
@@ -56,10 +55,10 @@ def start_server(checkpoint: Path, *args: str, timeout: float = 60) -> Server:
         if not line:
             raise AssertionError(f"the server exited: {''.join(log)}")
         log.append(line)
-        if match := LISTENING.search(line):
+        if url := announced_url(line):
             # keep reading its log, so that a full pipe never blocks the server
             threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True).start()
-            return Server(proc, match.group(1), log)
+            return Server(proc, url, log)
     proc.kill()
     raise AssertionError(f"the server did not start: {''.join(log)}")
 

@@ -12,17 +12,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
-from typer.testing import CliRunner
 
-from nmt.cli import app
-from nmt.config import Config, apply_overrides
-from nmt.train import train
-from nmt.translate import Translator
-from tests.serving import running
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'nmt[serve]'")
+import httpx  # noqa: E402 - after the skip: httpx comes with the serve extra
+from typer.testing import CliRunner  # noqa: E402
 
-pytest.importorskip("fastapi")
+from nmt.cli import app  # noqa: E402
+from nmt.config import Config, apply_overrides  # noqa: E402
+from nmt.train import train  # noqa: E402
+from nmt.translate import Translator  # noqa: E402
+from tests.serving import running  # noqa: E402
 
 TINY = [
     "train.precision=fp32",

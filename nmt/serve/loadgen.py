@@ -24,8 +24,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from nmt.config import default
 from nmt.data.corpus import read_lines
 from nmt.errors import NmtError
+from nmt.serve.server import announced_url
 
 
 class Connection:
@@ -90,7 +92,7 @@ def _percentile(values: list[float], q: int) -> float:
 
 
 def _rss_mib(pid: int) -> int:
-    """Resident memory of a process and its children (uvicorn's workers), in MiB."""
+    """Resident memory of a process and its children (the processes of --workers), in MiB."""
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
@@ -104,7 +106,7 @@ def _rss_mib(pid: int) -> int:
 
 
 def _reference_rates(checkpoint: Path, lines: list[str], beam: int, precision: str) -> dict:
-    """Sentences/s of the lines as a file, and the median time of one sentence alone."""
+    """Sentences/s of the lines as a file, and the p50/p95/p99 time of each line alone."""
     from nmt.translate import Translator
 
     translator = Translator.from_checkpoint(checkpoint, None, precision)
@@ -142,9 +144,9 @@ def _start_server(
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     for line in proc.stderr:
-        if "serving " in line and " at http://" in line:
+        if url := announced_url(line):
             threading.Thread(target=proc.stderr.read, daemon=True).start()  # never a full pipe
-            return proc, int(line.split(" at http://")[1].split("/")[0].rsplit(":", 1)[1])
+            return proc, int(url.rsplit(":", 1)[1])
     raise NmtError(f"the server did not start: {proc.wait()}", str(checkpoint))
 
 
@@ -157,7 +159,7 @@ def bench_serve(
     beam: int,
     seconds: float,
     precision: str = "auto",
-    max_wait_ms: float = 2.0,
+    max_wait_ms: float = default("serve.max_wait_ms"),
 ) -> list[dict[str, Any]]:
     """Rows: translate as a file, one sentence alone, then each (workers, clients) level."""
     lines = [line for line in islice(read_lines(input_path), n_lines) if line.strip()]

@@ -75,7 +75,7 @@ class Events:
 
 
 class Scheduler:
-    """A queue of lines and the thread that decodes them in shared batches."""
+    """A queue of lines, decoded in shared batches by whichever thread calls `run`."""
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from nmt.serve.app import create_app
 from nmt.translate import Translator
 
 ENV = "NMT_SERVE_SETTINGS"
+ANNOUNCED = re.compile(r"^serving .* at (http://\S+:(\d+))/ ")  # the line `serve` prints
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -74,6 +76,13 @@ def read_api_key(path: str | None) -> str | None:
             "write one, e.g. `python -c 'import secrets; print(secrets.token_urlsafe())' > FILE`",
         )
     return key
+
+
+def announced_url(line: str) -> str | None:
+    """The server's base URL, if `line` of its stderr is the start-up announcement (the
+    socket is listening once it is printed)."""
+    match = ANNOUNCED.match(line)
+    return match.group(1) if match else None
 
 
 def bind(host: str, port: int) -> socket.socket:

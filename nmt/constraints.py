@@ -107,6 +107,18 @@ class Constraints:
         parents = [[span.parent for span in line.spans] for line in lines]
         return cls.build(symbols[1], need, partners, parents, device)
 
+    def __getitem__(self, rows: torch.Tensor) -> Constraints:
+        """The constraints of the sentences `rows` (an index or a mask)."""
+        return Constraints(self.symbols, self.need[rows], self.partner[rows], self.parent[rows])
+
+    @staticmethod
+    def cat(parts: Sequence[Constraints]) -> Constraints:
+        """The sentences of several batches' constraints (one vocabulary), in order."""
+        need, partner, parent = (
+            torch.cat([getattr(c, name) for c in parts]) for name in ("need", "partner", "parent")
+        )
+        return Constraints(parts[0].symbols, need, partner, parent)
+
     def to(self, device: torch.device | str) -> Constraints:
         tensors = (self.symbols, self.need, self.partner, self.parent)
         return Constraints(*(x.to(device) for x in tensors))
@@ -116,10 +128,15 @@ class Constraints:
         return torch.maximum(limit, self.count)
 
     def rule(
-        self, history: torch.Tensor, sentence: torch.Tensor, t: int, limit: torch.Tensor
+        self,
+        history: torch.Tensor,
+        sentence: torch.Tensor,
+        t: int | torch.Tensor,
+        limit: torch.Tensor,
     ) -> StepRule:
-        """What rows may emit at step t, given their tokens so far history [N, t], the sentence
-        each row belongs to [N], and that sentence's length limit [N]."""
+        """What rows may emit at step t (one for all, or [N]), given their tokens so far
+        history [N, W] (padding after each row's t), the sentence each row belongs to [N], and
+        that sentence's length limit [N]."""
         need, partner = self.need[sentence], self.partner[sentence]  # [N, P]
         rows, width = need.shape
         slot = self.slot[history.clamp(max=len(self.slot) - 1)]  # [N, t] placeholder index

@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
+from nmt.beam import BeamBatch
 from nmt.checkpoint import (
     checkpoint_config,
     load_checkpoint,
@@ -42,7 +43,7 @@ from nmt.errors import NmtError
 from nmt.fileio import atomic_open, json_line
 from nmt.model import Seq2Seq
 from nmt.protect import MAX_SPANS, Masked, Protector, model_protection
-from nmt.search import Hypothesis, beam_search
+from nmt.search import Hypothesis
 
 
 @dataclass
@@ -238,45 +239,20 @@ class Translator:
         scores), an empty n-best list."""
         results: list[Result | None] = [None] * len(items)
         lengths = [len(item.ids) for item in items]
-        for batch in length_batches(lengths, options.batch_tokens // options.beam):
-            decoded = self._decode([items[i] for i in batch], options)
-            for i, result in zip(batch, decoded):
-                results[i] = result
+        batch = self.batch(options)
+        for lines in length_batches(lengths, options.batch_tokens // options.beam):
+            batch.add(lines, [items[i] for i in lines])
+            while len(batch):
+                for i, result in batch.step():
+                    results[i] = result  # type: ignore[index]
         terms = [] if self.protector.glossary else None
         return [r or Result([], [Translation("", 0.0, [])], terms) for r in results]
 
-    @torch.no_grad()
-    def _decode(self, items: list[Prepared], options: DecodeOptions) -> list[Result]:
-        """One batch of prepared lines → their results, in the same order, with the protected
-        spans put back."""
-        batch = [item.ids for item in items]
-        lengths = torch.tensor([len(s) + 1 for s in batch])  # with eos
-        sentences = [torch.tensor([*seq, EOS_ID]) for seq in batch]
-        src = pad_sequence(sentences, batch_first=True, padding_value=PAD_ID)  # [B, S]
-        dc = self.cfg.decode
-        masked = [item.masked for item in items]
-        constraints = self._constraints(batch, masked)
-        self.runtime.share_cores()
-        with self.runtime.autocast():
-            nbest_lists = beam_search(
-                self.models,
-                src.to(self.runtime.device),
-                lengths.to(self.runtime.device),
-                beam=options.beam,
-                nbest=options.beam if self.symbols else options.nbest,
-                alpha=options.alpha,
-                penalty=options.penalty,
-                max_len_a=dc.max_len_a,
-                max_len_b=dc.max_len_b,
-                attention=options.attention,
-                constraints=constraints,
-            )
-        return [
-            self._result(seq, m, hyps, options.nbest)
-            for seq, m, hyps in zip(batch, masked, nbest_lists)
-        ]
+    def batch(self, options: DecodeOptions) -> TranslationBatch:
+        """An empty search that prepared lines can join at any step (continuous batching)."""
+        return TranslationBatch(self, options)
 
-    def _result(self, seq: list[int], masked: Masked, hyps: list[Hypothesis], nbest: int) -> Result:
+    def result(self, seq: list[int], masked: Masked, hyps: list[Hypothesis], nbest: int) -> Result:
         """One line's result: its n-best list with the spans put back. With placeholders, a
         hypothesis that spells out a span of its own from ordinary subwords (`%` then `d`,
         which a printf would read as an argument) goes after those that do not."""
@@ -301,11 +277,72 @@ class Translator:
             terms if self.protector.glossary else None,
         )
 
-    def _constraints(self, batch: list[list[int]], masked: list[Masked]) -> Constraints | None:
+    def constraints(self, batch: list[list[int]], masked: list[Masked]) -> Constraints | None:
         """What the search must emit for this batch; None for a model without placeholders."""
         if self.symbols is None:
             return None
         return Constraints.for_sources(batch, masked, self.symbols, self.runtime.device)
+
+
+class TranslationBatch:
+    """Prepared lines in one running beam search (`nmt.beam.BeamBatch`): lines join with `add`
+    while others are being decoded, and `step` hands back each line's result as soon as its
+    search is done. `translate_prepared` and the server's scheduler both decode through it."""
+
+    def __init__(self, translator: Translator, options: DecodeOptions):
+        self.translator, self.options = translator, options
+        dc = translator.cfg.decode
+        self.search = BeamBatch(
+            translator.models,
+            beam=options.beam,
+            nbest=options.beam if translator.symbols else options.nbest,
+            alpha=options.alpha,
+            penalty=options.penalty,
+            max_len_a=dc.max_len_a,
+            max_len_b=dc.max_len_b,
+            attention=options.attention,
+        )
+        self.items: dict[Hashable, Prepared] = {}
+        self.tokens = 0  # source subwords (with eos) of the lines in the search
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @torch.no_grad()
+    def add(self, keys: Sequence[Hashable], items: Sequence[Prepared]) -> None:
+        """Non-empty lines join the search; `step` hands each back under its key."""
+        batch = [item.ids for item in items]
+        lengths = torch.tensor([len(s) + 1 for s in batch])  # with eos
+        sentences = [torch.tensor([*seq, EOS_ID]) for seq in batch]
+        src = pad_sequence(sentences, batch_first=True, padding_value=PAD_ID)  # [n, S]
+        runtime = self.translator.runtime
+        constraints = self.translator.constraints(batch, [item.masked for item in items])
+        runtime.share_cores()
+        with runtime.autocast():
+            self.search.add(keys, src.to(runtime.device), lengths.to(runtime.device), constraints)
+        self.items.update(zip(keys, items))
+        self.tokens += int(lengths.sum())
+
+    def step(self) -> list[tuple[Hashable, Result]]:
+        """One search step; the lines it finished, with their results."""
+        with self.translator.runtime.autocast():
+            done = self.search.step()
+        return [(key, self._result(key, hyps)) for key, hyps in done]
+
+    def drop(self, keys: Sequence[Hashable]) -> None:
+        """Take lines out unfinished."""
+        self.search.drop(keys)
+        for key in keys:
+            self._forget(key)
+
+    def _result(self, key: Hashable, hyps: list[Hypothesis]) -> Result:
+        item = self._forget(key)
+        return self.translator.result(item.ids, item.masked, hyps, self.options.nbest)
+
+    def _forget(self, key: Hashable) -> Prepared:
+        item = self.items.pop(key)
+        self.tokens -= len(item.ids) + 1
+        return item
 
 
 @dataclass

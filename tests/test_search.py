@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from nmt import search
+from nmt.beam import beam_search
 from nmt.config import ModelConfig
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.model import build_model
-from nmt.search import beam_search, greedy_search, length_penalty
+from nmt.search import greedy_search, length_penalty
 
 ARCHS = [("rnnenc", False), ("rnnsearch", False), ("luong", True)]
 

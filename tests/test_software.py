@@ -73,7 +73,7 @@ def test_every_output_keeps_the_sources_spans_and_would_not_without_the_constrai
         outputs = translator.translate(LINES, beam=beam)
         assert span_fidelity(LINES, outputs, everything) == 1.0, outputs
         assert not any("｟" in o for o in outputs)
-    monkeypatch.setattr(Translator, "_constraints", lambda self, batch, masked: None)
+    monkeypatch.setattr(Translator, "constraints", lambda self, batch, masked: None)
     unconstrained = translator.translate(LINES, beam=4)
     assert span_fidelity(LINES, unconstrained, everything) < 0.5, unconstrained
 
@@ -168,7 +168,7 @@ def test_a_hypothesis_that_spells_out_a_span_goes_after_those_that_do_not(protec
     masked = translator.protector.mask("Copiar %s")
     tokens = translator.tgt_tokenizer.encode(["Copy ｟0｠ and www.dios.org", "Copy ｟0｠"])
     hyps = [Hypothesis(tokens[0], -1.0), Hypothesis(tokens[1], -2.0)]
-    result = translator._result([], masked, hyps, nbest=2)
+    result = translator.result([], masked, hyps, nbest=2)
     assert [t.text for t in result.hypotheses] == ["Copy %s", "Copy %s and www.dios.org"]
     assert translator.protector.keeps(masked, "Copia %s")
     assert not translator.protector.keeps(masked, "Copia")

@@ -14,6 +14,7 @@ Both return "features" of size emb_size; `Seq2Seq.output` turns them into logits
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +55,44 @@ class DecoderState:
             for x in (self.memory, self.keys, self.mask, self.source_proj)
         )
         return DecoderState(hidden, memory, keys, mask, context, source_proj)
+
+    def fit_source(self, width: int) -> DecoderState:
+        """The source side padded (masked out) or cut to `width` positions, so that sentences
+        of other lengths can join the batch (`cat`)."""
+        memory, keys, source_proj = (
+            None if x is None else resize(x, 1, width, 0.0)
+            for x in (self.memory, self.keys, self.source_proj)
+        )
+        mask = None if self.mask is None else resize(self.mask, 1, width, False)
+        return DecoderState(self.hidden, memory, keys, mask, self.context, source_proj)
+
+    @staticmethod
+    def cat(states: Sequence[DecoderState]) -> DecoderState:
+        """The hypotheses and sentences of several states, in order, as one state; their
+        source sides must have one width (`fit_source`)."""
+
+        def join(name: str, dim: int) -> torch.Tensor | None:
+            parts = [getattr(s, name) for s in states]
+            return None if parts[0] is None else torch.cat(parts, dim)
+
+        names = ("memory", "keys", "mask", "context", "source_proj")
+        return DecoderState(join("hidden", 1), **{name: join(name, 0) for name in names})
+
+
+def resize(x: torch.Tensor, dim: int, size: int, value: float | bool) -> torch.Tensor:
+    """x cut, or padded with `value`, to `size` along `dim`."""
+    if x.shape[dim] >= size:
+        return x.narrow(dim, 0, size)
+    shape = list(x.shape)
+    shape[dim] = size - x.shape[dim]
+    return torch.cat([x, x.new_full(shape, value)], dim)
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast computes in on x's device, None without autocast: the search caches
+    its weights in that dtype."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
 
 
 def maxout(x: torch.Tensor) -> torch.Tensor:
@@ -254,6 +293,14 @@ class RNNSearchDecoder(nn.Module):
             weights.append(alpha)
         return torch.stack(states, 1), torch.stack(contexts, 1), torch.stack(weights, 1)
 
+    def search_state(self, state: DecoderState) -> DecoderState:
+        """The state `step` works on: the source projected once, source_proj [B, S, 3H + 2E]
+        (see `step`), in place of memory, which it does not read again."""
+        w_context = self._search_weights(_autocast_dtype(state.memory))[5]
+        return dataclasses.replace(
+            state, source_proj=F.linear(state.memory, w_context), memory=None
+        )
+
     def step(
         self, y_prev: torch.Tensor, state: DecoderState
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
@@ -265,14 +312,9 @@ class RNNSearchDecoder(nn.Module):
         projections with its attention weights, S multiply-adds per output instead of M = 2H
         (for rnnsearch 256/512 this removes ~40% of a step's products)."""
         e = self.dropout(self.embed(y_prev))  # [N, E]
-        device = e.device.type  # under autocast, cache the weights in its dtype
-        w_y, _, _, bias, w_top_e, w_context, recurrent = self._search_weights(
-            torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-        )
-        if state.source_proj is None:  # first step: [B, S, 3H + 2E]; memory is not used again
-            state = dataclasses.replace(
-                state, source_proj=F.linear(state.memory, w_context), memory=None
-            )
+        w_y, _, _, bias, w_top_e, _, recurrent = self._search_weights(_autocast_dtype(e))
+        if state.source_proj is None:
+            state = self.search_state(state)
         s = state.hidden[0]  # [N, H]
         hidden_size = s.shape[1]
         attn_size = recurrent.shape[0] - 3 * hidden_size

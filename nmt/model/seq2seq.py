@@ -71,6 +71,14 @@ class Seq2Seq(nn.Module):
         states, final = self.encoder(src, src_lengths)
         return self.decoder.init_state(states, final, src != PAD_ID)
 
+    def search_state(self, state: DecoderState) -> DecoderState:
+        """`encode`'s state as the search steps it: rnnsearch projects the source once
+        (`RNNSearchDecoder.search_state`), so that sentences encoded apart can join a running
+        search (`DecoderState.cat`) in the same form as those already in it."""
+        if isinstance(self.decoder, RNNSearchDecoder):
+            return self.decoder.search_state(state)
+        return state
+
     def features(
         self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
     ) -> torch.Tensor:

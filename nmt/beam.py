@@ -36,6 +36,7 @@ from nmt.search import (
 )
 
 NEG = float("-inf")
+WIDTH_CHUNK = 8  # token columns added to the history at a time
 
 
 def _gather_beams(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -145,7 +146,8 @@ class BeamBatch:
         b, k, t = len(self.keys), self.k, self.steps
         if b == 0:
             return []
-        self._fit(int(t.max()) + 1, self.src_width)
+        if self.history.shape[2] <= int(t.max()):  # grown in chunks: fewer copies
+            self._fit(int(t.max()) + WIDTH_CHUNK, self.src_width)
         of = torch.arange(b, device=self.device).repeat_interleave(k)  # [b*K] → its sentence
         rule = rules(self.constraints, self.history.view(b * k, -1), of, t[of], self.limit[of])
         # the 2K best continuations of each beam hold the 2K best continuations of all beams

@@ -283,11 +283,11 @@ class ServeConfig:
         min=0,
     )
     max_wait_ms: float = option(
-        150.0,
-        "How long a batch may wait to hold as many sentences as were queued or just answered "
-        "when the last batch ended (the clients answered are sending their next ones): under "
-        "load batches stay full, while a lone client never waits (the wait also ends once no "
-        "request has come for 5 ms).",
+        100.0,
+        "How long a sentence may wait to join the running batch in a group: sentences join "
+        "it in groups of at least an eighth of it, or once the oldest has waited this long "
+        "(each join runs the encoder and copies the batch's state). An idle server starts a "
+        "sentence at once.",
         min=0.0,
         max=10_000.0,
     )

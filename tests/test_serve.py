@@ -88,14 +88,16 @@ def test_answers_equal_the_translator_s_for_the_same_options(server, translator)
 
 def test_concurrent_clients_each_get_their_own_sentence_in_shared_batches(server, translator):
     """40 clients at once, one sentence each: every answer is its own sentence's, and the
-    decoder merged them into fewer batches than requests."""
+    sentences of different requests shared search steps."""
     want = [r.hypotheses[0].text for r in expected(translator, SENTENCES)]
     assert len(set(want)) > 10  # distinct enough that a mix-up would show
-    batches = server.metric("nmt_batch_sentences_count")
+    names = ("nmt_step_sentences_sum", "nmt_step_sentences_count")
+    before = [server.metric(name) for name in names]
     with ThreadPoolExecutor(len(SENTENCES)) as pool:
         got = list(pool.map(lambda s: server.post({"text": s}).json()["translation"], SENTENCES))
     assert got == want
-    assert server.metric("nmt_batch_sentences_count") - batches < len(SENTENCES)
+    lines, steps = (server.metric(name) - b for name, b in zip(names, before))
+    assert lines / steps > 1.5, (lines, steps)  # sentences per step, on average
 
 
 @pytest.mark.parametrize(

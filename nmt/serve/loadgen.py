@@ -125,13 +125,14 @@ def _reference_rates(checkpoint: Path, lines: list[str], beam: int, precision: s
     }
 
 
-def _batches(port: int) -> tuple[float, float]:
-    """The server's sentences decoded and batches so far (one worker's, with several)."""
+def _steps(port: int) -> tuple[float, float]:
+    """The sum of the server's running batch sizes over its search steps, and the number of
+    steps so far (one worker's, with several)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     values = dict(
-        line.split()[:2] for line in text.splitlines() if line.startswith("nmt_batch_sentences_")
+        line.split()[:2] for line in text.splitlines() if line.startswith("nmt_step_sentences_")
     )
-    return float(values["nmt_batch_sentences_sum"]), float(values["nmt_batch_sentences_count"])
+    return float(values["nmt_step_sentences_sum"]), float(values["nmt_step_sentences_count"])
 
 
 def _start_server(
@@ -174,12 +175,12 @@ def bench_serve(
         try:
             asyncio.run(_load("127.0.0.1", port, lines, 4, 16, seconds, beam))  # warm-up
             for c in clients:
-                before = _batches(port)
+                before = _steps(port)
                 latencies, elapsed, errors = asyncio.run(
                     _load("127.0.0.1", port, lines, c, max(len(lines), 10 * c), seconds, beam)
                 )
-                after = _batches(port)
-                per_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
+                after = _steps(port)
+                per_step = (after[0] - before[0]) / max(after[1] - before[1], 1)
                 rate, p99 = len(latencies) / elapsed, 1000 * _percentile(latencies, 99)
                 rows.append(
                     {
@@ -193,7 +194,7 @@ def bench_serve(
                         "p95_ms": round(1000 * _percentile(latencies, 95), 1),
                         "p99_ms": round(p99, 1),
                         "p99 vs one alone": f"{p99 / ref['one_ms'][99]:.2f}x",
-                        "sentences_per_batch": round(per_batch, 1) if count == 1 else "",
+                        "sentences_per_step": round(per_step, 1) if count == 1 else "",
                         "server_rss_mib": _rss_mib(proc.pid),
                     }
                 )

@@ -20,6 +20,7 @@ disable_created_metrics()  # no *_created series: they double the output and say
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
 class ServerMetrics:
@@ -43,25 +44,27 @@ class ServerMetrics:
             "nmt_request_seconds", "Time from a translate request's arrival to its answer",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.batch_size = Histogram(
-            "nmt_batch_sentences", "Sentences per decoded batch (from any number of requests)",
+        self.step_size = Histogram(
+            "nmt_step_sentences",
+            "Sentences in the running batch at each search step (from any number of requests)",
             buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
-        self.batch_seconds = Histogram(
-            "nmt_batch_seconds", "Time to decode one batch", buckets=LATENCY_BUCKETS, registry=r
-        )
+        self.step_seconds = Histogram(
+            "nmt_step_seconds", "Time of one search step of the running batch",
+            buckets=STEP_BUCKETS, registry=r,
+        )  # fmt: skip
         depth = Gauge("nmt_queue_depth", "Sentences waiting or being decoded", registry=r)
         depth.set_function(queue_depth)
 
     def events(self) -> Events:
         """The scheduler's hooks into these metrics."""
 
-        def batch(lines: int, seconds: float) -> None:
-            self.batch_size.observe(lines)
-            self.batch_seconds.observe(seconds)
-            self.sentences.inc(lines)
+        def step(lines: int, finished: int, seconds: float) -> None:
+            self.step_size.observe(lines)
+            self.step_seconds.observe(seconds)
+            self.sentences.inc(finished)
 
-        return Events(batch=batch, dropped=self.dropped.inc)
+        return Events(step=step, dropped=self.dropped.inc)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

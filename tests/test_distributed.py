@@ -177,10 +177,9 @@ def test_ranks_share_an_epoch_without_overlap_or_gaps():
 
 
 def test_bench_distributed_compares_launches_at_one_global_batch(toy_dir):
-    rows = bench_distributed(toy_dir, None, [1, 2], 4, "cpu", FAST)
+    rows = bench_distributed(toy_dir, None, [2], 4, "cpu", FAST)  # one torchrun: 10 s less
     assert [(r["launch"], r["processes"], r["accum_steps"]) for r in rows] == [
         ("plain", 1, 2),
-        ("torchrun", 1, 2),
         ("torchrun", 2, 1),
     ]
     assert all(r["tokens_per_s"] > 0 for r in rows) and rows[0]["vs_plain"] == 1.0

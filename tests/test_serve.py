@@ -3,11 +3,13 @@ read from a real headless browser (Debian's chromium, driven by Selenium)."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import shutil
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +22,8 @@ from typer.testing import CliRunner  # noqa: E402
 
 from nmt.cli import app  # noqa: E402
 from nmt.config import Config, apply_overrides  # noqa: E402
+from nmt.serve.loadgen import bench_serve  # noqa: E402
+from nmt.serve.scheduler import Events, Scheduler  # noqa: E402
 from nmt.train import train  # noqa: E402
 from nmt.translate import Translator  # noqa: E402
 from tests.serving import running  # noqa: E402
@@ -98,6 +102,63 @@ def test_concurrent_clients_each_get_their_own_sentence_in_shared_batches(server
     assert got == want
     lines, steps = (server.metric(name) - b for name, b in zip(names, before))
     assert lines / steps > 1.5, (lines, steps)  # sentences per step, on average
+
+
+def test_short_lines_join_a_long_one_s_search_and_are_answered_first(translator):
+    """Continuous batching, in the scheduler itself: lines that arrive while a long line is
+    being decoded join its running batch (its steps hold all three) and are answered while
+    the long one is still decoding; every result equals the Translator's."""
+    texts = [" ".join(WORDS[:12]), "luz", "agua"]
+    want = expected(translator, texts)
+    lengths = [len(r.hypotheses[0].pieces) for r in want]
+    assert lengths[0] > 2 + max(lengths[1:])  # the long line needs more steps than the others
+    options, items = translator.decode_options(), translator.prepare(texts)
+    steps, first, go = [], threading.Event(), threading.Event()
+
+    def step(lines: int, finished: int, seconds: float) -> None:
+        steps.append(lines)
+        first.set()
+        go.wait(30)  # the long line stays at its first step until the short ones are queued
+
+    scheduler = Scheduler(translator, max_wait_ms=1000, max_queue=10, events=Events(step=step))
+    decoder = threading.Thread(target=scheduler.run)
+    decoder.start()
+
+    async def send() -> tuple[list, list]:
+        order: list[str] = []
+        long = scheduler.submit(items[:1], options)
+        await asyncio.to_thread(first.wait, 30)
+        short = scheduler.submit(items[1:], options)
+        go.set()
+        for name, job in (("long", long), ("short", short)):
+            job.future.add_done_callback(lambda _, name=name: order.append(name))
+        return order, await asyncio.gather(long.future, short.future)
+
+    try:
+        order, (long, short) = asyncio.run(send())
+    finally:
+        go.set()
+        scheduler.close()
+        decoder.join(30)
+    assert order == ["short", "long"]
+    assert max(steps) == 3 and steps[-1] == 1
+    for got, result in zip(long + short, want, strict=True):
+        assert got.hypotheses[0].text == result.hypotheses[0].text
+        assert got.hypotheses[0].score == pytest.approx(result.hypotheses[0].score, abs=1e-4)
+
+
+def test_bench_serve_measures_a_real_server_beside_the_file_rate(checkpoint, tmp_path):
+    """`nmt bench serve` on the tiny model: a file rate, one-line percentiles, then a level
+    per client count whose every request was answered, with the server's step sizes."""
+    source = tmp_path / "src.txt"
+    source.write_text("\n".join(SENTENCES[:12]) + "\n")
+    rows = bench_serve(checkpoint, source, 12, [1, 4], [1], 2, 20.0, "fp32")
+    assert rows[0]["mode"].startswith("translate, the lines as a file (before ")
+    assert rows[0]["sentences_per_s"] > 0 and rows[1]["p99_ms"] >= rows[1]["p50_ms"] > 0
+    levels = rows[2:]
+    assert [(r["clients"], r["errors"]) for r in levels] == [(1, 0), (4, 0)]
+    assert all(r["requests"] >= 12 and r["vs file"].endswith("x") for r in levels)
+    assert levels[0]["sentences_per_step"] == 1.0 and levels[1]["sentences_per_step"] >= 1.0
 
 
 @pytest.mark.parametrize(

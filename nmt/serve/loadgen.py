@@ -1,7 +1,8 @@
 """`nmt bench serve`: a real server under N concurrent clients, beside `nmt translate`'s rates.
 
 In one run: the same sentences translated as a file (one `translate_nbest` call, as `nmt
-translate` does) and one at a time, in this process, before the server starts; then `nmt serve`
+translate` does; once before the server starts and once after it stops, as the machine's speed
+drifts) and one at a time, in this process; then `nmt serve`
 in a process of its own, and for each client count an asyncio load generator on 127.0.0.1 whose
 clients each send one sentence per request, each waiting for its answer before sending the
 next, until a number of requests (10 rounds of every client, at least the
@@ -105,24 +106,22 @@ def _rss_mib(pid: int) -> int:
     return total // 1024
 
 
-def _reference_rates(checkpoint: Path, lines: list[str], beam: int, precision: str) -> dict:
-    """Sentences/s of the lines as a file, and the p50/p95/p99 time of each line alone."""
-    from nmt.translate import Translator
-
-    translator = Translator.from_checkpoint(checkpoint, None, precision)
-    translator.translate(lines[:8], beam=beam)  # warm-up
+def _file_rate(translator: Any, lines: list[str], beam: int) -> float:
+    """Sentences/s of the lines translated as a file."""
     start = time.perf_counter()
     translator.translate(lines, beam=beam)
-    file_rate = len(lines) / (time.perf_counter() - start)
+    return len(lines) / (time.perf_counter() - start)
+
+
+def _one_at_a_time_ms(translator: Any, lines: list[str], beam: int) -> dict[int, float]:
+    """The p50/p95/p99 time of each line translated alone, as the server's single client
+    sends them."""
     alone = []
-    for line in lines:  # each once, as the server's single client sends them
+    for line in lines:
         t0 = time.perf_counter()
         translator.translate([line], beam=beam)
         alone.append(time.perf_counter() - t0)
-    return {
-        "file_rate": file_rate,
-        "one_ms": {q: 1000 * _percentile(alone, q) for q in (50, 95, 99)},
-    }
+    return {q: 1000 * _percentile(alone, q) for q in (50, 95, 99)}
 
 
 def _steps(port: int) -> tuple[float, float]:
@@ -163,13 +162,14 @@ def bench_serve(
     max_wait_ms: float = default("serve.max_wait_ms"),
 ) -> list[dict[str, Any]]:
     """Rows: translate as a file, one sentence alone, then each (workers, clients) level."""
+    from nmt.translate import Translator
+
     lines = [line for line in islice(read_lines(input_path), n_lines) if line.strip()]
-    ref = _reference_rates(checkpoint, lines, beam, precision)
-    rows: list[dict[str, Any]] = [
-        {"mode": "translate, the lines as a file", "sentences_per_s": round(ref["file_rate"], 1)},
-        {"mode": "translate, one line alone"}
-        | {f"p{q}_ms": round(ms, 1) for q, ms in ref["one_ms"].items()},
-    ]
+    translator = Translator.from_checkpoint(checkpoint, None, precision)
+    translator.translate(lines[:8], beam=beam)  # warm-up
+    file_before = _file_rate(translator, lines, beam)
+    one_ms = _one_at_a_time_ms(translator, lines, beam)
+    levels: list[dict[str, Any]] = []
     for count in workers:
         proc, port = _start_server(checkpoint, count, precision, max_wait_ms)
         try:
@@ -182,18 +182,18 @@ def bench_serve(
                 after = _steps(port)
                 per_step = (after[0] - before[0]) / max(after[1] - before[1], 1)
                 rate, p99 = len(latencies) / elapsed, 1000 * _percentile(latencies, 99)
-                rows.append(
+                levels.append(
                     {
                         "mode": f"serve, {count} worker{'s' if count > 1 else ''}",
                         "clients": c,
                         "requests": len(latencies),
                         "errors": errors,
                         "sentences_per_s": round(rate, 1),
-                        "vs file": f"{rate / ref['file_rate']:.2f}x",
+                        "vs file": rate,  # divided by the file rate once it is known
                         "p50_ms": round(1000 * _percentile(latencies, 50), 1),
                         "p95_ms": round(1000 * _percentile(latencies, 95), 1),
                         "p99_ms": round(p99, 1),
-                        "p99 vs one alone": f"{p99 / ref['one_ms'][99]:.2f}x",
+                        "p99 vs one alone": f"{p99 / one_ms[99]:.2f}x",
                         "sentences_per_step": round(per_step, 1) if count == 1 else "",
                         "server_rss_mib": _rss_mib(proc.pid),
                     }
@@ -201,5 +201,21 @@ def bench_serve(
         finally:
             proc.terminate()
             proc.wait(60)
+    # this machine's speed drifts within minutes: the file rate is the mean of one measurement
+    # before the server levels and one after them
+    file_after = _file_rate(translator, lines, beam)
+    file_rate = (file_before + file_after) / 2
+    for level in levels:
+        level["vs file"] = f"{level['vs file'] / file_rate:.2f}x"
+    rows: list[dict[str, Any]] = [
+        {
+            "mode": f"translate, the lines as a file (before {file_before:.1f}, after "
+            f"{file_after:.1f})",
+            "sentences_per_s": round(file_rate, 1),
+        },
+        {"mode": "translate, one line alone"}
+        | {f"p{q}_ms": round(ms, 1) for q, ms in one_ms.items()},
+        *levels,
+    ]
     keys = list(rows[-1])
     return [{k: row.get(k, "") for k in keys} for row in rows]

@@ -9,9 +9,10 @@ options join it, oldest first, within `max_batch_tokens` (source subwords x beam
 sentence does not hold back short ones, and 64 clients sending one line each keep the batch
 full, as lines of a file would.
 
-Lines join in groups of at least `JOIN_SHARE` of the running batch, unless the oldest has waited
-`max_wait_ms`: each join runs the encoder once (its sequential steps cost the same for one
-sentence as for ten) and copies the batch's state. An idle server starts a line at once. When
+Lines join in groups of at least `JOIN_SHARE` of the running batch (see `_worth`): each join
+runs the encoder once (its sequential steps cost the same for one sentence as for ten) and
+copies the batch's state. Under light load a smaller group joins once its oldest line has
+waited `max_wait_ms`; an idle server starts a line at once. When
 the oldest waiting line needs other options, nothing joins until the batch has drained. The
 lines of a request whose client has gone leave the queue and the batch. The decoding runs on
 the thread that calls `run` (the main thread: see there), the HTTP server on another.
@@ -156,14 +157,15 @@ class Scheduler:
 
     def _admit(self, running: TranslationBatch) -> bool:
         """Let waiting lines with the running batch's options join it, oldest first, within
-        its token budget (into an empty batch the oldest goes in any case); False once the
-        batch is empty and nothing may join. While the oldest waiting line needs other
-        options, nothing joins: the batch drains, and the next one is that line's."""
+        its token budget (into an empty batch the oldest goes in any case), when they are
+        worth a join (`_worth`); False once the batch is empty and nothing may join. While the
+        oldest waiting line needs other options, nothing joins: the batch drains, and the
+        next one is that line's."""
         options = running.options
         budget = options.batch_tokens // options.beam - running.tokens
         with self._cond:
             self._drop_cancelled(running)
-            if not self._lines or self._lines[0][0].options != options or self._later(running):
+            if not self._lines or self._lines[0][0].options != options:
                 return bool(len(running))
             joining: list[tuple[Job, int]] = []
             rest: deque[tuple[Job, int]] = deque()
@@ -175,16 +177,25 @@ class Scheduler:
                     budget -= size
                 else:
                     rest.append((job, i))
-            self._lines = rest
+            room = not any(job.options == options for job, _ in rest)
+            if self._worth(joining, running, room):
+                self._lines = rest
+            else:
+                joining = []
         if joining:
             running.add(joining, [job.items[i] for job, i in joining])
         return bool(len(running))
 
-    def _later(self, running: TranslationBatch) -> bool:
-        """Waiting lines are better joining later: too few of them to be worth a join, and
-        the oldest has not waited `max_wait_ms`."""
-        few = len(self._lines) < JOIN_SHARE * len(running)
-        return few and time.monotonic() - self._lines[0][0].arrived < self.max_wait
+    def _worth(self, joining: list[tuple[Job, int]], running: TranslationBatch, room: bool) -> bool:
+        """Whether lines should join now: into an empty batch; as a group of at least
+        `JOIN_SHARE` of the batch; or, when the batch has room for every waiting line, once
+        the oldest has waited `max_wait_ms` (a lone line under light load). Without room (a
+        long queue), they wait for enough to fit."""
+        if not joining:
+            return False
+        if not len(running) or len(joining) >= JOIN_SHARE * len(running):
+            return True
+        return room and time.monotonic() - joining[0][0].arrived >= self.max_wait
 
     def _drop_cancelled(self, running: TranslationBatch | None) -> None:
         """Lines of requests whose client has gone leave the queue and the running batch."""

@@ -148,17 +148,20 @@ def test_short_lines_join_a_long_one_s_search_and_are_answered_first(translator)
 
 
 def test_bench_serve_measures_a_real_server_beside_the_file_rate(checkpoint, tmp_path):
-    """`nmt bench serve` on the tiny model: a file rate, one-line percentiles, then a level
-    per client count whose every request was answered, with the server's step sizes."""
+    """`nmt bench serve` on the tiny model: a file rate, one-line percentiles, then per
+    client count a level of the scheduler alone and one of the real server, every request
+    answered, with the decoder's step sizes."""
     source = tmp_path / "src.txt"
     source.write_text("\n".join(SENTENCES[:12]) + "\n")
     rows = bench_serve(checkpoint, source, 12, [1, 4], [1], 2, 20.0, "fp32")
     assert rows[0]["mode"].startswith("translate, the lines as a file (before ")
     assert rows[0]["sentences_per_s"] > 0 and rows[1]["p99_ms"] >= rows[1]["p50_ms"] > 0
-    levels = rows[2:]
-    assert [(r["clients"], r["errors"]) for r in levels] == [(1, 0), (4, 0)]
-    assert all(r["requests"] >= 12 and r["vs file"].endswith("x") for r in levels)
-    assert levels[0]["sentences_per_step"] == 1.0 and levels[1]["sentences_per_step"] >= 1.0
+    levels = [(r["mode"], r["clients"], r["errors"]) for r in rows[2:]]
+    modes = ["scheduler alone, no HTTP"] * 2 + ["serve, 1 worker"] * 2
+    assert levels == [(mode, c, 0) for mode, c in zip(modes, [1, 4, 1, 4])]
+    assert all(r["requests"] >= 12 and r["vs file"].endswith("x") for r in rows[2:])
+    assert [r["sentences_per_step"] for r in rows[2::2]] == [1.0, 1.0]  # one client
+    assert all(r["sentences_per_step"] >= 1.0 for r in rows[3::2])
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,9 @@ clients each send one sentence per request, each waiting for its answer before s
 next, until a number of requests (10 rounds of every client, at least the
 input's lines) or a time limit is reached. The generator speaks minimal
 HTTP/1.1 over keep-alive connections (a few microseconds per request, so the server has the
-CPU), and reads the server's resident memory after each level.
+CPU), and reads the server's resident memory after each level. Before the server, the same
+clients drive the server's scheduler and decoder in this process without HTTP: the ceiling of
+the decoding itself, against which the server's HTTP costs show.
 """
 
 from __future__ import annotations
@@ -86,6 +88,58 @@ async def _load(
     return latencies, time.perf_counter() - start, errors
 
 
+def _without_http(
+    translator: Any,
+    lines: list[str],
+    clients: int,
+    requests: int,
+    seconds: float,
+    beam: int,
+    max_wait_ms: float,
+) -> tuple[list[float], float, float]:
+    """The server's scheduler and decoder in this process, with no HTTP: `clients` asyncio
+    clients on a thread of their own submit one line each and wait for its answer, while the
+    decoder runs on the main thread, as in `nmt serve`. Returns the latencies, the elapsed
+    time and the mean number of sentences per search step."""
+    from nmt.serve.scheduler import Events, Scheduler
+
+    steps: list[int] = []
+    scheduler = Scheduler(
+        translator, max_wait_ms, max(requests, 1), Events(step=lambda n, _, __: steps.append(n))
+    )
+    options, items = translator.decode_options(beam=beam), translator.prepare(lines)
+    latencies: list[float] = []
+    elapsed = 0.0
+
+    async def load() -> None:
+        nonlocal elapsed
+        sent, start = 0, time.perf_counter()
+
+        async def client() -> None:
+            nonlocal sent
+            while sent < requests and time.perf_counter() < start + seconds:
+                item = items[sent % len(items)]
+                sent += 1
+                t0 = time.perf_counter()
+                await scheduler.submit([item], options).future
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+
+    def clients_thread() -> None:
+        try:
+            asyncio.run(load())
+        finally:
+            scheduler.close()
+
+    thread = threading.Thread(target=clients_thread)
+    thread.start()
+    scheduler.run()
+    thread.join()
+    return latencies, elapsed, sum(steps) / max(len(steps), 1)
+
+
 def _percentile(values: list[float], q: int) -> float:
     if len(values) < 2:
         return values[0]
@@ -161,7 +215,8 @@ def bench_serve(
     precision: str = "auto",
     max_wait_ms: float = default("serve.max_wait_ms"),
 ) -> list[dict[str, Any]]:
-    """Rows: translate as a file, one sentence alone, then each (workers, clients) level."""
+    """Rows: translate as a file, one sentence alone, the scheduler without HTTP at each
+    client count, then each (workers, clients) level of a real server."""
     from nmt.translate import Translator
 
     lines = [line for line in islice(read_lines(input_path), n_lines) if line.strip()]
@@ -170,6 +225,29 @@ def bench_serve(
     file_before = _file_rate(translator, lines, beam)
     one_ms = _one_at_a_time_ms(translator, lines, beam)
     levels: list[dict[str, Any]] = []
+
+    def level(mode: str, c: int, latencies: list[float], elapsed: float, **more: Any) -> None:
+        rate, p99 = len(latencies) / elapsed, 1000 * _percentile(latencies, 99)
+        levels.append(
+            {"mode": mode, "clients": c, "requests": len(latencies)}
+            | more
+            | {
+                "sentences_per_s": round(rate, 1),
+                "vs file": rate,  # divided by the file rate once it is known
+                "p50_ms": round(1000 * _percentile(latencies, 50), 1),
+                "p95_ms": round(1000 * _percentile(latencies, 95), 1),
+                "p99_ms": round(p99, 1),
+                "p99 vs one alone": f"{p99 / one_ms[99]:.2f}x",
+            }
+        )
+
+    for c in clients:
+        requests = max(len(lines), 10 * c)
+        latencies, elapsed, per_step = _without_http(
+            translator, lines, c, requests, seconds, beam, max_wait_ms
+        )
+        level("scheduler alone, no HTTP", c, latencies, elapsed, errors=0)
+        levels[-1]["sentences_per_step"] = round(per_step, 1)
     for count in workers:
         proc, port = _start_server(checkpoint, count, precision, max_wait_ms)
         try:
@@ -181,23 +259,10 @@ def bench_serve(
                 )
                 after = _steps(port)
                 per_step = (after[0] - before[0]) / max(after[1] - before[1], 1)
-                rate, p99 = len(latencies) / elapsed, 1000 * _percentile(latencies, 99)
-                levels.append(
-                    {
-                        "mode": f"serve, {count} worker{'s' if count > 1 else ''}",
-                        "clients": c,
-                        "requests": len(latencies),
-                        "errors": errors,
-                        "sentences_per_s": round(rate, 1),
-                        "vs file": rate,  # divided by the file rate once it is known
-                        "p50_ms": round(1000 * _percentile(latencies, 50), 1),
-                        "p95_ms": round(1000 * _percentile(latencies, 95), 1),
-                        "p99_ms": round(p99, 1),
-                        "p99 vs one alone": f"{p99 / one_ms[99]:.2f}x",
-                        "sentences_per_step": round(per_step, 1) if count == 1 else "",
-                        "server_rss_mib": _rss_mib(proc.pid),
-                    }
-                )
+                mode = f"serve, {count} worker{'s' if count > 1 else ''}"
+                level(mode, c, latencies, elapsed, errors=errors)
+                levels[-1]["sentences_per_step"] = round(per_step, 1) if count == 1 else ""
+                levels[-1]["server_rss_mib"] = _rss_mib(proc.pid)
         finally:
             proc.terminate()
             proc.wait(60)

@@ -688,6 +688,89 @@ def translate(
 
 
 @_command(app)
+def score(
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="Checkpoint(s); several score as an ensemble.")
+    ],
+    source: Annotated[
+        str,
+        typer.Option("--source", "-s", help="Source sentences, one per line; - is stdin."),
+    ],
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target", "-t", help="Their translations, one per line, line for line; - is stdin."
+        ),
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Where to write; - is stdout.")
+    ] = "-",
+    format: Annotated[
+        str,
+        typer.Option(
+            help="text: the score alone; tsv: source<TAB>target<TAB>score; jsonl: a JSON object "
+            "per pair with the score, the target's subwords and each one's log-probability."
+        ),
+    ] = "text",
+    alpha: Annotated[
+        float | None,
+        typer.Option(
+            help="Length penalty exponent (--penalty wu).", show_default=_d("decode.alpha")
+        ),
+    ] = None,
+    penalty: Annotated[
+        str | None,
+        typer.Option(help="wu, length or none.", show_default=_d("decode.length_penalty")),
+    ] = None,
+    batch_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Batch size in target subwords (default: decode.batch_tokens / beam)."
+        ),
+    ] = None,
+    errors: Annotated[
+        str,
+        typer.Option(help="Invalid UTF-8 in the input: strict (stop with an error) or replace."),
+    ] = "strict",
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
+    ] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16, fp16 (GPU only), or auto, as for translate.")
+    ] = "auto",
+) -> None:
+    """The model's score of given translations (forced decoding): one line per pair.
+
+    A score is the sum of the log-probabilities of the target's subwords and eos, divided by
+    the length penalty as the search does (same --penalty and --alpha), so the best
+    hypothesis of `nmt translate` gets its search score. Use it to filter a noisy corpus
+    (drop the lowest) or to rerank n-best lists. Writing to a file shows a progress bar, and
+    the file appears only when complete.
+    """
+    from nmt import score as api
+    from nmt.translate import Translator
+
+    _check_translate_options(format, 1, False, errors)
+    if source == "-" and target == "-":
+        raise NmtError(
+            "the source and the target cannot both be stdin", "--source/--target", "name a file"
+        )
+    translator = Translator.from_checkpoint(checkpoints, device, precision)
+    translator.warn = lambda message: typer.echo(message, err=True)
+    api.run_files(
+        translator,
+        source,
+        target,
+        output,
+        fmt=format,
+        errors=errors,
+        penalty=penalty,
+        alpha=alpha,
+        batch_tokens=batch_tokens,
+    )
+
+
+@_command(app)
 def serve(
     checkpoints: Annotated[
         list[Path], typer.Argument(help="Checkpoint(s); several decode as an ensemble.")

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -45,6 +45,8 @@ from nmt.fileio import atomic_open, json_line
 from nmt.model import Seq2Seq
 from nmt.protect import MAX_SPANS, Masked, Protector, model_protection
 from nmt.search import Hypothesis
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -383,9 +385,9 @@ class DecodeOptions:
     attention: bool
 
 
-def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+def chunks(lines: Iterable[T], size: int) -> Iterator[list[T]]:
     """Consecutive lists of up to `size` lines (files: large chunks sort well by length)."""
-    chunk: list[str] = []
+    chunk: list[T] = []
     for line in lines:
         chunk.append(line)
         if len(chunk) == size:
@@ -546,16 +548,30 @@ def _write_output(
     total: int | None,
     options: dict[str, Any],
 ) -> int:
+    with line_output(output, total, "translate") as (write, advance, warn):
+        if output != "-":
+            translator.warn = warn
+        return translate_stream(translator, chunked, write, on_chunk=advance, **options)
+
+
+@contextlib.contextmanager
+def line_output(
+    output: str, total: int | None, desc: str
+) -> Iterator[tuple[Callable[[str], None], Callable[[int], None], Callable[[str], None]]]:
+    """Where a command's output lines go: stdout ("-"), flushed after every write so that a
+    pipe gets each line at once, or a file, written atomically under a progress bar of
+    `total` lines. Yields write(text), advance(lines done) and warn(message), which prints a
+    warning on stderr without breaking the bar."""
     if output == "-":
 
         def write(text: str) -> None:
             sys.stdout.write(text)
             sys.stdout.flush()
 
-        return translate_stream(translator, chunked, write, **options)
+        yield write, lambda n: None, lambda message: print(message, file=sys.stderr)
+        return
     with (
         atomic_open(Path(output)) as fh,
-        tqdm(total=total, unit="line", file=sys.stderr, desc="translate", disable=None) as bar,
+        tqdm(total=total, unit="line", file=sys.stderr, desc=desc, disable=None) as bar,
     ):
-        translator.warn = lambda message: bar.write(message, file=sys.stderr)
-        return translate_stream(translator, chunked, fh.write, on_chunk=bar.update, **options)
+        yield fh.write, bar.update, lambda message: bar.write(message, file=sys.stderr)

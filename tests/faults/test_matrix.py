@@ -76,6 +76,14 @@ def _lines(n: int) -> Callable[[Path], None]:
     return check
 
 
+def _scores(n: int) -> Callable[[Path], None]:
+    def check(path: Path) -> None:
+        scores = [float(x) for x in path.read_text(encoding="utf-8").splitlines()]
+        assert len(scores) == n and all(x <= 0 for x in scores)
+
+    return check
+
+
 def _store_ok(path: Path) -> None:
     open_split(path, "train", read_manifest(path))
 
@@ -135,6 +143,12 @@ def jobs(corpus, store, run, source, glossary, tmp_path_factory) -> dict[str, Jo
             "plots",
             lambda p: (p / "line-1.png").stat(),
         ),
+        "score": Job(
+            lambda out: ["score", best, "-s", source, "-t", source, "-o", out],
+            "out.txt",
+            _scores(n),
+            b"old\n",
+        ),  # fmt: skip
         "average": Job(
             lambda out: ["average", run / "step-2.pt", run / "step-4.pt", "-o", out],
             "avg.pt",
@@ -158,6 +172,7 @@ COMMANDS = [
     "translate",
     "translate --glossary --markup xml",
     "translate --plot-attention",
+    "score",
     "average",
     "bench batching",
 ]
@@ -254,21 +269,23 @@ def test_sigkill_train_then_resume_equals_an_unbroken_run(store, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [0.0, 0.5])
-def test_sigkill_translate(delay, run, tmp_path):
+@pytest.mark.parametrize("command, delay", [("translate", 0.0), ("translate", 0.5), ("score", 0.0)])
+def test_sigkill_translate_and_score(command, delay, run, tmp_path):
     src, out = tmp_path / "in.es", tmp_path / "out.en"
     src.write_text(SOURCE * 300, encoding="utf-8")
     out.write_text("old\n")
-    proc = start("translate", run / "best.pt", "-i", src, "-o", out, "--beam", 5)
+    args = ["-i", src] if command == "translate" else ["-s", src, "-t", src]
+    proc = start(command, run / "best.pt", *args, "-o", out, "--batch-tokens", 200)
     _kill_when(proc, lambda: any(".out.en.tmp-" in p.name for p in tmp_path.iterdir()), delay)
     if proc.returncode == -signal.SIGKILL:
         assert out.read_text() == "old\n"
-    assert nmt("translate", run / "best.pt", "-i", src, "-o", out).returncode == 0
-    _lines(SOURCE.count("\n") * 300)(out)
+    assert nmt(command, run / "best.pt", *args, "-o", out).returncode == 0
+    check = _lines if command == "translate" else _scores
+    check(SOURCE.count("\n") * 300)(out)
     assert not leftovers(tmp_path)
 
 
-@pytest.mark.parametrize("command", ["translate", "average"])
+@pytest.mark.parametrize("command", ["translate", "score", "average"])
 def test_concurrent_writers_of_one_file(command, jobs, tmp_path):
     """Two processes write the same file at once: both finish, and the file is whole (the
     directory-writing commands refuse a second writer: test_findings.py, finding 4)."""
@@ -367,19 +384,26 @@ def test_damaged_corpus(gz, corpus, tmp_path):
 
 def test_damaged_text_inputs(run, source, glossary, tmp_path):
     """translate: one output line per input line, or a clean error naming the input line (or
-    the glossary file); evaluate: scores, or a clean error naming the file; config: a config,
+    the glossary file); score (the damaged file as the target): a score per line, or a clean
+    error naming it; evaluate: scores, or a clean error naming the file; config: a config,
     or an error naming the file."""
     rng = random.Random(5)
     config = Path("configs/sample.yaml").read_bytes()
     for i, data in enumerate(_damaged(source.read_bytes(), rng)):
         path = tmp_path / f"in-{i}.es"
         path.write_bytes(data)
+        lines = data.count(b"\n") + (not data.endswith(b"\n") and bool(data))
         outcome = invoke(["translate", run / "best.pt", "-i", path])
         if outcome.returncode != 0:
             assert_clean_error(outcome, path)
         else:
-            lines = data.count(b"\n") + (not data.endswith(b"\n") and bool(data))
             assert outcome.stdout.count("\n") == lines
+        scored = invoke(["score", run / "best.pt", "-s", source, "-t", path])  # as the target
+        if scored.returncode != 0:
+            assert_clean_error(scored, path)
+        else:
+            assert len([float(x) for x in scored.stdout.splitlines()]) == lines
+            assert lines == SOURCE.count("\n")
         evaluated = invoke(["evaluate", path, source])
         if evaluated.returncode != 0:
             assert_clean_error(evaluated, path)

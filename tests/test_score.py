@@ -1,0 +1,113 @@
+"""nmt score and `score_pairs`: forced decoding gives the search's own scores, in every format."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from nmt.cli import app
+from nmt.config import Config, apply_overrides
+from nmt.score import score_pairs
+from nmt.search import length_penalty
+from nmt.train import train
+from nmt.translate import Translator
+
+runner = CliRunner()
+TINY = [
+    "train.precision=fp32",
+    "model.emb_size=16",
+    "model.hidden_size=16",
+    "train.batch_tokens=500",
+    "train.max_steps=3",
+    "train.valid_every=1000",
+    "decode.max_len_a=0.5",
+    "decode.max_len_b=4",
+    "decode.max_input_len=14",
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(sample_dir, tmp_path_factory):
+    """Two barely trained models (two seeds, one vocabulary): scores are poor, but exact."""
+    paths = []
+    for seed in (1, 2):
+        run = tmp_path_factory.mktemp("score") / "run"
+        cfg = apply_overrides(Config(), [*TINY, f"train.seed={seed}"])
+        train(cfg, sample_dir, run, progress_bar=False, log=lambda _: None)
+        paths.append(run / "last.pt")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def sources(sample_dir):
+    return (sample_dir / "test.es.txt").read_text(encoding="utf-8").splitlines()[:12]
+
+
+@pytest.mark.parametrize("models", [1, 2])
+@pytest.mark.parametrize("penalty, alpha", [("wu", 0.6), ("length", 0.0), ("none", 0.0)])
+def test_the_beam_s_hypotheses_score_as_the_search_scored_them(
+    checkpoints, sources, models, penalty, alpha
+):
+    """Every hypothesis of a beam-4 n-best list, scored given its source (all in one batched
+    call), gets the score the search gave it, for each length penalty and for an ensemble."""
+    translator = Translator.from_checkpoint(checkpoints[:models], "cpu", "fp32")
+    results = translator.translate_nbest(sources, beam=4, nbest=4, penalty=penalty, alpha=alpha)
+    pairs = [(s, h) for s, r in zip(sources, results) for h in r.hypotheses]
+    scored = score_pairs(
+        translator, [s for s, _ in pairs], [h.text for _, h in pairs], penalty, alpha
+    )
+    same = [(h, x) for (_, h), x in zip(pairs, scored) if x.pieces[:-1] == h.pieces]
+    assert len(same) >= 0.8 * len(pairs) >= 30  # the rest re-segment their detokenised text
+    for hyp, x in same:
+        assert x.score == pytest.approx(hyp.score, abs=1e-4)
+        lp = length_penalty(len(x.token_scores), penalty, alpha)
+        assert x.score == pytest.approx(sum(x.token_scores) / lp, abs=1e-9)
+
+
+def _score(*args):
+    return runner.invoke(app, ["score", *map(str, args)])
+
+
+def test_formats_agree_and_keep_one_line_per_pair(checkpoints, sources, tmp_path):
+    src, tgt = tmp_path / "src.es", tmp_path / "tgt.en"
+    targets = ["", *sources[1:]]  # an empty target is eos alone, still scored
+    src.write_text("\n".join(sources) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(targets) + "\n", encoding="utf-8")
+    out = {}
+    for fmt in ("text", "tsv", "jsonl"):
+        result = _score(checkpoints[0], "-s", src, "-t", tgt, "--format", fmt)
+        assert result.exit_code == 0, result.output
+        out[fmt] = result.stdout.splitlines()
+        assert len(out[fmt]) == len(sources)
+    text = [float(x) for x in out["text"]]
+    tsv = [line.split("\t") for line in out["tsv"]]
+    assert [(s, t) for s, t, _ in tsv] == list(zip(sources, targets))
+    assert [float(x) for _, _, x in tsv] == text
+    records = [json.loads(line) for line in out["jsonl"]]
+    assert [r["line"] for r in records] == list(range(1, len(sources) + 1))
+    assert records[0]["pieces"] == ["</s>"] and len(records[0]["token_scores"]) == 1
+    for record, score in zip(records, text):
+        assert record["score"] == pytest.approx(score, abs=1e-6)
+        lp = length_penalty(len(record["pieces"]), "wu", 0.6)  # the checkpoint's decode
+        assert sum(record["token_scores"]) / lp == pytest.approx(score, abs=1e-4)
+        assert len(record["pieces"]) == len(record["token_scores"])
+    piped = runner.invoke(
+        app,
+        ["score", str(checkpoints[0]), "-s", str(src), "-t", "-"],
+        input=tgt.read_text(encoding="utf-8"),
+    )
+    assert piped.exit_code == 0 and piped.stdout.splitlines() == out["text"]
+
+
+def test_pairs_that_do_not_line_up_are_an_error(checkpoints, sources, tmp_path):
+    src, tgt = tmp_path / "src.es", tmp_path / "tgt.en"
+    src.write_text("\n".join(sources) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(sources[:5]) + "\n", encoding="utf-8")
+    result = _score(checkpoints[0], "-s", src, "-t", tgt, "-o", tmp_path / "out.txt")
+    assert result.exit_code == 2
+    assert f"{tgt}" in result.stderr and "ends at line 5" in result.stderr
+    assert not (tmp_path / "out.txt").exists()
+    both = _score(checkpoints[0], "-s", "-", "-t", "-")
+    assert both.exit_code == 2 and "cannot both be stdin" in both.stderr
+    bad = _score(checkpoints[0], "-s", src, "-t", src, "--penalty", "exp")
+    assert bad.exit_code == 2 and "--penalty" in bad.stderr

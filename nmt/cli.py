@@ -638,6 +638,20 @@ def translate(
             "is well-formed XML with the same tags (needs a model preprocessed with --protect)."
         ),
     ] = None,
+    sampling: Annotated[
+        str | None,
+        typer.Option(
+            metavar="full|topk:K|topp:P",
+            help="Draw one translation per line from the model instead of searching: from the "
+            "whole distribution, the K most probable tokens, or the smallest set holding "
+            "probability P (e.g. for back-translation). A line gets the same draw for a --seed "
+            "whatever its batch.",
+        ),
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option(help="Divides the log-probabilities before --sampling draws.")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option(min=0, help="The draws of --sampling.")] = 1,
     device: Annotated[
         str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
     ] = "auto",
@@ -670,6 +684,9 @@ def translate(
     translator.warn = lambda message: typer.echo(message, err=True)
     if terms is not None or markup:
         translator.protect(terms, glossary_ignore_case, markup)
+    translator.decode_options(  # every option checked before any line is read
+        beam, nbest, alpha, penalty, batch_tokens, attention, sampling, temperature, seed
+    )
     api.run_files(
         translator,
         input,
@@ -684,6 +701,9 @@ def translate(
         alpha=alpha,
         penalty=penalty,
         batch_tokens=batch_tokens,
+        sampling=sampling,
+        temperature=temperature,
+        seed=seed,
     )
 
 

@@ -12,7 +12,8 @@ score includes eos's log-probability.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from nmt.constraints import Constraints, StepRule
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.model import Seq2Seq
 from nmt.model.decoder import DecoderState
+from nmt.sampling import Sampler
 
 PENALTIES = ("wu", "length", "none")
 CPU_SCORES_PER_PASS = 1 << 20  # scores computed, normalised and searched at once on the CPU
@@ -85,12 +87,19 @@ class Ensemble:
         return [model.search_state(s) for model, s in zip(self.models, states)]
 
     def topk(
-        self, y_prev: torch.Tensor, states: list[DecoderState], k: int, rule: StepRule
+        self,
+        y_prev: torch.Tensor,
+        states: list[DecoderState],
+        k: int,
+        rule: StepRule,
+        keys: Callable[[torch.Tensor, slice], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[DecoderState], torch.Tensor | None]:
         """The k most probable next tokens after y_prev [N] that `rule` allows:
         log-probabilities [N, k] (sorted, -inf where fewer are allowed) and ids [N, k], the new
         states, attention [N, S] or None. pad and bos are never generated; rows the rule forces
-        take only its candidates (eos at the length limit)."""
+        take only its candidates (eos at the length limit). With `keys` (scores [n, V] of the
+        rows `chunk` → what to rank them by: `Sampler.keys`), the k best by those keys, with
+        their log-probabilities."""
         outputs = [model.decoder.step(y_prev, s) for model, s in zip(self.models, states)]
         states = [s for _, s, _ in outputs]
         weights = [w for _, _, w in outputs if w is not None]
@@ -108,7 +117,11 @@ class Ensemble:
             scores[:, PAD_ID] = scores[:, BOS_ID] = float("-inf")
             rule.apply(scores, chunk, EOS_ID)
             forced[chunk] = scores[:, special]
-            torch.topk(scores, values.shape[1], -1, out=(values[chunk], tokens[chunk]))
+            if keys is None:
+                torch.topk(scores, values.shape[1], -1, out=(values[chunk], tokens[chunk]))
+            else:
+                tokens[chunk] = keys(scores, chunk).topk(values.shape[1], -1).indices
+                values[chunk] = scores.gather(1, tokens[chunk])
         if bool(rule.forced.any()):
             best, pick = forced[rule.forced].topk(min(k, len(special)), 1)  # [f, k']
             values[rule.forced] = float("-inf")
@@ -140,9 +153,12 @@ def greedy_search(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     constraints: Constraints | None = None,
+    sampler: Sampler | None = None,
+    lines: torch.Tensor | None = None,
 ) -> tuple[list[list[int]], torch.Tensor]:
     """The most probable next token at every step (that `constraints` allow, if given), for
-    the whole batch at once.
+    the whole batch at once; with `sampler`, a token drawn from the model's distribution
+    instead, by the line numbers `lines` [B] (default 0 to B-1: see `nmt.sampling`).
 
     src [B, S], src_lengths [B] → token ids per sentence (without bos/eos) and the sum of their
     log-probabilities (eos included) [B]. Finished sentences are masked until all are done.
@@ -151,6 +167,7 @@ def greedy_search(
     batch, constraints = src.shape[0], on_device(constraints, src.device)
     limit = limits(src_lengths, max_len_a, max_len_b, constraints).to(src.device)  # [B]
     every = torch.arange(batch, device=src.device)
+    numbers = every if lines is None else lines.to(src.device)  # the rows' line numbers
     states = ensemble.encode(src, src_lengths)
     y = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
@@ -161,7 +178,10 @@ def greedy_search(
         if constraints is not None:
             history = torch.stack(steps, 1) if steps else every.new_empty(batch, 0)
         rule = rules(constraints, history, every, t, limit)
-        best, y, states, _ = ensemble.topk(y, states, 1, rule)  # [B, 1]
+        keys = None
+        if sampler is not None:  # ranks each chunk of rows by its sampling keys at step t
+            keys = functools.partial(_sampling_keys, sampler, numbers, t)
+        best, y, states, _ = ensemble.topk(y, states, 1, rule, keys)  # [B, 1]
         best, y = best[:, 0], y[:, 0]
         scores += best.masked_fill(finished, 0.0)
         y = y.masked_fill(finished, PAD_ID)
@@ -171,6 +191,12 @@ def greedy_search(
             break
     tokens = torch.stack(steps, 1).tolist()  # [B, T]
     return [strip(row) for row in tokens], scores
+
+
+def _sampling_keys(
+    sampler: Sampler, lines: torch.Tensor, t: int, scores: torch.Tensor, chunk: slice
+) -> torch.Tensor:
+    return sampler.keys(scores, lines[chunk], t)
 
 
 def limits(

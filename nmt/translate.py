@@ -15,6 +15,7 @@ model's limit is truncated, with a warning naming its position.
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import sys
 import threading
@@ -44,7 +45,8 @@ from nmt.errors import NmtError
 from nmt.fileio import atomic_open, json_line
 from nmt.model import Seq2Seq
 from nmt.protect import MAX_SPANS, Masked, Protector, model_protection
-from nmt.search import Hypothesis
+from nmt.sampling import Sampler
+from nmt.search import Hypothesis, greedy_search, length_penalty
 
 T = TypeVar("T")
 
@@ -166,10 +168,14 @@ class Translator:
         batch_tokens: int | None = None,
         attention: bool = False,
         first_line: int = 1,
+        **sampling: Any,
     ) -> list[Result]:
         """Decode `texts`; None means the checkpoint's `decode` setting. `first_line` is the
-        line number of texts[0], used in warnings."""
-        options = self.decode_options(beam, nbest, alpha, penalty, batch_tokens, attention)
+        line number of texts[0], used in warnings and by sampling (`sampling`, `temperature`,
+        `seed`: see `decode_options`)."""
+        options = self.decode_options(
+            beam, nbest, alpha, penalty, batch_tokens, attention, **sampling
+        )
         items = self.prepare(texts, first_line)
         for item in items:
             for message in item.warnings:
@@ -188,8 +194,12 @@ class Translator:
         penalty: str | None = None,
         batch_tokens: int | None = None,
         attention: bool = False,
+        sampling: str | None = None,
+        temperature: float = 1.0,
+        seed: int = 1,
     ) -> DecodeOptions:
-        """Search settings, each validated like its config key; None: the checkpoint's."""
+        """Search settings, each validated like its config key; None: the checkpoint's. With
+        `sampling` (`Sampler.parse`), one translation drawn per line instead of the beam's."""
         dc = self.cfg.decode
 
         def option(key: str, value: object, flag: str) -> Any:
@@ -203,6 +213,15 @@ class Translator:
             batch_tokens=option("batch_tokens", batch_tokens, "--batch-tokens"),
             attention=attention,
         )
+        if sampling is not None:
+            for flag, value in (("--beam", beam or 1), ("--nbest", nbest)):
+                if value > 1:
+                    raise NmtError(
+                        "sampling draws one translation per line, without a beam",
+                        flag,
+                        f"leave out {flag} (or --sampling)",
+                    )
+            options.beam, options.sampler = 1, Sampler.parse(sampling, temperature, seed)
         if nbest < 1:
             raise NmtError(f"an n-best list of {nbest}", "--nbest", "ask for 1 or more")
         if nbest > options.beam:
@@ -233,7 +252,7 @@ class Translator:
                     "(decode.max_input_len)"
                 )
                 seq = seq[:limit]
-            items.append(Prepared(m, seq, warnings))
+            items.append(Prepared(m, seq, warnings, line))
         return items
 
     def translate_prepared(self, items: Sequence[Prepared], options: DecodeOptions) -> list[Result]:
@@ -242,14 +261,41 @@ class Translator:
         scores), an empty n-best list."""
         results: list[Result | None] = [None] * len(items)
         lengths = [len(item.ids) for item in items]
-        with self.batch(options) as batch:
-            for lines in length_batches(lengths, options.batch_tokens // options.beam):
-                batch.add(lines, [items[i] for i in lines])
-                while len(batch):
-                    for i, result in batch.step():
-                        results[i] = result  # type: ignore[index]
+        batches = length_batches(lengths, options.batch_tokens // options.beam)
+        if options.sampler is not None:
+            for lines in batches:
+                for i, result in zip(lines, self._sample([items[i] for i in lines], options)):
+                    results[i] = result
+        else:
+            with self.batch(options) as batch:
+                for lines in batches:
+                    batch.add(lines, [items[i] for i in lines])
+                    while len(batch):
+                        for i, result in batch.step():
+                            results[i] = result  # type: ignore[index]
         terms = [] if self.protector.glossary else None
         return [r or Result([], [Translation("", 0.0, [])], terms) for r in results]
+
+    @torch.no_grad()
+    def _sample(self, items: list[Prepared], options: DecodeOptions) -> list[Result]:
+        """One translation drawn per line of one batch (`nmt.sampling`), scored like a
+        search's hypothesis."""
+        src, lengths = source_tensors(items, self.runtime.device)
+        constraints = self.constraints([item.ids for item in items], [i.masked for i in items])
+        lines = torch.tensor([item.line for item in items])
+        dc = self.cfg.decode
+        self.runtime.share_cores()
+        with self.runtime.autocast():
+            outputs, totals = greedy_search(
+                self.models, src, lengths, dc.max_len_a, dc.max_len_b, constraints,
+                options.sampler, lines,
+            )  # fmt: skip
+        results = []
+        for item, tokens, total in zip(items, outputs, totals.tolist()):
+            score = total / length_penalty(len(tokens) + 1, options.penalty, options.alpha)
+            hyps = [Hypothesis(tokens, score)] if math.isfinite(score) else []
+            results.append(self.result(item.ids, item.masked, hyps, 1))
+        return results
 
     def batch(self, options: DecodeOptions) -> TranslationBatch:
         """An empty search that prepared lines can join at any step (continuous batching);
@@ -328,14 +374,12 @@ class TranslationBatch:
     @torch.no_grad()
     def add(self, keys: Sequence[Hashable], items: Sequence[Prepared]) -> None:
         """Non-empty lines join the search; `step` hands each back under its key."""
-        batch = [item.ids for item in items]
-        lengths = torch.tensor([len(s) + 1 for s in batch])  # with eos
-        sentences = [torch.tensor([*seq, EOS_ID]) for seq in batch]
-        src = pad_sequence(sentences, batch_first=True, padding_value=PAD_ID)  # [n, S]
         runtime = self.translator.runtime
+        src, lengths = source_tensors(items, runtime.device)
+        batch = [item.ids for item in items]
         constraints = self.translator.constraints(batch, [item.masked for item in items])
         runtime.share_cores()
-        self.search.add(keys, src.to(runtime.device), lengths.to(runtime.device), constraints)
+        self.search.add(keys, src, lengths, constraints)
         self.items.update(zip(keys, items))
         self.tokens += int(lengths.sum())
 
@@ -366,6 +410,15 @@ class Prepared:
     masked: Masked  # the normalised line with its protected spans replaced by placeholders
     ids: list[int]  # its subwords, truncated to the model's limit
     warnings: list[str]  # what was truncated or left unprotected ("line N ...")
+    line: int = 1  # its line number in the input (sampling draws by it)
+
+
+def source_tensors(items: Sequence[Prepared], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Prepared lines as the search takes them: padded ids with eos [n, S], lengths [n]."""
+    lengths = torch.tensor([len(item.ids) + 1 for item in items])
+    sentences = [torch.tensor([*item.ids, EOS_ID]) for item in items]
+    src = pad_sequence(sentences, batch_first=True, padding_value=PAD_ID)
+    return src.to(device), lengths.to(device)
 
 
 def no_translation(line: int) -> str:
@@ -383,6 +436,7 @@ class DecodeOptions:
     penalty: str
     batch_tokens: int
     attention: bool
+    sampler: Sampler | None = None  # draw one translation per line instead of searching
 
 
 def chunks(lines: Iterable[T], size: int) -> Iterator[list[T]]:

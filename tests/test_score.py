@@ -111,3 +111,36 @@ def test_pairs_that_do_not_line_up_are_an_error(checkpoints, sources, tmp_path):
     assert both.exit_code == 2 and "cannot both be stdin" in both.stderr
     bad = _score(checkpoints[0], "-s", src, "-t", src, "--penalty", "exp")
     assert bad.exit_code == 2 and "--penalty" in bad.stderr
+
+
+def test_sampled_translations_are_reproducible_and_score_as_drawn(checkpoints, sources, tmp_path):
+    """`translate --sampling`: the same seed gives the same translations, batched or a line
+    per batch, another seed others; each draw's score is what `nmt score` gives it."""
+    src = tmp_path / "src.es"
+    src.write_text("\n".join(sources) + "\n", encoding="utf-8")
+
+    def sample(*options):
+        result = runner.invoke(
+            app, ["translate", str(checkpoints[0]), "-i", str(src), "--sampling", "topk:20",
+                  "--precision", "fp32", "--format", "jsonl", *options],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["hypotheses"][0] for line in result.stdout.splitlines()]
+
+    drawn = sample("--seed", "3")
+    alone = sample("--seed", "3", "--batch-tokens", "1")  # a line per batch
+    assert [h["pieces"] for h in alone] == [h["pieces"] for h in drawn]
+    assert [h["score"] for h in alone] == pytest.approx([h["score"] for h in drawn], abs=1e-4)
+    assert [h["pieces"] for h in sample("--seed", "4")] != [h["pieces"] for h in drawn]
+    translator = Translator.from_checkpoint(checkpoints[0], "cpu", "fp32")
+    scored = score_pairs(translator, sources, [h["text"] for h in drawn])
+    # a draw may spell its text in other subwords than the text's own segmentation
+    same = [(h["score"], x.score) for h, x in zip(drawn, scored) if x.pieces[:-1] == h["pieces"]]
+    assert len(same) >= len(sources) // 3
+    for reported, rescored in same:
+        assert reported == pytest.approx(rescored, abs=1e-4)
+    for flags in (["--beam", "4"], ["--nbest", "2", "--format", "tsv"]):
+        refused = runner.invoke(
+            app, ["translate", str(checkpoints[0]), "-i", str(src), "--sampling", "full", *flags]
+        )
+        assert refused.exit_code == 2 and "sampling draws one translation" in refused.stderr

@@ -78,6 +78,7 @@ class BeamBatch:
         self.steps = torch.zeros(0, dtype=torch.long, device=device)  # [b] tokens so far
         self.limit = torch.zeros_like(self.steps)  # [b] tokens allowed (eos included)
         self.lengths = torch.zeros_like(self.steps)  # [b] source lengths (eos included)
+        self.prefix = torch.zeros(0, 0, dtype=torch.long, device=device)  # [b, P], -1 after
         self.scores = torch.zeros(0, k, dtype=dtype, device=device)  # [b, K] log-probabilities
         self.y = torch.zeros(0, dtype=torch.long, device=device)  # [b*K] the last token
         self.history = torch.zeros(0, k, 0, dtype=torch.long, device=device)  # [b, K, W]
@@ -98,27 +99,28 @@ class BeamBatch:
         src: torch.Tensor,
         src_lengths: torch.Tensor,
         constraints: Constraints | None = None,
+        prefix: torch.Tensor | None = None,
     ) -> None:
         """Sentences src [n, S] with src_lengths [n] join the batch; `step` hands each back
-        under its key. Constraints (`nmt.constraints`) are given for every sentence or none."""
+        under its key. Constraints (`nmt.constraints`) are given for every sentence or none;
+        `prefix` [n, P] (-1 after each row's end) holds what each output must begin with."""
         n, k, device = src.shape[0], self.k, self.device
         if n == 0:
             return
         if self.keys and (constraints is None) != (self.constraints is None):
             raise ValueError("constraints are given for every sentence of a batch or for none")
         constraints = on_device(constraints, device)
-        width = max(self.src_width, src.shape[1])
-        self._fit(self.history.shape[2], width)
-        states = [s.fit_source(width) for s in self.ensemble.encode(src, src_lengths)]
-        states = select(states, torch.arange(n, device=device).repeat_interleave(k))
-        if self.keys:
-            running = [s.fit_source(width) for s in self.states]
-            states = [DecoderState.cat(pair) for pair in zip(running, states)]
-        self.states = states
+        self._join_states(src, src_lengths)
         if constraints is not None:
             parts = [self.constraints, constraints] if self.keys else [constraints]
             self.constraints = Constraints.cat(parts)  # type: ignore[arg-type]
-        limit = limits(src_lengths, self.max_len_a, self.max_len_b, constraints).to(device)
+        if prefix is None:
+            prefix = self.prefix.new_full((n, 0), -1)
+        prefix_width = max(self.prefix.shape[1], prefix.shape[1])
+        self.prefix = resize(self.prefix, 1, prefix_width, -1)
+        prefix = resize(prefix.to(device), 1, prefix_width, -1)
+        limit = limits(src_lengths, self.max_len_a, self.max_len_b, constraints, prefix)
+        limit = limit.to(device)
         scores = self.scores.new_zeros(n, k)
         scores[:, 1:] = NEG  # all beams start equal: expand only the first
         tokens = self.history.new_full((n, *self.history.shape[1:]), PAD_ID)  # [n, K, W]
@@ -129,6 +131,7 @@ class BeamBatch:
             steps=torch.zeros_like(limit),
             limit=limit,
             lengths=src_lengths.to(device),
+            prefix=prefix,
             scores=scores,
             history=tokens,
             best=self.best.new_full((n, k), NEG),
@@ -138,6 +141,19 @@ class BeamBatch:
         )
         self.y = torch.cat([self.y, self.y.new_full((n * k,), BOS_ID)])
         self.keys += list(keys)
+
+    def _join_states(self, src: torch.Tensor, src_lengths: torch.Tensor) -> None:
+        """The new sentences' encoder states, K rows each, after the running ones; both sides
+        padded to the wider source."""
+        width = max(self.src_width, src.shape[1])
+        self._fit(self.history.shape[2], width)
+        states = [s.fit_source(width) for s in self.ensemble.encode(src, src_lengths)]
+        beams = torch.arange(src.shape[0], device=self.device).repeat_interleave(self.k)
+        states = select(states, beams)
+        if self.keys:
+            running = [s.fit_source(width) for s in self.states]
+            states = [DecoderState.cat(pair) for pair in zip(running, states)]
+        self.states = states
 
     @torch.no_grad()
     def step(self) -> list[tuple[Hashable, list[Hypothesis]]]:
@@ -149,7 +165,8 @@ class BeamBatch:
         if self.history.shape[2] <= int(t.max()):  # grown in chunks: fewer copies
             self._fit(int(t.max()) + WIDTH_CHUNK, self.src_width)
         of = torch.arange(b, device=self.device).repeat_interleave(k)  # [b*K] → its sentence
-        rule = rules(self.constraints, self.history.view(b * k, -1), of, t[of], self.limit[of])
+        history = self.history.view(b * k, -1)
+        rule = rules(self.constraints, history, of, t[of], self.limit[of], self.prefix)
         # the 2K best continuations of each beam hold the 2K best continuations of all beams
         values, tokens, self.states, alpha_t = self.ensemble.topk(self.y, self.states, 2 * k, rule)
         per_beam = values.shape[1]  # C = min(2K, vocabulary)
@@ -213,7 +230,8 @@ class BeamBatch:
             return
         sources = keep.nonzero().squeeze(1)
         self.keys = [self.keys[i] for i in sources.tolist()]
-        for name in ("steps", "limit", "lengths", "scores", "history", "best", "best_tokens"):
+        names = ("steps", "limit", "lengths", "prefix", "scores", "history", "best", "best_tokens")
+        for name in names:
             setattr(self, name, getattr(self, name)[sources])
         if self.weights is not None and self.best_attention is not None:
             self.weights, self.best_attention = self.weights[sources], self.best_attention[sources]
@@ -284,15 +302,17 @@ def beam_search(
     max_len_b: int = 10,
     attention: bool = False,
     constraints: Constraints | None = None,
+    prefix: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The `nbest` (≤ beam) best hypotheses per sentence, best first, distinct.
 
     src [B, S], src_lengths [B]. See the module docstring for the algorithm. With `attention`,
     each hypothesis carries its attention weights (averaged over an ensemble); with
-    `constraints`, every hypothesis obeys them (see `nmt.constraints`).
+    `constraints`, every hypothesis obeys them (see `nmt.constraints`); with `prefix` [B, P]
+    (-1 after each row's end), every hypothesis begins with its row.
     """
     batch = BeamBatch(model, beam, nbest, alpha, penalty, max_len_a, max_len_b, attention)
-    batch.add(range(src.shape[0]), src, src_lengths, constraints)
+    batch.add(range(src.shape[0]), src, src_lengths, constraints, prefix)
     out: list[list[Hypothesis]] = [[] for _ in range(src.shape[0])]
     while len(batch):
         for key, hyps in batch.step():

@@ -651,6 +651,15 @@ def translate(
     temperature: Annotated[
         float, typer.Option(help="Divides the log-probabilities before --sampling draws.")
     ] = 1.0,
+    prefix_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Target-language text each translation must begin with, one line per input "
+            "line (empty: none), as interactive translation needs: the prefix is forced, the "
+            "rest searched (or sampled).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(min=0, help="The draws of --sampling.")] = 1,
     device: Annotated[
         str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
@@ -704,6 +713,7 @@ def translate(
         sampling=sampling,
         temperature=temperature,
         seed=seed,
+        prefixes=api.read_prefixes(prefix_file) if prefix_file else None,
     )
 
 

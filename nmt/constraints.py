@@ -32,9 +32,14 @@ class StepRule:
     eos_ok: torch.Tensor | None = None  # [N] bool; None: eos is always allowed
     symbols: torch.Tensor | None = None  # [P] token ids of the placeholders ｟0｠ ... ｟P-1｠
     allow: torch.Tensor | None = None  # [N, P] bool: placeholders allowed now
+    token: torch.Tensor | None = None  # [N] the only token a forced prefix allows (-1: any)
 
     def apply(self, scores: torch.Tensor, rows: slice, eos: int) -> None:
         """Set disallowed scores [n, V] of the rows `rows` to -inf, in place."""
+        if self.token is not None:
+            token = self.token[rows].unsqueeze(1)  # [n, 1]
+            other = torch.arange(scores.shape[1], device=scores.device) != token  # [n, V]
+            scores.masked_fill_(other & (token >= 0), float("-inf"))
         if self.eos_ok is not None:
             scores[:, eos].masked_fill_(~self.eos_ok[rows], float("-inf"))
         if self.symbols is not None and self.allow is not None:

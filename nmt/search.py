@@ -155,17 +155,20 @@ def greedy_search(
     constraints: Constraints | None = None,
     sampler: Sampler | None = None,
     lines: torch.Tensor | None = None,
+    prefix: torch.Tensor | None = None,
 ) -> tuple[list[list[int]], torch.Tensor]:
     """The most probable next token at every step (that `constraints` allow, if given), for
     the whole batch at once; with `sampler`, a token drawn from the model's distribution
-    instead, by the line numbers `lines` [B] (default 0 to B-1: see `nmt.sampling`).
+    instead, by the line numbers `lines` [B] (default 0 to B-1: see `nmt.sampling`). Each
+    output begins with its row of `prefix` [B, P] (-1 after its end), if given.
 
     src [B, S], src_lengths [B] → token ids per sentence (without bos/eos) and the sum of their
     log-probabilities (eos included) [B]. Finished sentences are masked until all are done.
     """
     ensemble = Ensemble(model)
     batch, constraints = src.shape[0], on_device(constraints, src.device)
-    limit = limits(src_lengths, max_len_a, max_len_b, constraints).to(src.device)  # [B]
+    prefix = None if prefix is None else prefix.to(src.device)
+    limit = limits(src_lengths, max_len_a, max_len_b, constraints, prefix).to(src.device)  # [B]
     every = torch.arange(batch, device=src.device)
     numbers = every if lines is None else lines.to(src.device)  # the rows' line numbers
     states = ensemble.encode(src, src_lengths)
@@ -177,7 +180,7 @@ def greedy_search(
         history = None  # [B, t]: read by the constraints alone
         if constraints is not None:
             history = torch.stack(steps, 1) if steps else every.new_empty(batch, 0)
-        rule = rules(constraints, history, every, t, limit)
+        rule = rules(constraints, history, every, t, limit, prefix)
         keys = None
         if sampler is not None:  # ranks each chunk of rows by its sampling keys at step t
             keys = functools.partial(_sampling_keys, sampler, numbers, t)
@@ -200,9 +203,16 @@ def _sampling_keys(
 
 
 def limits(
-    src_lengths: torch.Tensor, a: float, b: int, constraints: Constraints | None
+    src_lengths: torch.Tensor,
+    a: float,
+    b: int,
+    constraints: Constraints | None,
+    prefix: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """Output length limits [B], raised where the constraints or a prefix need more."""
     limit = max_lengths(src_lengths, a, b)
+    if prefix is not None:
+        limit = torch.maximum(limit.to(prefix.device), (prefix >= 0).sum(1))
     return limit if constraints is None else constraints.limits(limit.to(constraints.need.device))
 
 
@@ -216,12 +226,22 @@ def rules(
     sentence: torch.Tensor,
     t: int | torch.Tensor,
     limit: torch.Tensor,
+    prefix: torch.Tensor | None = None,
 ) -> StepRule:
     """What rows may emit at step t (one, or [N]): history [N, W] of rows of `sentence` [N]
-    with length limits limit [N]. Without constraints, anything until the limit, then eos."""
+    with length limits limit [N], and the prefix [B, P] (-1 after each sentence's own) each
+    sentence's output must begin with. Without constraints, anything until the limit, then
+    eos; within a prefix, its token alone."""
     if constraints is None or history is None:
-        return StepRule(forced=t >= limit)
-    return constraints.rule(history, sentence, t, limit)
+        rule = StepRule(forced=t >= limit)
+    else:
+        rule = constraints.rule(history, sentence, t, limit)
+    if prefix is None or prefix.shape[1] == 0:
+        return rule
+    t = torch.as_tensor(t, device=sentence.device).expand_as(sentence)
+    width = prefix.shape[1]
+    token = torch.where(t < width, prefix[sentence, t.clamp(max=width - 1)], -1)  # [N]
+    return dataclasses.replace(rule, token=token)
 
 
 def strip(row: list[int]) -> list[int]:

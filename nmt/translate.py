@@ -20,7 +20,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -168,15 +168,17 @@ class Translator:
         batch_tokens: int | None = None,
         attention: bool = False,
         first_line: int = 1,
+        prefixes: Sequence[str] | None = None,
         **sampling: Any,
     ) -> list[Result]:
         """Decode `texts`; None means the checkpoint's `decode` setting. `first_line` is the
         line number of texts[0], used in warnings and by sampling (`sampling`, `temperature`,
-        `seed`: see `decode_options`)."""
+        `seed`: see `decode_options`). With `prefixes` (one per text, "" for none), each
+        translation begins with its prefix (forced decoding, then search)."""
         options = self.decode_options(
             beam, nbest, alpha, penalty, batch_tokens, attention, **sampling
         )
-        items = self.prepare(texts, first_line)
+        items = self.prepare(texts, first_line, prefixes)
         for item in items:
             for message in item.warnings:
                 self.warn(f"warning: {message}")
@@ -232,9 +234,12 @@ class Translator:
             )
         return options
 
-    def prepare(self, texts: Sequence[str], first_line: int = 1) -> list[Prepared]:
+    def prepare(
+        self, texts: Sequence[str], first_line: int = 1, prefixes: Sequence[str] | None = None
+    ) -> list[Prepared]:
         """Normalise, mask the protected spans and split into subwords, truncated to the
-        model's limit; what was cut or left unprotected is in each item's warnings."""
+        model's limit; what was cut or left unprotected is in each item's warnings. A text's
+        prefix (target language) is normalised and split into target subwords."""
         limit = self.cfg.decode.max_input_len or self.cfg.train.max_len
         masked = [self.protector.mask(normalize(t)) for t in texts]
         ids = self.src_tokenizer.encode([m.text for m in masked])
@@ -253,6 +258,10 @@ class Translator:
                 )
                 seq = seq[:limit]
             items.append(Prepared(m, seq, warnings, line))
+        if prefixes is not None:
+            encoded = self.tgt_tokenizer.encode([normalize(p) for p in prefixes])
+            for item, prefix in zip(items, encoded, strict=True):
+                item.prefix = prefix
         return items
 
     def translate_prepared(self, items: Sequence[Prepared], options: DecodeOptions) -> list[Result]:
@@ -288,7 +297,7 @@ class Translator:
         with self.runtime.autocast():
             outputs, totals = greedy_search(
                 self.models, src, lengths, dc.max_len_a, dc.max_len_b, constraints,
-                options.sampler, lines,
+                options.sampler, lines, prefix_tensor(items),
             )  # fmt: skip
         results = []
         for item, tokens, total in zip(items, outputs, totals.tolist()):
@@ -379,7 +388,7 @@ class TranslationBatch:
         batch = [item.ids for item in items]
         constraints = self.translator.constraints(batch, [item.masked for item in items])
         runtime.share_cores()
-        self.search.add(keys, src, lengths, constraints)
+        self.search.add(keys, src, lengths, constraints, prefix_tensor(items))
         self.items.update(zip(keys, items))
         self.tokens += int(lengths.sum())
 
@@ -411,6 +420,7 @@ class Prepared:
     ids: list[int]  # its subwords, truncated to the model's limit
     warnings: list[str]  # what was truncated or left unprotected ("line N ...")
     line: int = 1  # its line number in the input (sampling draws by it)
+    prefix: list[int] = field(default_factory=list)  # what its translation must begin with
 
 
 def source_tensors(items: Sequence[Prepared], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -419,6 +429,14 @@ def source_tensors(items: Sequence[Prepared], device: torch.device) -> tuple[tor
     sentences = [torch.tensor([*item.ids, EOS_ID]) for item in items]
     src = pad_sequence(sentences, batch_first=True, padding_value=PAD_ID)
     return src.to(device), lengths.to(device)
+
+
+def prefix_tensor(items: Sequence[Prepared]) -> torch.Tensor | None:
+    """The lines' prefixes [n, P], -1 after each one's end; None when none has one."""
+    if not any(item.prefix for item in items):
+        return None
+    width = max(len(item.prefix) for item in items)
+    return torch.tensor([[*item.prefix, *[-1] * (width - len(item.prefix))] for item in items])
 
 
 def no_translation(line: int) -> str:
@@ -535,20 +553,25 @@ def translate_stream(
     plot_dir: Path | None = None,
     plot_lines: int = 10,
     on_chunk: Callable[[int], None] = lambda n: None,
+    prefixes: Prefixes | None = None,
     **options,
 ) -> int:
     """Translate chunks of lines, writing exactly one output line per input line, in order.
 
     `write` receives each chunk's output (newline-terminated lines); `on_chunk` the number of
     lines done. `attention` adds the attention weights to jsonl output; with `plot_dir`, the
-    first `plot_lines` lines get a heatmap, line-N.png. Options go to `translate_nbest`.
-    Returns the number of lines translated.
+    first `plot_lines` lines get a heatmap, line-N.png; with `prefixes`, each translation
+    begins with its line's. Options go to `translate_nbest`. Returns the number of lines.
     """
     done = 0
     for lines in chunked_lines:
         plotting = plot_dir is not None and done < plot_lines
         results = translator.translate_nbest(
-            lines, first_line=done + 1, attention=attention or plotting, **options
+            lines,
+            first_line=done + 1,
+            attention=attention or plotting,
+            prefixes=None if prefixes is None else prefixes.take(done, len(lines)),
+            **options,
         )
         write(
             "".join(
@@ -560,7 +583,30 @@ def translate_stream(
             _plot(results[: plot_lines - done], done + 1, plot_dir)
         done += len(lines)
         on_chunk(len(lines))
+    if prefixes is not None:
+        prefixes.take(done, 0)
     return done
+
+
+@dataclass
+class Prefixes:
+    """The lines of a prefix file (`translate --prefix-file`), one per input line."""
+
+    lines: list[str]
+    name: str
+
+    def take(self, start: int, count: int) -> list[str]:
+        """The prefixes of input lines start+1 .. start+count; an error where the file and
+        the input do not line up (count 0: the input has ended at `start`)."""
+        end = start + count
+        if end > len(self.lines) or (count == 0 and start != len(self.lines)):
+            raise NmtError(
+                f"the prefix file has {len(self.lines)} lines, the input "
+                + (f"more than {len(self.lines)}" if end > len(self.lines) else f"{start}"),
+                self.name,
+                "give one prefix per input line (an empty line for none)",
+            )
+        return self.lines[start:end]
 
 
 def _plot(results: list[Result], first_line: int, plot_dir: Path) -> None:
@@ -573,6 +619,12 @@ def _plot(results: list[Result], first_line: int, plot_dir: Path) -> None:
         if best.attention is not None and r.source_pieces:
             path = plot_dir / f"line-{first_line + i}.png"
             plot_attention(best.attention, r.source_pieces, [*best.pieces, "</s>"], path)
+
+
+def read_prefixes(path: Path) -> Prefixes:
+    """A prefix file: UTF-8 lines (errors name the line)."""
+    with open_input(str(path)) as (stream, name, _):
+        return Prefixes(list(decode_lines(stream, name)), name)
 
 
 def run_files(

@@ -4,10 +4,11 @@ not change any other sentence's result."""
 import pytest
 import torch
 from test_constraints import SYMBOLS
-from test_search import ARCHS, _model, _sources
+from test_search import ARCHS, _exhaustive, _model, _sources
 
 from nmt.beam import BeamBatch, beam_search
 from nmt.constraints import Constraints
+from nmt.search import greedy_search
 
 LENGTHS = [3, 11, 7, 2, 9, 5, 12, 4]
 JOINS = {0: [0, 1], 2: [2], 3: [3, 4, 5], 7: [6], 8: [7]}  # step → the sentences joining then
@@ -102,3 +103,50 @@ def test_a_batch_can_be_emptied_and_refilled():
         assert batch.history.shape[2] == 0 and batch.src_width == 0
         for i in rows:
             _same(_alone(model, src, lengths, i, **options), out[i])
+
+
+@pytest.mark.parametrize("arch, feed", ARCHS)
+def test_a_prefix_is_forced_and_the_rest_searched_exhaustively(arch, feed):
+    """With a prefix, a beam wider than the number of prefixes finds exactly the best outputs
+    that begin with it (by enumerating every output); beam 1 equals greedy with the prefix."""
+    vocab, max_tokens = 6, 4
+    model = _model(arch, vocab, feed)
+    src, lengths = _sources([4], vocab)
+    for prefix in ([4], [5, 4]):
+        forced = torch.tensor([prefix])
+        hyps = beam_search(
+            model, src, lengths, beam=64, nbest=4, max_len_a=0.0, max_len_b=max_tokens,
+            penalty="none", prefix=forced,
+        )[0]  # fmt: skip
+        every = _exhaustive(model, src, lengths, vocab, max_tokens, "none", 0.0)
+        expected = [(score, seq) for score, seq in every if seq[: len(prefix)] == prefix][:4]
+        assert [h.tokens for h in hyps] == [seq for _, seq in expected]
+        for hyp, (score, _) in zip(hyps, expected):
+            assert hyp.score == pytest.approx(score, abs=1e-9)
+        one = beam_search(model, src, lengths, beam=1, max_len_a=0.0, max_len_b=max_tokens,
+                          penalty="none", prefix=forced)[0][0]  # fmt: skip
+        greedy, score = greedy_search(model, src, lengths, 0.0, max_tokens, prefix=forced)
+        assert one.tokens == greedy[0] and one.score == pytest.approx(float(score[0]))
+
+
+def test_sentences_with_prefixes_joining_a_running_search_get_their_results_alone():
+    model = _model("rnnsearch", 30, sharpen=2.0)
+    src, lengths = _sources(LENGTHS, 30, seed=5)
+    prefix = torch.full((len(LENGTHS), 3), -1)
+    for i, row in enumerate([[7], [], [9, 8, 7], [], [5, 5], [12], [], [20, 21]]):
+        prefix[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    options = dict(beam=3, nbest=3, max_len_b=2)
+    batch, out, step = BeamBatch(model, **options), {}, 0
+    while step <= max(JOINS) or len(batch):
+        if step in JOINS:
+            rows = torch.tensor(JOINS[step])
+            n = int(lengths[rows].max())
+            batch.add(JOINS[step], src[rows, :n], lengths[rows], prefix=prefix[rows])
+        out.update(batch.step())
+        step += 1
+    for i in range(len(LENGTHS)):
+        n, row = int(lengths[i]), prefix[i : i + 1]
+        alone = beam_search(model, src[i : i + 1, :n], lengths[i : i + 1], prefix=row, **options)
+        _same(alone[0], out[i])
+        forced = [t for t in prefix[i].tolist() if t >= 0]
+        assert all(h.tokens[: len(forced)] == forced for h in out[i])

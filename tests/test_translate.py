@@ -214,3 +214,33 @@ def test_an_ensemble_needs_one_vocabulary(checkpoint, toy_dir, tmp_path):
     save_checkpoint(tmp_path / "other.pt", other)
     with pytest.raises(NmtError, match="one vocabulary"):
         Translator.from_checkpoint([checkpoint, tmp_path / "other.pt"])
+
+
+def test_a_prefix_file_begins_each_translation_with_its_line(checkpoint, tmp_path):
+    """--prefix-file: each translation (searched or sampled) begins with its line's prefix,
+    in subwords; an empty prefix leaves the line free, an empty line stays empty; a prefix
+    file that does not line up with the input is an error, and no output is written."""
+    src, prefixes = tmp_path / "in.es", tmp_path / "prefix.en"
+    src.write_text("hola mundo\nadiós\n\nla tierra y el cielo\n", encoding="utf-8")
+    lines = ["In the", "", "Hello", "the earth"]
+    prefixes.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tok = Translator.from_checkpoint(checkpoint, "cpu", "fp32").tgt_tokenizer
+    for options in (["--beam", "3"], ["--sampling", "topk:5"]):
+        result = runner.invoke(
+            app, ["translate", str(checkpoint), "-i", str(src), "--prefix-file", str(prefixes),
+                  "--format", "jsonl", *options],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert len(records) == 4 and records[2]["hypotheses"][0]["text"] == ""
+        for i in (0, 3):
+            forced = tok.pieces(tok.encode([lines[i]])[0])
+            assert records[i]["hypotheses"][0]["pieces"][: len(forced)] == forced
+    short = tmp_path / "short.en"
+    short.write_text("In the\n", encoding="utf-8")
+    out = tmp_path / "out.en"
+    result = runner.invoke(
+        app, ["translate", str(checkpoint), "-i", str(src), "--prefix-file", str(short),
+              "-o", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 2 and str(short) in result.stderr and not out.exists()

@@ -680,8 +680,9 @@ def translate(
     translation is written as soon as its line has arrived. Writing to a file shows a progress
     bar, and the file appears only when complete.
     """
-    from nmt import translate as api
+    from nmt import textfiles
     from nmt.protect import read_glossary
+    from nmt.translate import Translator
 
     _check_translate_options(format, nbest, attention, errors)
     if markup not in (None, "xml"):
@@ -689,14 +690,14 @@ def translate(
             f"unknown markup {markup!r}", "--markup", "use --markup xml, or leave it out"
         )
     terms = read_glossary(glossary) if glossary else None
-    translator = api.Translator.from_checkpoint(checkpoints, device, precision)
+    translator = Translator.from_checkpoint(checkpoints, device, precision)
     translator.warn = lambda message: typer.echo(message, err=True)
     if terms is not None or markup:
         translator.protect(terms, glossary_ignore_case, markup)
     translator.decode_options(  # every option checked before any line is read
         beam, nbest, alpha, penalty, batch_tokens, attention, sampling, temperature, seed
     )
-    api.run_files(
+    textfiles.run_files(
         translator,
         input,
         output,
@@ -713,7 +714,7 @@ def translate(
         sampling=sampling,
         temperature=temperature,
         seed=seed,
-        prefixes=api.read_prefixes(prefix_file) if prefix_file else None,
+        prefixes=textfiles.read_prefixes(prefix_file) if prefix_file else None,
     )
 
 

@@ -26,7 +26,8 @@ from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.errors import NmtError
 from nmt.fileio import json_line
 from nmt.search import length_penalty
-from nmt.translate import Prepared, Translator, chunks, line_output
+from nmt.textfiles import chunks, line_output
+from nmt.translate import Prepared, Translator
 
 FORMATS = ("text", "tsv", "jsonl")
 

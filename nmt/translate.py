@@ -7,26 +7,24 @@ Several checkpoints with the same vocabulary decode as an ensemble. Input lines 
 like the training data, their protected spans masked (`nmt.protect`: as preprocessing masked
 them, plus glossary terms and markup when asked), split into subwords, sorted by length and cut
 into batches of at most `batch_tokens` source tokens (counting every beam), decoded with
-`nmt.search` (constrained to keep every placeholder, `nmt.constraints`), put back together and
-returned in input order. An empty line gives an empty translation; a line longer than the
-model's limit is truncated, with a warning naming its position.
+`nmt.beam` (constrained to keep every placeholder, `nmt.constraints`; or sampled,
+`nmt.sampling`), put back together and returned in input order. An empty line gives an empty
+translation; a line longer than the model's limit is truncated, with a warning naming its
+position. Files and pipes, line for line: `nmt.textfiles`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import queue
 import sys
-import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from tqdm import tqdm
 
 from nmt.beam import BeamBatch
 from nmt.checkpoint import (
@@ -35,20 +33,17 @@ from nmt.checkpoint import (
     model_from_checkpoint,
     vocabulary_id,
 )
-from nmt.config import Config, checked
+from nmt.config import Config, DecodeConfig, checked
 from nmt.constraints import Constraints
 from nmt.data.batching import length_batches
-from nmt.data.corpus import count_lines, decode_lines, normalize, open_input
+from nmt.data.corpus import normalize
 from nmt.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from nmt.device import Runtime, resolve_runtime
 from nmt.errors import NmtError
-from nmt.fileio import atomic_open, json_line
 from nmt.model import Seq2Seq
 from nmt.protect import MAX_SPANS, Masked, Protector, model_protection
 from nmt.sampling import Sampler
 from nmt.search import Hypothesis, greedy_search, length_penalty
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -202,37 +197,10 @@ class Translator:
     ) -> DecodeOptions:
         """Search settings, each validated like its config key; None: the checkpoint's. With
         `sampling` (`Sampler.parse`), one translation drawn per line instead of the beam's."""
-        dc = self.cfg.decode
-
-        def option(key: str, value: object, flag: str) -> Any:
-            return getattr(dc, key) if value is None else checked(f"decode.{key}", value, flag)
-
-        options = DecodeOptions(
-            beam=option("beam_size", beam, "--beam"),
-            nbest=nbest,
-            alpha=option("alpha", alpha, "--alpha"),
-            penalty=option("length_penalty", penalty, "--penalty"),
-            batch_tokens=option("batch_tokens", batch_tokens, "--batch-tokens"),
-            attention=attention,
-        )
-        if sampling is not None:
-            for flag, value in (("--beam", beam or 1), ("--nbest", nbest)):
-                if value > 1:
-                    raise NmtError(
-                        "sampling draws one translation per line, without a beam",
-                        flag,
-                        f"leave out {flag} (or --sampling)",
-                    )
-            options.beam, options.sampler = 1, Sampler.parse(sampling, temperature, seed)
-        if nbest < 1:
-            raise NmtError(f"an n-best list of {nbest}", "--nbest", "ask for 1 or more")
-        if nbest > options.beam:
-            raise NmtError(
-                f"an n-best list of {nbest} needs a beam of at least {nbest}, not {options.beam}",
-                "--nbest",
-                f"add --beam {nbest}",
-            )
-        return options
+        return DecodeOptions.build(
+            self.cfg.decode, beam, nbest, alpha, penalty, batch_tokens, attention, sampling,
+            temperature, seed,
+        )  # fmt: skip
 
     def prepare(
         self, texts: Sequence[str], first_line: int = 1, prefixes: Sequence[str] | None = None
@@ -273,7 +241,8 @@ class Translator:
         batches = length_batches(lengths, options.batch_tokens // options.beam)
         if options.sampler is not None:
             for lines in batches:
-                for i, result in zip(lines, self._sample([items[i] for i in lines], options)):
+                sampled = sample_lines(self, [items[i] for i in lines], options)
+                for i, result in zip(lines, sampled):
                     results[i] = result
         else:
             with self.batch(options) as batch:
@@ -284,27 +253,6 @@ class Translator:
                             results[i] = result  # type: ignore[index]
         terms = [] if self.protector.glossary else None
         return [r or Result([], [Translation("", 0.0, [])], terms) for r in results]
-
-    @torch.no_grad()
-    def _sample(self, items: list[Prepared], options: DecodeOptions) -> list[Result]:
-        """One translation drawn per line of one batch (`nmt.sampling`), scored like a
-        search's hypothesis."""
-        src, lengths = source_tensors(items, self.runtime.device)
-        constraints = self.constraints([item.ids for item in items], [i.masked for i in items])
-        lines = torch.tensor([item.line for item in items])
-        dc = self.cfg.decode
-        self.runtime.share_cores()
-        with self.runtime.autocast():
-            outputs, totals = greedy_search(
-                self.models, src, lengths, dc.max_len_a, dc.max_len_b, constraints,
-                options.sampler, lines, prefix_tensor(items),
-            )  # fmt: skip
-        results = []
-        for item, tokens, total in zip(items, outputs, totals.tolist()):
-            score = total / length_penalty(len(tokens) + 1, options.penalty, options.alpha)
-            hyps = [Hypothesis(tokens, score)] if math.isfinite(score) else []
-            results.append(self.result(item.ids, item.masked, hyps, 1))
-        return results
 
     def batch(self, options: DecodeOptions) -> TranslationBatch:
         """An empty search that prepared lines can join at any step (continuous batching);
@@ -423,6 +371,31 @@ class Prepared:
     prefix: list[int] = field(default_factory=list)  # what its translation must begin with
 
 
+@torch.no_grad()
+def sample_lines(
+    translator: Translator, items: list[Prepared], options: DecodeOptions
+) -> list[Result]:
+    """One translation drawn per line of one batch (`nmt.sampling`), scored like a search's
+    hypothesis."""
+    src, lengths = source_tensors(items, translator.runtime.device)
+    masked = [item.masked for item in items]
+    constraints = translator.constraints([item.ids for item in items], masked)
+    lines = torch.tensor([item.line for item in items])
+    dc, runtime = translator.cfg.decode, translator.runtime
+    runtime.share_cores()
+    with runtime.autocast():
+        outputs, totals = greedy_search(
+            translator.models, src, lengths, dc.max_len_a, dc.max_len_b, constraints,
+            options.sampler, lines, prefix_tensor(items),
+        )  # fmt: skip
+    results = []
+    for item, tokens, total in zip(items, outputs, totals.tolist()):
+        score = total / length_penalty(len(tokens) + 1, options.penalty, options.alpha)
+        hyps = [Hypothesis(tokens, score)] if math.isfinite(score) else []
+        results.append(translator.result(item.ids, item.masked, hyps, 1))
+    return results
+
+
 def source_tensors(items: Sequence[Prepared], device: torch.device) -> tuple[torch.Tensor, ...]:
     """Prepared lines as the search takes them: padded ids with eos [n, S], lengths [n]."""
     lengths = torch.tensor([len(item.ids) + 1 for item in items])
@@ -448,6 +421,8 @@ def no_translation(line: int) -> str:
 
 @dataclass
 class DecodeOptions:
+    """How a request's lines are decoded (`Translator.decode_options`)."""
+
     beam: int
     nbest: int
     alpha: float
@@ -456,228 +431,48 @@ class DecodeOptions:
     attention: bool
     sampler: Sampler | None = None  # draw one translation per line instead of searching
 
+    @classmethod
+    def build(
+        cls,
+        dc: DecodeConfig,
+        beam: int | None,
+        nbest: int,
+        alpha: float | None,
+        penalty: str | None,
+        batch_tokens: int | None,
+        attention: bool,
+        sampling: str | None,
+        temperature: float,
+        seed: int,
+    ) -> DecodeOptions:
+        """Each setting validated like its config key and named by its flag; None: dc's."""
 
-def chunks(lines: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of up to `size` lines (files: large chunks sort well by length)."""
-    chunk: list[T] = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+        def option(key: str, value: object, flag: str) -> Any:
+            return getattr(dc, key) if value is None else checked(f"decode.{key}", value, flag)
 
-
-def live_chunks(lines: Iterable[str], size: int, linger: float = 0.05) -> Iterator[list[str]]:
-    """Chunks of whatever lines have arrived (at most `size`), for pipes and terminals.
-
-    A reader thread queues lines as they come; each chunk waits for one line, then takes what
-    else arrives within `linger` seconds. So a pipe gets each translation as soon as its line
-    is in, while a fast producer still gets batched decoding.
-    """
-    inbox: queue.Queue = queue.Queue(maxsize=4 * size)
-    done = object()
-
-    def read() -> None:
-        try:
-            for line in lines:
-                inbox.put(line)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer below
-            inbox.put(exc)
-        inbox.put(done)
-
-    threading.Thread(target=read, daemon=True).start()
-    finished = False
-    while not finished:
-        chunk = []
-        item = inbox.get()
-        while True:
-            if item is done:
-                finished = True
-                break
-            if isinstance(item, BaseException):
-                raise item
-            chunk.append(item)
-            if len(chunk) == size:
-                break
-            try:
-                item = inbox.get(timeout=linger)
-            except queue.Empty:
-                break
-        if chunk:
-            yield chunk
-
-
-def format_result(result: Result, fmt: str, line: int, source: str, attention: bool = False) -> str:
-    """One output line for one input line (no newline): text is the best translation; tsv is
-    `translation<TAB>score` per hypothesis; jsonl is a JSON object with every hypothesis (and,
-    with `attention`, its attention weights over the source pieces)."""
-    if fmt == "text":  # no hypothesis only if the model's scores were not finite
-        return result.hypotheses[0].text if result.hypotheses else ""
-    if fmt == "tsv":
-        return "\t".join(f"{h.text}\t{h.score:.4f}" for h in result.hypotheses)
-    record = {
-        "line": line,
-        "source": source,
-        "source_pieces": result.source_pieces,
-        "hypotheses": [
-            {
-                "text": h.text,
-                "score": round(h.score, 6),
-                "pieces": h.pieces,
-                **(
-                    {"attention": _rounded(h.attention)}
-                    if attention and h.attention is not None
-                    else {}
-                ),
-            }
-            for h in result.hypotheses
-        ],
-    }
-    if result.terms is not None:
-        record["glossary"] = [{"source": src, "target": tgt} for src, tgt in result.terms]
-    return json_line(record)
-
-
-def _rounded(matrix: list[list[float]]) -> list[list[float]]:
-    return [[round(x, 4) for x in row] for row in matrix]
-
-
-def translate_stream(
-    translator: Translator,
-    chunked_lines: Iterable[list[str]],
-    write: Callable[[str], None],
-    fmt: str = "text",
-    attention: bool = False,
-    plot_dir: Path | None = None,
-    plot_lines: int = 10,
-    on_chunk: Callable[[int], None] = lambda n: None,
-    prefixes: Prefixes | None = None,
-    **options,
-) -> int:
-    """Translate chunks of lines, writing exactly one output line per input line, in order.
-
-    `write` receives each chunk's output (newline-terminated lines); `on_chunk` the number of
-    lines done. `attention` adds the attention weights to jsonl output; with `plot_dir`, the
-    first `plot_lines` lines get a heatmap, line-N.png; with `prefixes`, each translation
-    begins with its line's. Options go to `translate_nbest`. Returns the number of lines.
-    """
-    done = 0
-    for lines in chunked_lines:
-        plotting = plot_dir is not None and done < plot_lines
-        results = translator.translate_nbest(
-            lines,
-            first_line=done + 1,
-            attention=attention or plotting,
-            prefixes=None if prefixes is None else prefixes.take(done, len(lines)),
-            **options,
+        options = cls(
+            beam=option("beam_size", beam, "--beam"),
+            nbest=nbest,
+            alpha=option("alpha", alpha, "--alpha"),
+            penalty=option("length_penalty", penalty, "--penalty"),
+            batch_tokens=option("batch_tokens", batch_tokens, "--batch-tokens"),
+            attention=attention,
         )
-        write(
-            "".join(
-                format_result(r, fmt, done + i + 1, line, attention) + "\n"
-                for i, (r, line) in enumerate(zip(results, lines))
-            )
-        )
-        if plotting:
-            _plot(results[: plot_lines - done], done + 1, plot_dir)
-        done += len(lines)
-        on_chunk(len(lines))
-    if prefixes is not None:
-        prefixes.take(done, 0)
-    return done
-
-
-@dataclass
-class Prefixes:
-    """The lines of a prefix file (`translate --prefix-file`), one per input line."""
-
-    lines: list[str]
-    name: str
-
-    def take(self, start: int, count: int) -> list[str]:
-        """The prefixes of input lines start+1 .. start+count; an error where the file and
-        the input do not line up (count 0: the input has ended at `start`)."""
-        end = start + count
-        if end > len(self.lines) or (count == 0 and start != len(self.lines)):
+        if sampling is not None:
+            for flag, value in (("--beam", beam or 1), ("--nbest", nbest)):
+                if value > 1:
+                    raise NmtError(
+                        "sampling draws one translation per line, without a beam",
+                        flag,
+                        f"leave out {flag} (or --sampling)",
+                    )
+            options.beam, options.sampler = 1, Sampler.parse(sampling, temperature, seed)
+        if nbest < 1:
+            raise NmtError(f"an n-best list of {nbest}", "--nbest", "ask for 1 or more")
+        if nbest > options.beam:
             raise NmtError(
-                f"the prefix file has {len(self.lines)} lines, the input "
-                + (f"more than {len(self.lines)}" if end > len(self.lines) else f"{start}"),
-                self.name,
-                "give one prefix per input line (an empty line for none)",
+                f"an n-best list of {nbest} needs a beam of at least {nbest}, not {options.beam}",
+                "--nbest",
+                f"add --beam {nbest}",
             )
-        return self.lines[start:end]
-
-
-def _plot(results: list[Result], first_line: int, plot_dir: Path) -> None:
-    """Heatmaps of the best hypotheses' attention (lines without attention are skipped)."""
-    from nmt.plot import plot_attention
-
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    for i, r in enumerate(results):
-        best = r.hypotheses[0]
-        if best.attention is not None and r.source_pieces:
-            path = plot_dir / f"line-{first_line + i}.png"
-            plot_attention(best.attention, r.source_pieces, [*best.pieces, "</s>"], path)
-
-
-def read_prefixes(path: Path) -> Prefixes:
-    """A prefix file: UTF-8 lines (errors name the line)."""
-    with open_input(str(path)) as (stream, name, _):
-        return Prefixes(list(decode_lines(stream, name)), name)
-
-
-def run_files(
-    translator: Translator,
-    input: str,
-    output: str,
-    errors: str = "strict",
-    chunk_lines: int = 2000,
-    **options,
-) -> int:
-    """`nmt translate`: from a file or stdin ("-") to a file (written atomically, with a
-    progress bar) or stdout (flushed after every chunk). Options go to `translate_stream`."""
-    fix = "convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or pass --errors replace"
-    with open_input(input) as (stream, name, regular):
-        lines = decode_lines(stream, name, errors, fix)
-        if regular:  # a file: large chunks sort well by length; its size sets the progress bar
-            total, chunked = count_lines(Path(input)), chunks(lines, chunk_lines)
-        else:  # a pipe or a terminal: translate each line as soon as it has arrived
-            total, chunked = None, live_chunks(lines, chunk_lines)
-        return _write_output(translator, chunked, output, total, options)
-
-
-def _write_output(
-    translator: Translator,
-    chunked: Iterable[list[str]],
-    output: str,
-    total: int | None,
-    options: dict[str, Any],
-) -> int:
-    with line_output(output, total, "translate") as (write, advance, warn):
-        if output != "-":
-            translator.warn = warn
-        return translate_stream(translator, chunked, write, on_chunk=advance, **options)
-
-
-@contextlib.contextmanager
-def line_output(
-    output: str, total: int | None, desc: str
-) -> Iterator[tuple[Callable[[str], None], Callable[[int], None], Callable[[str], None]]]:
-    """Where a command's output lines go: stdout ("-"), flushed after every write so that a
-    pipe gets each line at once, or a file, written atomically under a progress bar of
-    `total` lines. Yields write(text), advance(lines done) and warn(message), which prints a
-    warning on stderr without breaking the bar."""
-    if output == "-":
-
-        def write(text: str) -> None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-
-        yield write, lambda n: None, lambda message: print(message, file=sys.stderr)
-        return
-    with (
-        atomic_open(Path(output)) as fh,
-        tqdm(total=total, unit="line", file=sys.stderr, desc=desc, disable=None) as bar,
-    ):
-        yield fh.write, bar.update, lambda message: bar.write(message, file=sys.stderr)
+        return options

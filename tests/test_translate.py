@@ -17,8 +17,9 @@ from nmt.cli import app
 from nmt.config import Config, apply_overrides
 from nmt.errors import NmtError
 from nmt.plot import figure_size
+from nmt.textfiles import format_result
 from nmt.train import train
-from nmt.translate import Translator, format_result
+from nmt.translate import Translator
 
 runner = CliRunner()
 TINY = [

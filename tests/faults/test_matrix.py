@@ -272,7 +272,7 @@ def test_sigkill_train_then_resume_equals_an_unbroken_run(store, tmp_path):
 @pytest.mark.parametrize("command, delay", [("translate", 0.0), ("translate", 0.5), ("score", 0.0)])
 def test_sigkill_translate_and_score(command, delay, run, tmp_path):
     src, out = tmp_path / "in.es", tmp_path / "out.en"
-    src.write_text(SOURCE * 300, encoding="utf-8")
+    src.write_text(SOURCE * 100, encoding="utf-8")
     out.write_text("old\n")
     args = ["-i", src] if command == "translate" else ["-s", src, "-t", src]
     proc = start(command, run / "best.pt", *args, "-o", out, "--batch-tokens", 200)
@@ -281,7 +281,7 @@ def test_sigkill_translate_and_score(command, delay, run, tmp_path):
         assert out.read_text() == "old\n"
     assert nmt(command, run / "best.pt", *args, "-o", out).returncode == 0
     check = _lines if command == "translate" else _scores
-    check(SOURCE.count("\n") * 300)(out)
+    check(SOURCE.count("\n") * 100)(out)
     assert not leftovers(tmp_path)
 
 

@@ -60,6 +60,27 @@ def _d(key: str) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+AlphaOpt = Annotated[
+    float | None,
+    typer.Option(help="Length penalty exponent (--penalty wu).", show_default=_d("decode.alpha")),
+]
+PenaltyOpt = Annotated[
+    str | None,
+    typer.Option(help="wu, length or none.", show_default=_d("decode.length_penalty")),
+]
+ErrorsOpt = Annotated[
+    str, typer.Option(help="Invalid UTF-8 in the input: strict (stop with an error) or replace.")
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        help="fp32, bf16, fp16 (GPU only), or auto: bf16 on GPUs that have it (else fp16) "
+        "and on CPUs with native bf16, else fp32."
+    ),
+]
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"nmt {__version__}")
@@ -504,9 +525,7 @@ def train(
         bool,
         typer.Option("--overwrite", help="Start over in a run directory that holds another run."),
     ] = False,
-    device: Annotated[
-        str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
-    ] = "auto",
+    device: DeviceOpt = "auto",
     distributed: Annotated[
         int,
         typer.Option(
@@ -574,16 +593,8 @@ def translate(
         int | None,
         typer.Option(min=1, help="Beam width (1: greedy).", show_default=_d("decode.beam_size")),
     ] = None,
-    alpha: Annotated[
-        float | None,
-        typer.Option(
-            help="Length penalty exponent (--penalty wu).", show_default=_d("decode.alpha")
-        ),
-    ] = None,
-    penalty: Annotated[
-        str | None,
-        typer.Option(help="wu, length or none.", show_default=_d("decode.length_penalty")),
-    ] = None,
+    alpha: AlphaOpt = None,
+    penalty: PenaltyOpt = None,
     nbest: Annotated[
         int, typer.Option(min=1, help="Hypotheses per line (≤ beam; needs --format tsv or jsonl).")
     ] = 1,
@@ -614,10 +625,7 @@ def translate(
     plot_lines: Annotated[
         int, typer.Option(min=1, help="How many lines --plot-attention draws.")
     ] = 10,
-    errors: Annotated[
-        str,
-        typer.Option(help="Invalid UTF-8 in the input: strict (stop with an error) or replace."),
-    ] = "strict",
+    errors: ErrorsOpt = "strict",
     glossary: Annotated[
         Path | None,
         typer.Option(
@@ -661,16 +669,8 @@ def translate(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(min=0, help="The draws of --sampling.")] = 1,
-    device: Annotated[
-        str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
-    ] = "auto",
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="fp32, bf16, fp16 (GPU only), or auto: bf16 on GPUs that have it (else fp16) "
-            "and on CPUs with native bf16, else fp32."
-        ),
-    ] = "auto",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Translate a file or stdin with trained checkpoint(s): exactly one output line per line.
 
@@ -743,32 +743,17 @@ def score(
             "per pair with the score, the target's subwords and each one's log-probability."
         ),
     ] = "text",
-    alpha: Annotated[
-        float | None,
-        typer.Option(
-            help="Length penalty exponent (--penalty wu).", show_default=_d("decode.alpha")
-        ),
-    ] = None,
-    penalty: Annotated[
-        str | None,
-        typer.Option(help="wu, length or none.", show_default=_d("decode.length_penalty")),
-    ] = None,
+    alpha: AlphaOpt = None,
+    penalty: PenaltyOpt = None,
     batch_tokens: Annotated[
         int | None,
         typer.Option(
             min=1, help="Batch size in target subwords (default: decode.batch_tokens / beam)."
         ),
     ] = None,
-    errors: Annotated[
-        str,
-        typer.Option(help="Invalid UTF-8 in the input: strict (stop with an error) or replace."),
-    ] = "strict",
-    device: Annotated[
-        str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
-    ] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="fp32, bf16, fp16 (GPU only), or auto, as for translate.")
-    ] = "auto",
+    errors: ErrorsOpt = "strict",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """The model's score of given translations (forced decoding): one line per pair.
 
@@ -852,12 +837,8 @@ def serve(
         ),
     ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
-    device: Annotated[
-        str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")
-    ] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="fp32, bf16, fp16 (GPU only), or auto (as for translate).")
-    ] = "auto",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Serve a trained model over HTTP: a JSON API, a page to try it at /, and metrics.
 

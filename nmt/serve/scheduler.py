@@ -12,10 +12,10 @@ full, as lines of a file would.
 Lines join in groups of at least `JOIN_SHARE` of the running batch (see `_worth`): each join
 runs the encoder once (its sequential steps cost the same for one sentence as for ten) and
 copies the batch's state. Under light load a smaller group joins once its oldest line has
-waited `max_wait_ms`; an idle server starts a line at once. When
-the oldest waiting line needs other options, nothing joins until the batch has drained. The
-lines of a request whose client has gone leave the queue and the batch. The decoding runs on
-the thread that calls `run` (the main thread: see there), the HTTP server on another.
+waited `max_wait_ms`; an idle server starts a line at once. When the oldest waiting line needs
+other options, nothing joins until the batch has drained. The lines of a request whose client
+has gone leave the queue and the batch. The decoding runs on the thread that calls `run` (the
+main thread: see there), the HTTP server on another.
 """
 
 from __future__ import annotations

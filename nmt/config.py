@@ -174,6 +174,15 @@ class TrainConfig:
     optimizer: str = option("adam", "Optimiser.", choices=("adam", "adamw"))
     lr: float = option(1e-3, "Peak learning rate.", min=0.0)
     weight_decay: float = option(0.0, "Weight decay (decoupled with adamw).", min=0.0)
+    ema_decay: float = option(
+        0.0,
+        "Exponential moving average of the weights (0: off; e.g. 0.9999): after update t, "
+        "average = d * average + (1 - d) * weights with d = min(ema_decay, (1 + t) / (10 + t)). "
+        "Validation, best.pt and step checkpoints hold the average; last.pt the raw weights "
+        "(and the average, so that --resume is exact).",
+        min=0.0,
+        max=0.999999,
+    )
     schedule: str = option(
         "constant",
         "Learning-rate schedule after warm-up: `constant`, `inverse_sqrt` (decay with "

@@ -54,6 +54,7 @@ from nmt.data.corpus import normalize, read_lines
 from nmt.data.store import load_tokenizers, read_manifest, verify_file
 from nmt.device import Runtime, resolve_runtime
 from nmt.distributed import Dist, setup, teardown
+from nmt.ema import WeightAverage
 from nmt.errors import NmtError
 from nmt.fileio import atomic_write_bytes, locked_dir
 from nmt.metrics import score_corpus
@@ -154,6 +155,7 @@ class Trainer:
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True
         )
         self.scaler = runtime.grad_scaler()
+        self.ema = WeightAverage(self.model, tc.ema_decay) if tc.ema_decay else None
         self.progress = Progress()
         self.stop_signal: str | None = None
         self.run_id = new_run_id()
@@ -199,6 +201,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "rng": self.dist.gather(rng),
             "progress": dataclasses.asdict(self.progress),
+            "ema": None if self.ema is None else self.ema.state_dict(),
         }
 
     def load(self, checkpoint: dict[str, Any]) -> None:
@@ -225,6 +228,10 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.progress = Progress(**state["progress"])
         self._restore_rng(state["rng"])
+        if self.ema is not None:  # a run that had no average starts it from these weights
+            self.ema = WeightAverage(self.model, self.ema.decay)
+            if state.get("ema"):
+                self.ema.load_state_dict(state["ema"])
 
     def _restore_rng(self, saved: list[dict[str, Any]] | dict[str, Any]) -> None:
         """Each rank's own RNG state when the number of processes is unchanged (exact
@@ -240,14 +247,18 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
 
     def save(self, kind: str) -> None:
-        """`last` (resumable), `best` or `step` (weights only, for translation/averaging).
+        """`last` (resumable), `best` or `step` (weights only, for translation/averaging;
+        with `train.ema_decay`, the averaged weights).
 
         Every rank calls `save("last")` (it gathers every rank's RNG state); rank 0 writes.
         """
         state = self.train_state() if kind == "last" else None
         if not self.dist.is_main:
             return
-        weights = self.model.state_dict()
+        if self.ema is not None and kind != "last":  # last.pt: the raw weights, to resume
+            weights = self.ema.weights(self.model)
+        else:
+            weights = self.model.state_dict()
         checkpoint = make_checkpoint(self.cfg, self.vocab, weights, state, self.run_id)
         if kind in ("last", "best"):
             save_checkpoint(self.run_dir / f"{kind}.pt", checkpoint)
@@ -355,6 +366,8 @@ class Trainer:
         self.progress.step += 1
         self.progress.tokens += tokens
         window["tokens"] += tokens
+        if self.ema is not None:
+            self.ema.update(self.model, self.progress.step)
         return True
 
     def _skip_update(self) -> None:
@@ -430,7 +443,9 @@ class Trainer:
         """Validate on rank 0 alone; every rank then takes rank 0's progress (best score,
         schedule, early-stopping count)."""
         if self.dist.is_main:
-            self._evaluate()
+            averaged = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
+            with averaged:  # validation, and best.pt, see the averaged weights
+                self._evaluate()
         vars(self.progress).update(vars(self.dist.broadcast(self.progress)))  # in place
 
     def _evaluate(self) -> None:

@@ -41,8 +41,18 @@ class WeightAverage:
         torch._foreach_lerp_([self.shadow[n] for n in names], [params[n] for n in names], weight)
 
     def weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The model's state dict with the averaged parameters in place of its own."""
-        return {**model.state_dict(), **self.shadow}
+        """The model's state dict with the averaged parameters in place of its own, under
+        every name they have: a tied weight (embeddings, output layer) appears under several
+        names in a state dict but once in `named_parameters`."""
+        first: dict[int, str] = {}
+        alias = {
+            name: first.setdefault(id(p), name)
+            for name, p in model.named_parameters(remove_duplicate=False)
+        }
+        return {
+            name: self.shadow[alias[name]] if alias.get(name) in self.shadow else value
+            for name, value in model.state_dict().items()
+        }
 
     @contextlib.contextmanager
     def applied(self, model: nn.Module) -> Iterator[None]:

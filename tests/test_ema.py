@@ -56,6 +56,12 @@ def test_the_average_is_the_hand_computed_one_and_what_validation_and_best_pt_se
         assert torch.equal(last["train"]["ema"][name], trainer.ema.shadow[name])
         assert torch.equal(trainer.model.state_dict()[name], final[name])  # put back after
     assert max(float((best[n] - final[n]).abs().max()) for n in want) > 1e-3  # not the raw
+    # tied weights (the output layer is the target embedding) hold the average under every name
+    assert len(step6) > len(want)
+    for name, p in trainer.model.named_parameters(remove_duplicate=False):
+        first = next(n for n, q in trainer.model.named_parameters() if q is p)
+        for saved in (best, step6):  # best.pt is written during validation, step-6.pt after
+            assert torch.equal(saved[name], saved[first]), name
 
 
 def test_a_resumed_run_continues_the_average_exactly(toy_dir, tmp_path):

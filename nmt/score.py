@@ -1,7 +1,7 @@
 """Scoring given translations (forced decoding): the Python API behind `nmt score`.
 
     translator = Translator.from_checkpoint("runs/x/best.pt")
-    score_pairs(translator, ["Hola."], ["Hello."])[0].score  # -0.52
+    score_pairs(translator, ["Hola."], ["Hello."])[0].score  # its normalised log-probability
 
 The score of a target given its source is what the search would give that output: the sum of
 the log-probabilities of its subwords and eos (an ensemble's are the mean of its models', as in
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import torch
@@ -130,7 +131,7 @@ def format_scored(scored: Scored, fmt: str, line: int, source: str, target: str)
 def _pairs(sources: Iterable[str], targets: Iterable[str], names: tuple[str, str]) -> Iterator:
     """Source and target lines side by side; a file shorter than the other is an error."""
     done = object()
-    for line, (source, target) in enumerate(_longest(sources, targets, done), 1):
+    for line, (source, target) in enumerate(zip_longest(sources, targets, fillvalue=done), 1):
         if source is done or target is done:
             short, long = names if source is done else names[::-1]
             raise NmtError(
@@ -139,15 +140,6 @@ def _pairs(sources: Iterable[str], targets: Iterable[str], names: tuple[str, str
                 "give the source and the target one line per pair, the same number of lines",
             )
         yield source, target
-
-
-def _longest(a: Iterable[str], b: Iterable[str], fill: object) -> Iterator[tuple]:
-    ia, ib = iter(a), iter(b)
-    while True:
-        x, y = next(ia, fill), next(ib, fill)
-        if x is fill and y is fill:
-            return
-        yield x, y
 
 
 def run_files(

@@ -254,13 +254,20 @@ class Protector:
         """Both sides masked, the target's spans numbered like the source's (the k-th
         occurrence of a text on one side is the k-th on the other); None if the two sides'
         spans differ as multisets (the pair is then kept as it is)."""
-        source, target = self.mask(src), self.find(tgt)
+        source = self.mask(src)
+        target = self.mask_like(source, tgt)
+        return None if target is None else (source.text, target)
+
+    def mask_like(self, source: Masked, tgt: str) -> str | None:
+        """`tgt` masked with the placeholders of its already masked source (see `mask_pair`);
+        None if their spans differ as multisets."""
+        target = self.find(tgt)
         if source.unprotected:
             return None
         if Counter(s.source for s in source.spans) != Counter(s.source for _, _, s in target):
             return None
         if not target:
-            return src, tgt
+            return tgt
         slots: dict[str, list[int]] = {}
         for i, s in enumerate(source.spans):
             slots.setdefault(s.source, []).append(i)
@@ -269,7 +276,7 @@ class Protector:
             out += [tgt[last:start], placeholder(slots[span.source].pop(0))]
             last = end
         out.append(tgt[last:])
-        return source.text, "".join(out)
+        return "".join(out)
 
 
 def _pair_tags(spans: Sequence[Span]) -> list[Span]:

@@ -76,17 +76,17 @@ def _prepare(
     occurrence of a span on one side is the k-th on the other), then split into subwords."""
     src = translator.prepare(sources, first_line)
     masked = []
-    for line, (source, target, item) in enumerate(zip(sources, targets, src), first_line):
+    for line, (target, item) in enumerate(zip(targets, src), first_line):
         for message in item.warnings:
             translator.warn(f"warning: {message}")
         target = normalize(target)
-        pair = translator.protector.mask_pair(normalize(source), target)
-        if pair is None:
+        like_source = translator.protector.mask_like(item.masked, target)
+        if like_source is None:
             translator.warn(
                 f"warning: line {line}: the target's protected spans differ from the source's; "
                 "it is scored as plain text"
             )
-        masked.append(target if pair is None else pair[1])
+        masked.append(target if like_source is None else like_source)
     return src, translator.tgt_tokenizer.encode(masked)
 
 

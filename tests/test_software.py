@@ -15,6 +15,7 @@ from nmt.data.store import read_manifest
 from nmt.data.tokenizer import Tokenizer
 from nmt.preprocess import preprocess
 from nmt.protect import Protector, placeholder_symbols, span_fidelity, spans_of
+from nmt.score import score_pairs
 from nmt.search import Hypothesis
 from nmt.train import train
 from nmt.translate import Translator
@@ -62,6 +63,28 @@ def test_preprocess_masks_shared_spans_and_keeps_placeholders_whole(protected):
     ids = tokenizer.symbol_ids(placeholder_symbols())
     assert ids is not None
     assert tokenizer.encode(["abre ｟0｠ y ｟12｠"])[0][-1] == ids[12]
+
+
+def test_scoring_masks_the_target_like_its_source(protected):
+    """`score_pairs` on a model with protected spans: the target's spans become the source's
+    placeholders, numbered as in the source (swapped arguments keep their numbers), as
+    preprocessing masked the training pairs; a target whose spans differ is scored as plain
+    text, with a warning."""
+    translator = Translator.from_checkpoint(protected / "run" / "best.pt", "cpu", "fp32")
+    warnings: list[str] = []
+    translator.warn = warnings.append
+    pairs = [("Y dijo Dios: %1$s y %2$s", "And God said: %2$s and %1$s"), ("Abre %s", "Open it")]
+    swapped, differ = score_pairs(translator, [s for s, _ in pairs], [t for _, t in pairs])
+    masked = Protector("all").mask_pair(*pairs[0])
+    assert masked is not None
+    want = translator.tgt_tokenizer.pieces(translator.tgt_tokenizer.encode([masked[1]])[0])
+    assert swapped.pieces == [*want, "</s>"]
+    assert [p for p in swapped.pieces if "｟" in p] == ["｟1｠", "｟0｠"]
+    assert not any("｟" in p for p in differ.pieces) and "%s" not in "".join(differ.pieces)
+    assert [w for w in warnings if "scored as plain text" in w] == [
+        "warning: line 2: the target's protected spans differ from the source's; it is scored "
+        "as plain text"
+    ]
 
 
 def test_every_output_keeps_the_sources_spans_and_would_not_without_the_constraint(

@@ -6,6 +6,7 @@ measured and on what, so that docs/benchmarks.md can quote the command and its f
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import torch
 from nmt.config import Config, ModelConfig
 from nmt.data.batching import ParallelDataset, TokenBatchSampler, padding_share
 from nmt.data.corpus import read_lines
+from nmt.device import cpu_bf16_features
 from nmt.distributed import torchrun_command
 from nmt.errors import NmtError
 from nmt.fileio import atomic_write_json
@@ -131,8 +133,33 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
+        "cpu_bf16": list(cpu_bf16_features()),
+        **onednn_bf16(),
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+@functools.cache
+def onednn_bf16() -> dict[str, str]:
+    """The instruction set oneDNN dispatches to on this CPU and the kernel that runs a bf16
+    matrix product (its name says `amx` where AMX is in use), from ONEDNN_VERBOSE in a child
+    process: oneDNN reads the variable once, when it starts."""
+    code = "import torch; a = torch.ones(64, 64, dtype=torch.bfloat16); a @ a"
+    env = {**os.environ, "ONEDNN_VERBOSE": "1"}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    found = {}
+    for line in out.splitlines():
+        fields = line.split(",")
+        if ",cpu,isa:" in line:
+            found["onednn_isa"] = line.split("isa:", 1)[1]
+        elif fields[2:6] == ["primitive", "exec", "cpu", "matmul"]:
+            found["onednn_bf16_matmul"] = fields[6]
+    return found
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
@@ -257,6 +284,14 @@ def bench_train_one(
         "ceiling_tflops": round(ceiling / 1e12, 3),
         "utilisation_pct": round(100 * flops / seconds / ceiling, 1),
         "peak_mem_mib": memory.get("gpu_peak_mib", memory["peak_rss_mib"]),
+    } | (_cpu_columns() if runtime.device.type == "cpu" else {})
+
+
+def _cpu_columns() -> dict[str, str]:
+    """What a CPU row's bf16 figures depend on: the CPU's bf16 features and oneDNN's kernel."""
+    return {
+        "cpu_bf16": "+".join(cpu_bf16_features()) or "none",
+        "onednn_bf16_matmul": onednn_bf16().get("onednn_bf16_matmul", "unknown"),
     }
 
 
@@ -398,4 +433,5 @@ def bench_translate(
         rows += [*batched, {"beam": beam, "mode": "one at a time"} | single]
     for row in rows:
         row.update(precision=translator.runtime.precision, device=str(translator.runtime.device))
+        row.update(_cpu_columns() if translator.runtime.device.type == "cpu" else {})
     return rows

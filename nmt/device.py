@@ -67,18 +67,27 @@ def host_memory_mib() -> dict[str, int]:
     return memory
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # /proc/cpuinfo names
+
+
 @functools.cache
+def cpu_bf16_features() -> tuple[str, ...]:
+    """The CPU's bf16 features, of `BF16_FLAGS`: AVX512-BF16 multiplies bf16 at about twice the
+    fp32 rate, AMX's tiles (amx_bf16 with amx_tile) at 4-6 times (issue 18's measurements)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        return ()
+    return tuple(flag for flag in BF16_FLAGS if flag in flags)
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); without it bf16 is
     emulated and slower than fp32. On the Bible corpus, rnnsearch 256/512 trained 10 minutes
     reached dev BLEU 26.2 in bf16 against 15.4 in fp32, with equal loss per step
     (docs/benchmarks.md), so `auto` picks bf16 where it is native."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+    return bool(cpu_bf16_features())
 
 
 @functools.cache

@@ -51,3 +51,16 @@ def test_preprocess_bench_generates_exactly_n_pairs(tmp_path):
     assert not set(lines[1:10_001]) & set(lines[10_001:20_001])  # no pair repeats a cycle's
     rows = bench_preprocess(SAMPLE / "train.tsv", [3000], ["data.vocab_size=300"])
     assert rows[0]["pairs"] == 3000 and rows[0]["pairs_per_s"] > 0 and rows[0]["peak_rss_mib"] > 0
+
+
+def test_reports_say_which_bf16_hardware_and_kernel_they_ran_on():
+    """bf16 figures differ several-fold between AVX512-BF16 and AMX CPUs: every report names
+    the CPU's bf16 flags (as /proc/cpuinfo lists them) and the kernel oneDNN ran a bf16
+    product with, which names AMX exactly when the CPU has it."""
+    from nmt.bench import environment
+
+    flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    env = environment()
+    assert env["cpu_bf16"] == [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    assert env["onednn_isa"]
+    assert ("amx" in env["onednn_bf16_matmul"]) == ("amx_bf16" in flags)

@@ -132,5 +132,30 @@ def test_gru_layer_gradcheck():
     mask = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0]], dtype=torch.bool)
     for reverse in (False, True):
         assert torch.autograd.gradcheck(
-            lambda *a, r=reverse: GRULayer.apply(*a, mask, r), (gi, h0, w_hh, b_hh)
+            lambda *a, r=reverse: GRULayer.apply(*a, mask, r, torch.float64), (gi, h0, w_hh, b_hh)
         )
+
+
+def test_under_bf16_autocast_the_cpu_path_runs_its_products_in_bf16_and_its_state_in_fp32():
+    """Under CPU autocast `run_gru` keeps the hand-written layer (not PyTorch's GRU, whose
+    per-step slicing made the bf16 encoder slow): its products are rounded to bf16, so it
+    differs from the float32 GRU by bf16 rounding only, while state and gradients stay fp32."""
+    from nmt.model.gru import run_gru
+
+    torch.manual_seed(4)
+    rnn = nn.GRU(16, 32, 2, batch_first=True, bidirectional=True).float()
+    x = torch.randn(3, 9, 16, requires_grad=True)
+    mask = torch.arange(9).unsqueeze(0) < torch.tensor([[9], [4], [6]])
+    results = []
+    for autocast in (True, False):
+        rnn.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out, final = run_gru(rnn, x.float(), mask=mask)
+        assert out.dtype == final.dtype == torch.float32
+        (out.square().sum() + final.sum()).backward()
+        grads = torch.cat([p.grad.flatten() for p in rnn.parameters()])
+        results.append((out.detach(), grads))
+    (out_bf16, grads_bf16), (out_fp32, grads_fp32) = results
+    error = (out_bf16 - out_fp32).abs().max().item()
+    assert 0 < error < 0.03  # rounded (so the products did run in bf16), but only just
+    assert torch.nn.functional.cosine_similarity(grads_bf16, grads_fp32, dim=0) > 0.999

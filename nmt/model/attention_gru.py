@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from nmt.model.gru import bmm_in, mm_in
+
 
 class AttentionGRU(torch.autograd.Function):
     """states, contexts, weights = AttentionGRU.apply(gi_y, s0, keys, memory, mask, w_rec,
@@ -44,16 +46,16 @@ class AttentionGRU(torch.autograd.Function):
         keys2 = 2 * keys  # tanh(x) = 2σ(2x) - 1, and σ is 10x faster than tanh on the CPU
         s = s0
         for t in range(steps):
-            q, gh = _mm(s, w_rec_m.t(), mm_dtype, dtype).add_(b_rec).split([attn, h3], 1)
+            q, gh = mm_in(s, w_rec_m.t(), mm_dtype, dtype).add_(b_rec).split([attn, h3], 1)
             sig = torch.add(keys2, q.unsqueeze(1), alpha=2, out=sigmas[t]).sigmoid_()
             # v · tanh = 2 v · σ - Σv: the constant drops out of the softmax
             scores = torch.matmul(sig, 2 * v).masked_fill_(padding, float("-inf"))  # [B, S]
             alpha = torch.softmax(scores, 1)
             alphas[t] = alpha
-            contexts[t] = c = _bmm(alpha.unsqueeze(1), memory_m, mm_dtype, dtype).squeeze(
+            contexts[t] = c = bmm_in(alpha.unsqueeze(1), memory_m, mm_dtype, dtype).squeeze(
                 1
             )  # [B, M]
-            gi = _mm(c, w_c_m.t(), mm_dtype, dtype).add_(gi_y[t])  # [B, 3H]
+            gi = mm_in(c, w_c_m.t(), mm_dtype, dtype).add_(gi_y[t])  # [B, 3H]
             r, z, n = gates[t].split(hidden, 1)
             torch.sigmoid(gi[:, : 2 * hidden] + gh[:, : 2 * hidden], out=gates[t, :, : 2 * hidden])
             gh_n[t] = gh[:, 2 * hidden :]
@@ -88,8 +90,8 @@ class AttentionGRU(torch.autograd.Function):
             dz = ds * (s_prev - n) * z * (1 - z)
             torch.cat([dr, dz, dn], 1, out=d_gi[t])
             torch.cat([dr, dz, dn * r], 1, out=d_proj[t, :, attn:])
-            d_c[t] = dc = _mm(d_gi[t], w_c, mm_dtype, dtype).add_(d_contexts[t])  # [B, M]
-            d_alpha = _bmm(memory, dc.unsqueeze(2), mm_dtype, dtype).squeeze(2)  # [B, S]
+            d_c[t] = dc = mm_in(d_gi[t], w_c, mm_dtype, dtype).add_(d_contexts[t])  # [B, M]
+            d_alpha = bmm_in(memory, dc.unsqueeze(2), mm_dtype, dtype).squeeze(2)  # [B, S]
             alpha = alphas[t]
             de = alpha * (d_alpha - (alpha * d_alpha).sum(1, keepdim=True))
             d_scores[t] = de
@@ -98,15 +100,15 @@ class AttentionGRU(torch.autograd.Function):
             g = torch.addcmul(sigmas[t], sigmas[t], sigmas[t], value=-1).mul_(de.unsqueeze(2))
             d_keys_v += g  # [B, S, A]
             torch.mul(g.sum(1), 4 * v, out=d_proj[t, :, :attn])
-            ds = _mm(d_proj[t], w_rec, mm_dtype, dtype).add_(
+            ds = mm_in(d_proj[t], w_rec, mm_dtype, dtype).add_(
                 ds * z
             )  # direct path + through [W_a; U]
         previous = torch.cat([s0.unsqueeze(0), states[:-1]])  # [T, B, H]
         rows = steps * batch
         # w_rec, w_c and memory are the product-dtype copies saved by forward
-        d_w_rec = _mm(d_proj.reshape(rows, -1).t(), previous.reshape(rows, hidden), mm_dtype, dtype)
-        d_w_c = _mm(d_gi.reshape(rows, -1).t(), contexts.reshape(rows, -1), mm_dtype, dtype)
-        d_memory = _bmm(alphas.permute(1, 2, 0), d_c.transpose(0, 1), mm_dtype, dtype)  # [B, S, M]
+        d_w_rec = mm_in(d_proj.reshape(rows, -1).t(), previous.reshape(rows, hidden), mm_dtype, dtype)
+        d_w_c = mm_in(d_gi.reshape(rows, -1).t(), contexts.reshape(rows, -1), mm_dtype, dtype)
+        d_memory = bmm_in(alphas.permute(1, 2, 0), d_c.transpose(0, 1), mm_dtype, dtype)  # [B, S, M]
         # Σ de tanh = 2 Σ de σ - Σ de, and Σ_s de = 0 (a softmax gradient sums to zero)
         d_v = d_scores.reshape(1, -1).mm(sigmas.reshape(-1, attn)).squeeze(0).mul_(2)
         return (
@@ -122,16 +124,3 @@ class AttentionGRU(torch.autograd.Function):
             None,
         )
 
-
-def _mm(
-    a: torch.Tensor, b: torch.Tensor, mm_dtype: torch.dtype, dtype: torch.dtype
-) -> torch.Tensor:
-    """a @ b computed in mm_dtype (bfloat16 under autocast), returned in dtype: the state,
-    gates and gradients keep their precision whatever the products run in."""
-    return torch.mm(a.to(mm_dtype), b.to(mm_dtype)).to(dtype)
-
-
-def _bmm(
-    a: torch.Tensor, b: torch.Tensor, mm_dtype: torch.dtype, dtype: torch.dtype
-) -> torch.Tensor:
-    return torch.bmm(a.to(mm_dtype), b.to(mm_dtype)).to(dtype)

@@ -72,11 +72,12 @@ def gru_step(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tenso
 class GRULayer(torch.autograd.Function):
     """One GRU layer in one direction over a whole sequence, with a hand-written backward.
 
-    outputs, final = GRULayer.apply(gi, h0, w_hh, b_hh, mask, reverse): gi [T, B, 3H] is the
-    input projection W x + b_ih for every step (one large product, done by the caller), h0
-    [B, H], mask [T, B] (True at real tokens: at padding the state is carried unchanged and the
-    output is zero, which is what packed sequences compute), `reverse` runs from t = T-1 down
-    → outputs [T, B, H], final [B, H].
+    outputs, final = GRULayer.apply(gi, h0, w_hh, b_hh, mask, reverse, mm_dtype): gi [T, B, 3H]
+    is the input projection W x + b_ih for every step (one large product, done by the caller),
+    h0 [B, H], mask [T, B] (True at real tokens: at padding the state is carried unchanged and
+    the output is zero, which is what packed sequences compute), `reverse` runs from t = T-1
+    down, `mm_dtype` is the dtype the recurrent products run in (bfloat16 under autocast; the
+    state, gates and gradients keep gi's dtype) → outputs [T, B, H], final [B, H].
 
     The backward computes per step only the gradients that must be sequential; the gradient of
     the recurrent matrix comes afterwards as one product over all T x B rows, where autograd
@@ -84,15 +85,16 @@ class GRULayer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, gi, h0, w_hh, b_hh, mask, reverse):  # noqa: D102
+    def forward(ctx, gi, h0, w_hh, b_hh, mask, reverse, mm_dtype):  # noqa: D102
         steps, batch, h3 = gi.shape
         hidden = h3 // 3
+        w_hh_m = w_hh.to(mm_dtype)  # [3H, H], cast once for all steps
         outputs, states = gi.new_empty(steps, batch, hidden), gi.new_empty(steps, batch, hidden)
         gates, gh_n = gi.new_empty(steps, batch, h3), gi.new_empty(steps, batch, hidden)
         keep = mask.unsqueeze(2).to(gi.dtype)  # [T, B, 1]
         h = h0
         for t in reversed(range(steps)) if reverse else range(steps):
-            gh = torch.addmm(b_hh, h, w_hh.t())  # [B, 3H]
+            gh = mm_in(h, w_hh_m.t(), mm_dtype, gi.dtype).add_(b_hh)  # [B, 3H]
             r, z, n = gates[t].split(hidden, 1)
             torch.sigmoid(
                 gi[t, :, : 2 * hidden] + gh[:, : 2 * hidden], out=gates[t, :, : 2 * hidden]
@@ -102,13 +104,14 @@ class GRULayer(torch.autograd.Function):
             new = torch.addcmul(n, z, h - n)
             torch.mul(new, keep[t], out=outputs[t])
             h = torch.addcmul(h, keep[t], new - h, out=states[t])  # carried past padding
-        ctx.save_for_backward(h0, w_hh, states, gates, gh_n, keep)
-        ctx.reverse = reverse
+        ctx.save_for_backward(h0, w_hh_m, states, gates, gh_n, keep)
+        ctx.reverse, ctx.mm_dtype = reverse, mm_dtype
         return outputs, h.clone()
 
     @staticmethod
     def backward(ctx, d_outputs, d_final):  # noqa: D102
-        h0, w_hh, states, gates, gh_n, keep = ctx.saved_tensors
+        h0, w_hh, states, gates, gh_n, keep = ctx.saved_tensors  # w_hh in the products' dtype
+        mm_dtype, dtype = ctx.mm_dtype, states.dtype
         steps, batch, hidden = states.shape
         if ctx.reverse:  # the state before step t is the one after step t + 1
             previous = torch.cat([states[1:], h0.unsqueeze(0)])
@@ -126,9 +129,28 @@ class GRULayer(torch.autograd.Function):
             torch.cat([dr, dz, dn], 1, out=d_gi[t])
             torch.cat([dr, dz, dn * r], 1, out=d_gh[t])
             # padded rows pass the state's gradient through; real rows go through z and U
-            dh = torch.addmm(torch.addcmul(dh * (1 - keep[t]), d_new, z), d_gh[t], w_hh)
-        d_w_hh = d_gh.reshape(-1, 3 * hidden).t() @ previous.reshape(-1, hidden)
-        return d_gi, dh, d_w_hh, d_gh.sum((0, 1)), None, None
+            dh = mm_in(d_gh[t], w_hh, mm_dtype, dtype).add_(
+                torch.addcmul(dh * (1 - keep[t]), d_new, z)
+            )
+        rows = steps * batch
+        d_w_hh = mm_in(d_gh.reshape(rows, -1).t(), previous.reshape(rows, -1), mm_dtype, dtype)
+        return d_gi, dh, d_w_hh, d_gh.sum((0, 1)), None, None, None
+
+
+def mm_in(
+    a: torch.Tensor, b: torch.Tensor, mm_dtype: torch.dtype, dtype: torch.dtype
+) -> torch.Tensor:
+    """a @ b computed in mm_dtype (bfloat16 under autocast), returned in dtype: the state,
+    gates and gradients of the hand-written recurrences keep their precision whatever the
+    products run in."""
+    return torch.mm(a.to(mm_dtype), b.to(mm_dtype)).to(dtype)
+
+
+def bmm_in(
+    a: torch.Tensor, b: torch.Tensor, mm_dtype: torch.dtype, dtype: torch.dtype
+) -> torch.Tensor:
+    """`mm_in` for batches of matrices."""
+    return torch.bmm(a.to(mm_dtype), b.to(mm_dtype)).to(dtype)
 
 
 def run_gru(
@@ -136,16 +158,21 @@ def run_gru(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What `rnn(x, h0)` computes (batch_first; padding per `mask` as packed sequences do).
 
-    On a GPU, or under autocast, this is `nn.GRU` itself (cuDNN), packed when a mask is given.
-    On the CPU, fp32, each layer and direction is one `GRULayer` with its input projection done
-    for all steps at once. Both read the same parameters. x [B, T, I], h0 [L*D, B, H],
-    mask [B, T] → outputs [B, T, D*H], final states [L*D, B, H].
+    On a GPU this is `nn.GRU` itself (cuDNN), packed when a mask is given. On the CPU each
+    layer and direction is one `GRULayer` with its input projection done for all steps at once;
+    under autocast its products run in the autocast dtype and its state in float32. (PyTorch's
+    CPU GRU under autocast slices the input projection per step, and the backward of each slice
+    adds a full-size gradient: the bf16 encoder spent more time there than in its products.)
+    Both read the same parameters. x [B, T, I], h0 [L*D, B, H], mask [B, T] → outputs
+    [B, T, D*H] (float32 on the CPU), final states [L*D, B, H].
     """
-    if x.is_cuda or torch.is_autocast_enabled(x.device.type):
+    if x.is_cuda:
         return _run_nn_gru(rnn, x, h0, mask)
+    mm_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    dtype = rnn.weight_hh_l0.dtype  # of the state: the parameters' (float32 under autocast)
     dirs, batch, steps = 2 if rnn.bidirectional else 1, x.shape[0], x.shape[1]
     if h0 is None:
-        h0 = x.new_zeros(rnn.num_layers * dirs, batch, rnn.hidden_size)
+        h0 = x.new_zeros(rnn.num_layers * dirs, batch, rnn.hidden_size, dtype=dtype)
     keep = torch.ones(steps, batch, dtype=torch.bool, device=x.device) if mask is None else mask.t()
     layer_input = x.transpose(0, 1)  # [T, B, I], time-major for the recurrence
     finals = []
@@ -155,15 +182,17 @@ def run_gru(
             suffix = f"_l{layer}" + ("_reverse" if direction else "")
             gi = F.linear(
                 layer_input, getattr(rnn, f"weight_ih{suffix}"), getattr(rnn, f"bias_ih{suffix}")
-            )  # [T, B, 3H]
-            out, final = GRULayer.apply(
-                gi,
-                h0[layer * dirs + direction],
-                getattr(rnn, f"weight_hh{suffix}"),
-                getattr(rnn, f"bias_hh{suffix}"),
-                keep,
-                direction == 1,
-            )
+            )  # [T, B, 3H], in mm_dtype under autocast
+            with torch.autocast("cpu", enabled=False):
+                out, final = GRULayer.apply(
+                    gi.to(dtype),
+                    h0[layer * dirs + direction].to(dtype),
+                    getattr(rnn, f"weight_hh{suffix}"),
+                    getattr(rnn, f"bias_hh{suffix}"),
+                    keep,
+                    direction == 1,
+                    mm_dtype,
+                )
             outputs.append(out)
             finals.append(final)
         layer_input = torch.cat(outputs, 2) if dirs > 1 else outputs[0]  # [T, B, D*H]

@@ -59,7 +59,8 @@ def test_reports_say_which_bf16_hardware_and_kernel_they_ran_on():
     product with, which names AMX exactly when the CPU has it."""
     from nmt.bench import environment
 
-    flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        flags = next(line for line in fh if line.startswith("flags")).split()
     env = environment()
     assert env["cpu_bf16"] == [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     assert env["onednn_isa"]

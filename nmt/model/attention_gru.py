@@ -106,9 +106,10 @@ class AttentionGRU(torch.autograd.Function):
         previous = torch.cat([s0.unsqueeze(0), states[:-1]])  # [T, B, H]
         rows = steps * batch
         # w_rec, w_c and memory are the product-dtype copies saved by forward
-        d_w_rec = mm_in(d_proj.reshape(rows, -1).t(), previous.reshape(rows, hidden), mm_dtype, dtype)
+        d_w_rec = mm_in(d_proj.reshape(rows, -1).t(), previous.reshape(rows, -1), mm_dtype, dtype)
         d_w_c = mm_in(d_gi.reshape(rows, -1).t(), contexts.reshape(rows, -1), mm_dtype, dtype)
-        d_memory = bmm_in(alphas.permute(1, 2, 0), d_c.transpose(0, 1), mm_dtype, dtype)  # [B, S, M]
+        # [B, S, M]
+        d_memory = bmm_in(alphas.permute(1, 2, 0), d_c.transpose(0, 1), mm_dtype, dtype)
         # Σ de tanh = 2 Σ de σ - Σ de, and Σ_s de = 0 (a softmax gradient sums to zero)
         d_v = d_scores.reshape(1, -1).mm(sigmas.reshape(-1, attn)).squeeze(0).mul_(2)
         return (
@@ -123,4 +124,3 @@ class AttentionGRU(torch.autograd.Function):
             d_v,
             None,
         )
-

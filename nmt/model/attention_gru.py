@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from nmt.model.gru import bmm_in, mm_in
+from nmt.model.gru import addmm_in, bmm_in, mm_in
 
 
 class AttentionGRU(torch.autograd.Function):
@@ -46,7 +46,7 @@ class AttentionGRU(torch.autograd.Function):
         keys2 = 2 * keys  # tanh(x) = 2σ(2x) - 1, and σ is 10x faster than tanh on the CPU
         s = s0
         for t in range(steps):
-            q, gh = mm_in(s, w_rec_m.t(), mm_dtype, dtype).add_(b_rec).split([attn, h3], 1)
+            q, gh = addmm_in(b_rec, s, w_rec_m.t(), mm_dtype, dtype).split([attn, h3], 1)
             sig = torch.add(keys2, q.unsqueeze(1), alpha=2, out=sigmas[t]).sigmoid_()
             # v · tanh = 2 v · σ - Σv: the constant drops out of the softmax
             scores = torch.matmul(sig, 2 * v).masked_fill_(padding, float("-inf"))  # [B, S]
@@ -55,7 +55,7 @@ class AttentionGRU(torch.autograd.Function):
             contexts[t] = c = bmm_in(alpha.unsqueeze(1), memory_m, mm_dtype, dtype).squeeze(
                 1
             )  # [B, M]
-            gi = mm_in(c, w_c_m.t(), mm_dtype, dtype).add_(gi_y[t])  # [B, 3H]
+            gi = addmm_in(gi_y[t], c, w_c_m.t(), mm_dtype, dtype)  # [B, 3H]
             r, z, n = gates[t].split(hidden, 1)
             torch.sigmoid(gi[:, : 2 * hidden] + gh[:, : 2 * hidden], out=gates[t, :, : 2 * hidden])
             gh_n[t] = gh[:, 2 * hidden :]
@@ -90,7 +90,7 @@ class AttentionGRU(torch.autograd.Function):
             dz = ds * (s_prev - n) * z * (1 - z)
             torch.cat([dr, dz, dn], 1, out=d_gi[t])
             torch.cat([dr, dz, dn * r], 1, out=d_proj[t, :, attn:])
-            d_c[t] = dc = mm_in(d_gi[t], w_c, mm_dtype, dtype).add_(d_contexts[t])  # [B, M]
+            d_c[t] = dc = addmm_in(d_contexts[t], d_gi[t], w_c, mm_dtype, dtype)  # [B, M]
             d_alpha = bmm_in(memory, dc.unsqueeze(2), mm_dtype, dtype).squeeze(2)  # [B, S]
             alpha = alphas[t]
             de = alpha * (d_alpha - (alpha * d_alpha).sum(1, keepdim=True))
@@ -100,9 +100,8 @@ class AttentionGRU(torch.autograd.Function):
             g = torch.addcmul(sigmas[t], sigmas[t], sigmas[t], value=-1).mul_(de.unsqueeze(2))
             d_keys_v += g  # [B, S, A]
             torch.mul(g.sum(1), 4 * v, out=d_proj[t, :, :attn])
-            ds = mm_in(d_proj[t], w_rec, mm_dtype, dtype).add_(
-                ds * z
-            )  # direct path + through [W_a; U]
+            # the direct path, and through [W_a; U]
+            ds = addmm_in(ds * z, d_proj[t], w_rec, mm_dtype, dtype)
         previous = torch.cat([s0.unsqueeze(0), states[:-1]])  # [T, B, H]
         rows = steps * batch
         # w_rec, w_c and memory are the product-dtype copies saved by forward

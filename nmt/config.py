@@ -117,6 +117,22 @@ class DataConfig:
         "`\\b[A-Z]{2,}_[A-Z_]+\\b` for constant names.",
         check=check_regex,
     )
+    sampling_alpha: float = option(
+        0.0,
+        "Subword regularisation (read by `nmt train`): each training batch is segmented anew "
+        "by SentencePiece sampling from the training text the store keeps (Kudo 2018; for a "
+        "BPE model, BPE-dropout with this dropout rate). For unigram models the smoothing of "
+        "the sampling distribution: 0.1-0.5 is usual, smaller is more varied. 0 = off (the "
+        "store's fixed segmentation). Validation always uses the fixed one.",
+        min=0.0,
+        max=1.0,
+    )
+    nbest_size: int = option(
+        -1,
+        "Subword regularisation: sample from the `nbest_size` best segmentations of a "
+        "unigram model, or from all of them (-1). Must be -1 or at least 2.",
+        check=lambda n: None if n == -1 or n >= 2 else "must be -1 (all) or at least 2",
+    )
     threads: int = option(
         0,
         "Cores for preprocessing: worker processes that clean and encode (corpora of 50k pairs "

@@ -100,8 +100,8 @@ def preprocess(
             encoder = _SplitEncoder(work, cfg, protector, dtype, pool, bar)
             train = encoder.encode(_read_pairs(clean_paths), "train", cleaning["kept"])
             stats = {"train": {**train, "source": corpora["train"].name}}
-            for path in clean_paths:
-                path.unlink()
+            for path, lang in zip(clean_paths, (cfg.src, cfg.tgt)):
+                path.replace(work / f"train.{lang}.txt")  # for subword sampling
             for name in EVAL_SPLITS:
                 if name in corpora:
                     stats[name] = encoder.encode_eval(corpora[name], name)

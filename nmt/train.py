@@ -52,6 +52,7 @@ from nmt.constraints import Constraints
 from nmt.data.batching import ParallelDataset, TokenBatchSampler, length_batches
 from nmt.data.corpus import normalize, read_lines
 from nmt.data.store import load_tokenizers, read_manifest, verify_file
+from nmt.data.subword_sampling import SubwordSampler
 from nmt.device import Runtime, resolve_runtime
 from nmt.distributed import Dist, setup, teardown
 from nmt.ema import WeightAverage
@@ -136,6 +137,14 @@ class Trainer:
                 f"{self.train_set.skipped} have a side longer than that many subwords)",
                 "train.max_len",
                 "raise train.max_len (e.g. --set train.max_len=200)",
+            )
+        if cfg.data.sampling_alpha:
+            self.train_set.resegment = SubwordSampler(
+                Path(data_dir),
+                manifest,
+                self.tokenizers,
+                cfg.data.sampling_alpha,
+                cfg.data.nbest_size,
             )
         self.sampler = TokenBatchSampler(
             self.train_set.src_sizes,
@@ -331,11 +340,18 @@ class Trainer:
         tc, d = self.cfg.train, self.dist
         self.runtime.share_cores()
         self.model.train()
-        tokens = int(sum(self.train_set.tgt_sizes[indices].sum() for indices in group))
-        mine = d.share(group)
+        # every rank builds the whole group: with subword sampling, the token count is known
+        # only once the segmentations are drawn (seeded by seed, update and batch)
+        step = self.progress.step + 1
+        batches = [
+            self.train_set.batch(indices, hash((tc.seed, step, i)) % 2**32)
+            for i, indices in enumerate(group)
+        ]
+        tokens = sum(b.target_tokens for b in batches)
+        mine = d.share(batches)
         group_loss = group_nll = 0.0
-        for i, (indices, weight) in enumerate(mine):
-            batch = self.train_set.batch(indices).to(self.runtime.device)
+        for i, (batch, weight) in enumerate(mine):
+            batch = batch.to(self.runtime.device)
             with d.no_sync(self.loss_fn, i < len(mine) - 1):
                 with self.runtime.autocast():
                     loss, nll = self.loss_fn(

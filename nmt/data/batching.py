@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from nmt.data.store import open_split, read_manifest
+from nmt.data.subword_sampling import SubwordSampler
 from nmt.data.tokenizer import PAD_ID
 from nmt.errors import NmtError
 
@@ -63,18 +64,26 @@ class ParallelDataset:
             keep = (self.src.lengths <= max_len) & (self.tgt.lengths <= max_len)
         self.indices = np.flatnonzero(keep)  # pairs that may be batched
         self.skipped = len(keep) - len(self.indices)
+        self.resegment: SubwordSampler | None = None  # subword regularisation, when set
 
     def __len__(self) -> int:
         return len(self.src)
 
-    def batch(self, indices: Sequence[int] | np.ndarray) -> Batch:
-        """Pad the given pairs into one Batch (vectorised gather from the memory map)."""
+    def batch(self, indices: Sequence[int] | np.ndarray, draw: int | None = None) -> Batch:
+        """Pad the given pairs into one Batch (vectorised gather from the memory map); with a
+        `resegment` sampler and a `draw` seed, in a segmentation drawn for this batch."""
         indices = np.asarray(indices)
-        src = torch.from_numpy(self.src.padded(indices, eos=True))
-        tgt = torch.from_numpy(self.tgt.padded(indices, bos=True, eos=True))  # [B, T+1]
+        if self.resegment is not None and draw is not None:
+            (src, src_lengths), (tgt, _) = self.resegment.batch(indices, draw)
+            src_lengths = src_lengths + 1  # with eos
+        else:
+            src = self.src.padded(indices, eos=True)  # [B, S]
+            tgt = self.tgt.padded(indices, bos=True, eos=True)  # [B, T+1]
+            src_lengths = self.src_sizes[indices]
+        tgt = torch.from_numpy(tgt)
         return Batch(
-            src=src,
-            src_lengths=torch.from_numpy(self.src_sizes[indices]),
+            src=torch.from_numpy(src),
+            src_lengths=torch.from_numpy(src_lengths),
             tgt_in=tgt[:, :-1],
             tgt_out=tgt[:, 1:],
             indices=indices,

@@ -9,6 +9,8 @@ A preprocessed directory holds:
     SPLIT.LANG.idx                    int64 offsets, one more than sentences: sentence i is
                                       bin[idx[i]:idx[i+1]]
     dev.LANG.txt, test.LANG.txt       the untouched dev/test text (references for scoring)
+    train.LANG.txt                    the training text as it was encoded (cleaned, normalised,
+                                      masked), which subword sampling segments anew
 
 Ids are stored without bos/eos; `TokenArray.padded` adds them when it builds a batch. Writers
 append chunk by chunk, so memory stays flat however large the split.
@@ -38,7 +40,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _STORE_FILE = re.compile(
     r"manifest\.json|spm(\.[^.]+)?\.model|(train|dev|test)\.[^.]+\.(bin|idx)"
-    r"|(dev|test)\.[^.]+\.txt"
+    r"|(train|dev|test)\.[^.]+\.txt"
 )
 _REFRESH = "run `nmt preprocess` again (with --overwrite) to rebuild it"
 
@@ -130,23 +132,33 @@ class TokenArray:
         return np.asarray(self.tokens[self.offsets[i] : self.offsets[i + 1]], dtype=np.int64)
 
     def padded(self, indices: np.ndarray, bos: bool = False, eos: bool = False) -> np.ndarray:
-        """Sentences `indices` as one padded int64 array, optionally framed by bos/eos.
+        """Sentences `indices` as one padded int64 array, optionally framed by bos/eos."""
+        return padded(self.tokens, self.offsets, self.lengths, indices, bos, eos)
 
-        Returns [len(indices), max_len + bos + eos], padded with PAD_ID.
-        """
-        indices = np.asarray(indices)
-        lens = self.lengths[indices]  # [B]
-        width = int(lens.max(initial=0))
-        out = np.full((len(indices), width + bos + eos), PAD_ID, dtype=np.int64)
-        col = np.arange(width)
-        mask = col[None, :] < lens[:, None]  # [B, width]
-        positions = self.offsets[indices][:, None] + col[None, :]  # [B, width]
-        out[:, bos : bos + width][mask] = self.tokens[positions[mask]]
-        if bos:
-            out[:, 0] = BOS_ID
-        if eos:
-            out[np.arange(len(indices)), bos + lens] = EOS_ID
-        return out
+
+def padded(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    indices: np.ndarray,
+    bos: bool = False,
+    eos: bool = False,
+) -> np.ndarray:
+    """Sentences `indices` of concatenated `tokens` (sentence i at offsets[i], lengths[i] long)
+    as [len(indices), max_len + bos + eos] int64, padded with PAD_ID (a vectorised gather)."""
+    indices = np.asarray(indices)
+    lens = lengths[indices]  # [B]
+    width = int(lens.max(initial=0))
+    out = np.full((len(indices), width + bos + eos), PAD_ID, dtype=np.int64)
+    col = np.arange(width)
+    mask = col[None, :] < lens[:, None]  # [B, width]
+    positions = offsets[indices][:, None] + col[None, :]  # [B, width]
+    out[:, bos : bos + width][mask] = tokens[positions[mask]]
+    if bos:
+        out[:, 0] = BOS_ID
+    if eos:
+        out[np.arange(len(indices)), bos + lens] = EOS_ID
+    return out
 
 
 def write_manifest(data_dir: Path, manifest: dict[str, Any]) -> None:

@@ -194,6 +194,15 @@ class Tokenizer:
         """Subword ids of each text (no bos/eos), encoded on `threads` threads (0 = all)."""
         return self.sp.encode(list(texts), num_threads=threads or os.cpu_count() or 1)
 
+    def sample(self, texts: Sequence[str], alpha: float, nbest: int, seed: int) -> list[list[int]]:
+        """One segmentation of each text drawn at random (subword regularisation, Kudo 2018;
+        BPE-dropout for BPE models, with `alpha` the dropout rate), the same for the same seed.
+        SentencePiece seeds a global generator, so the draw runs on one thread."""
+        spm.set_random_generator_seed(seed)
+        return self.sp.encode(
+            list(texts), enable_sampling=True, alpha=alpha, nbest_size=nbest, num_threads=1
+        )
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of a sequence of ids; pad, bos and eos (control symbols) decode to nothing."""
         return self.sp.decode([int(i) for i in ids])

@@ -122,8 +122,11 @@ class DataConfig:
         "Subword regularisation (read by `nmt train`): each training batch is segmented anew "
         "by SentencePiece sampling from the training text the store keeps (Kudo 2018; for a "
         "BPE model, BPE-dropout with this dropout rate). For unigram models the smoothing of "
-        "the sampling distribution: 0.1-0.5 is usual, smaller is more varied. 0 = off (the "
-        "store's fixed segmentation). Validation always uses the fixed one.",
+        "the sampling distribution: smaller is more varied, and longer: on the Bible corpus "
+        "drawn segmentations have 1.84x the fixed one's subwords at 0.1, 1.29x at 0.2, 1.03x at "
+        "0.5 (with nbest_size 64, 1.04x at 0.1), and batches grow with them past "
+        "train.batch_tokens. 0 = off (the store's fixed segmentation). Validation always uses "
+        "the fixed one.",
         min=0.0,
         max=1.0,
     )

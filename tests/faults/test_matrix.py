@@ -348,17 +348,21 @@ def test_damaged_last_pt_on_resume(store, tmp_path):
 
 
 STORE_FILES = ["manifest.json", "spm.model", "train.es.bin", "train.en.idx", "dev.en.txt"]
+SAMPLING = ("--set", "data.sampling_alpha=0.5")  # reads the training text (train.LANG.txt)
 
 
-@pytest.mark.parametrize("name", STORE_FILES)
-def test_damaged_store(name, store, tmp_path):
+@pytest.mark.parametrize(
+    "name, sets", [*((name, ()) for name in STORE_FILES), ("train.en.txt", SAMPLING)]
+)
+def test_damaged_store(name, sets, store, tmp_path):
     """train: a clean error naming the file (sizes and checksums in the manifest), or a run
     that is right because the damage changed nothing the store means."""
     rng = random.Random(name)
     for i, data in enumerate(_damaged((store / name).read_bytes(), rng)[1:6]):
         damaged = _copy_dir(store, tmp_path / f"data-{i}")
         (damaged / name).write_bytes(data)
-        outcome = invoke(train_args(damaged, tmp_path / f"run-{i}", "--set", "train.max_steps=1"))
+        args = train_args(damaged, tmp_path / f"run-{i}", "--set", "train.max_steps=1", *sets)
+        outcome = invoke(args)
         if outcome.returncode != 0:
             assert_clean_error(outcome, damaged / name, damaged)
         else:

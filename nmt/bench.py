@@ -284,7 +284,7 @@ def bench_train_one(
         "ceiling_tflops": round(ceiling / 1e12, 3),
         "utilisation_pct": round(100 * flops / seconds / ceiling, 1),
         "peak_mem_mib": memory.get("gpu_peak_mib", memory["peak_rss_mib"]),
-    } | (_cpu_columns() if runtime.device.type == "cpu" else {})
+    }
 
 
 def _cpu_columns() -> dict[str, str]:
@@ -319,12 +319,12 @@ def bench_train(
         overrides = [*base, *(f"{k}={v}" for k, v in run.items())]
         cfg = apply_overrides(Config(), overrides)
         with context.Pool(1) as pool:
-            rows.append(
-                pool.apply(
-                    _bench_train_child,
-                    ((data_dir, cfg, steps, warmup, device, torch.get_num_threads()),),
-                )
+            row = pool.apply(
+                _bench_train_child,
+                ((data_dir, cfg, steps, warmup, device, torch.get_num_threads()),),
             )
+        # here, not in the child: oneDNN's kernel is probed once per bench, not per row
+        rows.append(row | (_cpu_columns() if row["device"] == "cpu" else {}))
     return rows
 
 

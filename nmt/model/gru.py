@@ -213,7 +213,7 @@ def run_gru(
         if layer < rnn.num_layers - 1 and rnn.dropout and rnn.training:
             layer_input = F.dropout(layer_input, rnn.dropout, training=True)
     outputs, final_states = layer_input.transpose(0, 1), torch.stack(finals)
-    if autocast:  # in autocast's dtype, as its own ops return: the source side stays bf16
+    if autocast:  # in autocast's dtype, as autocast's own ops (and nn.GRU under it) return
         return outputs.to(mm_dtype), final_states.to(mm_dtype)
     return outputs, final_states
 

@@ -19,11 +19,10 @@ from itertools import zip_longest
 from pathlib import Path
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from nmt.data.batching import length_batches
 from nmt.data.corpus import count_lines, decode_lines, normalize, open_input
-from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.data.store import pad_rows
 from nmt.errors import NmtError
 from nmt.fileio import json_line
 from nmt.search import length_penalty
@@ -95,13 +94,10 @@ def _forced(
 ) -> list[list[float]]:
     """Teacher-forced log-probabilities of each target's subwords and eos (one batch)."""
     device = translator.runtime.device
-
-    def padded(rows: Iterable[list[int]]) -> torch.Tensor:
-        return pad_sequence([torch.tensor(r) for r in rows], True, PAD_ID).to(device)
-
-    src = padded([*s, EOS_ID] for s in sources)  # [B, S]
+    src = torch.from_numpy(pad_rows(sources, eos=True)).to(device)  # [B, S]
     src_lengths = torch.tensor([len(s) + 1 for s in sources], device=device)
-    tgt_in, tgt_out = padded([BOS_ID, *t] for t in targets), padded([*t, EOS_ID] for t in targets)
+    tgt = torch.from_numpy(pad_rows(targets, bos=True, eos=True)).to(device)  # [B, T + 1]
+    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]  # as training's batches (ParallelDataset.batch)
     log_probs = torch.stack(  # [models, B, T, V] → [B, T, V]: the search's ensemble mean
         [m.log_probs(m.features(src, src_lengths, tgt_in)) for m in translator.models]
     ).mean(0)

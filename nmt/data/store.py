@@ -161,6 +161,14 @@ def padded(
     return out
 
 
+def pad_rows(rows: Sequence[Sequence[int]], bos: bool = False, eos: bool = False) -> np.ndarray:
+    """Sentences given as lists of ids, padded and framed as `TokenArray.padded` does the
+    store's: [len(rows), max_len + bos + eos] int64."""
+    lengths, tokens = flatten(rows, np.dtype(np.int64))
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return padded(tokens, offsets, lengths, np.arange(len(rows)), bos, eos)
+
+
 def write_manifest(data_dir: Path, manifest: dict[str, Any]) -> None:
     """The manifest, with the size and sha256 of every file beside it, and its own sha256."""
     files = {

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from nmt.data.store import flatten, padded, verify_file
+from nmt.data.store import pad_rows, verify_file
 from nmt.data.tokenizer import UNK_ID, Tokenizer
 from nmt.errors import NmtError
 
@@ -56,7 +56,6 @@ class SubwordSampler:
         self.alpha, self.nbest = alpha, nbest
         langs = (manifest["src"], manifest["tgt"])
         self.tokenizers = [tokenizers[lang] for lang in langs]
-        self.dtype = np.dtype(manifest["dtype"])
         self.lines = []
         for lang in langs:
             name = f"train.{lang}.txt"
@@ -87,10 +86,8 @@ class SubwordSampler:
             ids = _keep_symbols_whole(
                 tokenizer, texts, tokenizer.sample(texts, self.alpha, self.nbest, seed)
             )
-            lengths, tokens = flatten(ids, self.dtype)
-            offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-            rows = np.arange(len(indices))
-            sides.append((padded(tokens, offsets, lengths, rows, bos=side == 1, eos=True), lengths))
+            lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+            sides.append((pad_rows(ids, bos=side == 1, eos=True), lengths))
         return sides[0], sides[1]
 
 

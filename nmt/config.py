@@ -168,6 +168,13 @@ class ModelConfig:
     input_feeding: bool = option(
         False, "`luong` only: feed the last attentional state to the next step (sequential)."
     )
+    layer_norm: bool = option(
+        False,
+        "Layer-normalised GRUs (Ba et al. 2016, as Nematus and Marian use them) in the encoder "
+        "and the decoder: each GRU's input and recurrent projections are normalised over their "
+        "3H units, with a learned gain, before the gates. Runs nmt's own GRU kernels everywhere "
+        "(PyTorch's and cuDNN's have no norm).",
+    )
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The hand-written backward of rnnsearch's recurrence against autograd, in float64."""
 
+import pytest
 import torch
 
 from nmt.config import ModelConfig
@@ -43,7 +44,18 @@ def test_forward_and_gradients_match_autograd():
     fused_inputs = _leaves(gi_y, state.hidden[0], state.keys, state.memory, recurrent, bias, w_c, v)
     gi2, s02, keys2, memory2, rec2, b2, wc2, v2 = fused_inputs
     states, contexts, weights = AttentionGRU.apply(
-        gi2.transpose(0, 1), s02, keys2, memory2, state.mask, rec2, b2, wc2, v2, torch.float64
+        gi2.transpose(0, 1),
+        s02,
+        keys2,
+        memory2,
+        state.mask,
+        rec2,
+        b2,
+        wc2,
+        v2,
+        torch.float64,
+        None,
+        None,
     )
     torch.testing.assert_close(states.transpose(0, 1), ref[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(contexts.transpose(0, 1), ref[1], rtol=0, atol=1e-12)
@@ -65,16 +77,19 @@ def test_gradcheck():
     weights = _leaves(recurrent, bias, w_c, v)
 
     def first_two(*args):
-        return AttentionGRU.apply(*args[:4], state.mask, *args[4:], torch.float64)[:2]
+        return AttentionGRU.apply(*args[:4], state.mask, *args[4:], torch.float64, None, None)[:2]
 
     assert torch.autograd.gradcheck(first_two, (*inputs, *weights))
 
 
-def test_bf16_products_under_autocast_agree_with_the_reference_path():
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_bf16_products_under_autocast_agree_with_the_reference_path(layer_norm):
     """Under CPU bf16 autocast the fused loop runs its products in bf16 (state and gradients
     in fp32); it must agree with autograd through the reference loop to bf16 precision."""
     torch.manual_seed(0)
-    cfg = ModelConfig(arch="rnnsearch", emb_size=16, hidden_size=32, dropout=0.0)
+    cfg = ModelConfig(
+        arch="rnnsearch", emb_size=16, hidden_size=32, dropout=0.0, layer_norm=layer_norm
+    )
     model = build_model(cfg, 40, 40, joint_vocab=True)
     src = torch.randint(4, 40, (4, 9))
     src[2, 6:] = 0
@@ -94,3 +109,44 @@ def test_bf16_products_under_autocast_agree_with_the_reference_path():
         torch.cat([g.flatten() for g in grads_r]),
     )
     assert torch.nn.functional.cosine_similarity(flat_f, flat_r, dim=0) > 0.99
+
+
+def test_layer_norm_fused_recurrence_equals_autograd_through_the_reference():
+    """With layer norm, the hand-written loop (norms of U s and W_c c inside it) computes the
+    reference loop's loss and the same gradient for every parameter, gains included."""
+    torch.manual_seed(2)
+    cfg = ModelConfig(arch="rnnsearch", emb_size=8, hidden_size=10, dropout=0.0, layer_norm=True)
+    model = build_model(cfg, 30, 30, joint_vocab=True).double()
+    with torch.no_grad():
+        for name in ("ln_y", "ln_c", "ln_h"):
+            getattr(model.decoder, name).uniform_(0.5, 1.5)
+    src = torch.randint(4, 30, (3, 6))
+    src[1, 4:] = 0
+    tgt = torch.randint(4, 30, (3, 6))
+    results = []
+    for fused in (True, False):
+        model.decoder.fused_recurrence = fused
+        model.zero_grad()
+        loss = model.loss(src, (src != 0).sum(1), tgt[:, :-1], tgt[:, 1:])[0]
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (loss, grads), (ref_loss, ref_grads) = results
+    torch.testing.assert_close(loss, ref_loss, rtol=0, atol=1e-10)
+    assert grads["decoder.ln_c"].abs().max() > 0 and grads["decoder.ln_h"].abs().max() > 0
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-9, atol=1e-10, msg=name)
+
+
+def test_layer_norm_gradcheck():
+    decoder, state, gi_y, w_c, recurrent, bias = _setup(seed=3, batch=2, src_len=3, tgt_len=3)
+    v = decoder.attention.v.weight.squeeze(0)
+    inputs = _leaves(gi_y.transpose(0, 1), state.hidden[0], state.keys, state.memory)
+    weights = _leaves(recurrent, torch.randn_like(bias), w_c, v)
+    gains = _leaves(
+        torch.rand(30, dtype=torch.float64) + 0.5, torch.rand(30, dtype=torch.float64) + 0.5
+    )
+
+    def first_two(*args):
+        return AttentionGRU.apply(*args[:4], state.mask, *args[4:8], torch.float64, *args[8:])[:2]
+
+    assert torch.autograd.gradcheck(first_two, (*inputs, *weights, *gains))

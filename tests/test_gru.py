@@ -132,7 +132,8 @@ def test_gru_layer_gradcheck():
     mask = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0]], dtype=torch.bool)
     for reverse in (False, True):
         assert torch.autograd.gradcheck(
-            lambda *a, r=reverse: GRULayer.apply(*a, mask, r, torch.float64), (gi, h0, w_hh, b_hh)
+            lambda *a, r=reverse: GRULayer.apply(*a, mask, r, torch.float64, None),
+            (gi, h0, w_hh, b_hh),
         )
 
 
@@ -160,3 +161,110 @@ def test_under_bf16_autocast_the_cpu_path_runs_its_products_in_bf16_and_its_stat
     error = (out_bf16 - out_fp32).abs().max().item()
     assert 0 < error < 0.03  # rounded (so the products did run in bf16), but only just
     assert torch.nn.functional.cosine_similarity(grads_bf16, grads_fp32, dim=0) > 0.999
+
+
+def layer_norm_by_hand(u, gain):
+    """γ (u - mean) / sqrt(var + 1e-5), the variance over the 3H units (biased)."""
+    mean = u.sum(-1, keepdim=True) / u.shape[-1]
+    var = ((u - mean) ** 2).sum(-1, keepdim=True) / u.shape[-1]
+    return gain * (u - mean) / (var + 1e-5) ** 0.5
+
+
+def ln_by_hand(x, h, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh):
+    """The layer-normalised GRU: `by_hand` with W x and U h each normalised over 3H, scaled by
+    their gains, the GRU's biases added after the norm."""
+    gi = layer_norm_by_hand(x @ w_ih.T, g_ih) + b_ih
+    gh = layer_norm_by_hand(h @ w_hh.T, g_hh) + b_hh
+    return _gates(gi, gh, h)
+
+
+def _gates(gi, gh, h):
+    """The gate equations of `by_hand` ("after") on given projections gi, gh [B, 3H]."""
+    (i_r, i_z, i_n), (h_r, h_z, h_n) = gi.split(H, -1), gh.split(H, -1)
+    r = 1 / (1 + torch.exp(-(i_r + h_r)))
+    z = 1 / (1 + torch.exp(-(i_z + h_z)))
+    return (1 - z) * torch.tanh(i_n + r * h_n) + z * h
+
+
+def _ln_gru(layers, bidirectional):
+    from nmt.model.gru import GRU
+
+    torch.manual_seed(5)
+    rnn = GRU(IN, H, layers, batch_first=True, bidirectional=bidirectional, layer_norm=True)
+    with torch.no_grad():
+        for name, p in rnn.named_parameters():
+            if name.startswith("ln_"):  # gains away from 1, so that a missing gain shows
+                p.uniform_(0.5, 1.5)
+    return rnn
+
+
+def test_layer_norm_gru_cell_is_the_equations():
+    from nmt.model.gru import gru_cell
+
+    rnn = _ln_gru(1, False)
+    x, h = torch.randn(B, IN), torch.randn(B, H)
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+    gains = (rnn.ln_ih_l0, rnn.ln_hh_l0)
+    expected = ln_by_hand(x, h, *weights, *gains)
+    torch.testing.assert_close(gru_cell(x, h, *weights, gains=gains), expected, rtol=0, atol=1e-12)
+    assert (expected - by_hand(x, h, *weights)).abs().max() > 1e-3  # the norm does something
+
+
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, True)])
+def test_layer_norm_gru_layer_equals_the_equations_step_by_step(layers, bidirectional):
+    """run_gru on a layer-normalised GRU (GRULayer with its per-step norm and hand-written
+    backward) = the equations applied step by step with autograd, padding carried as packed
+    sequences do: outputs, final states and the gradient of every parameter, gains included."""
+    from nmt.model.gru import run_gru
+
+    rnn = _ln_gru(layers, bidirectional)
+    dirs = 2 if bidirectional else 1
+    x = torch.randn(B, 6, IN, requires_grad=True)
+    h0 = torch.randn(layers * dirs, B, H, requires_grad=True)
+    mask = torch.arange(6).unsqueeze(0) < torch.tensor([[6], [2], [4], [1]])
+    out, final = run_gru(rnn, x, h0, mask)
+
+    layer_input, finals = x, []
+    for layer in range(layers):
+        outs = []
+        for d in range(dirs):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih", "ln_hh")
+            w = [getattr(rnn, n + sfx) for n in names]
+            h, steps = h0[layer * dirs + d], [None] * 6
+            for t in reversed(range(6)) if d else range(6):
+                new = ln_by_hand(layer_input[:, t], h, *w)
+                keep = mask[:, t].unsqueeze(1)
+                h = torch.where(keep, new, h)
+                steps[t] = torch.where(keep, new, torch.zeros_like(new))
+            outs.append(torch.stack(steps, 1))
+            finals.append(h)
+        layer_input = torch.cat(outs, 2)
+    ref_out, ref_final = layer_input, torch.stack(finals)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(final, ref_final, rtol=0, atol=1e-12)
+    g_out, g_final = torch.randn_like(out), torch.randn_like(final)
+    params = [x, h0, *rnn.parameters()]
+    grads = torch.autograd.grad((out * g_out).sum() + (final * g_final).sum(), params)
+    ref = torch.autograd.grad((ref_out * g_out).sum() + (ref_final * g_final).sum(), params)
+    for got, want in zip(grads, ref):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_layer_norm_gru_layer_gradcheck():
+    from nmt.model.gru import GRULayer
+
+    torch.manual_seed(6)
+    gi = torch.randn(4, 2, 3 * H, requires_grad=True)
+    h0 = torch.randn(2, H, requires_grad=True)
+    w_hh = torch.randn(3 * H, H, requires_grad=True)
+    b_hh = torch.randn(3 * H, requires_grad=True)
+    gain = torch.rand(3 * H, requires_grad=True)
+    mask = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0]], dtype=torch.bool)
+    for reverse in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda gi, h0, w, b, g, r=reverse: GRULayer.apply(
+                gi, h0, w, b, mask, r, torch.float64, g
+            ),
+            (gi, h0, w_hh, b_hh, gain),
+        )

@@ -23,7 +23,7 @@ from torch import nn
 
 from nmt.model.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.model.attention_gru import AttentionGRU
-from nmt.model.gru import gru_step, run_gru
+from nmt.model.gru import GRU, gru_step, layer_norm, projection, run_gru
 
 
 @dataclass
@@ -113,7 +113,13 @@ class RNNEncDecoder(nn.Module):
     """
 
     def __init__(
-        self, embed: nn.Embedding, enc_size: int, hidden: int, layers: int, dropout: float
+        self,
+        embed: nn.Embedding,
+        enc_size: int,
+        hidden: int,
+        layers: int,
+        dropout: float,
+        layer_norm: bool = False,
     ):
         super().__init__()
         emb = embed.embedding_dim
@@ -121,8 +127,13 @@ class RNNEncDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.summary = nn.Linear(enc_size, hidden)  # V
         self.init = nn.Linear(hidden, layers * hidden)  # V'
-        self.rnn = nn.GRU(
-            emb + hidden, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        self.rnn = GRU(
+            emb + hidden,
+            hidden,
+            layers,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+            layer_norm=layer_norm,
         )
         self.readout = nn.Linear(hidden + emb + hidden, 2 * emb)
 
@@ -161,6 +172,11 @@ class RNNSearchDecoder(nn.Module):
     Per step the loop does one matrix product of s_{i-1} with [W_a; U] (attention query and all
     three GRU gates fused), the attention, and one product of c_i with the GRU's context columns;
     the embedding half of the GRU input projection is computed for all steps before the loop.
+
+    With layer norm the first layer normalises its three projections apart, each with its gain
+    (as Nematus does for each input of its conditional GRU): γ_y ⊙ LN(W_y E y) + b_ih (still for
+    all steps before the loop), γ_c ⊙ LN(W_c c_i) and γ_h ⊙ LN(U s_{i-1}) + b_hh; the attention
+    query W_a s_{i-1} is not normalised.
     """
 
     def __init__(
@@ -171,6 +187,7 @@ class RNNSearchDecoder(nn.Module):
         hidden: int,
         layers: int,
         dropout: float,
+        layer_norm: bool = False,
     ):
         super().__init__()
         emb = embed.embedding_dim
@@ -179,9 +196,18 @@ class RNNSearchDecoder(nn.Module):
         self.init = nn.Linear(enc_hidden, layers * hidden)  # W_s
         self.attention = AdditiveAttention(hidden, enc_size, hidden)
         self.cell = nn.GRUCell(emb + enc_size, hidden)
+        for name in ("ln_y", "ln_c", "ln_h"):  # the layer-norm gains of W_y E y, W_c c, U s
+            self.register_parameter(
+                name, nn.Parameter(torch.ones(3 * hidden)) if layer_norm else None
+            )
         self.upper = (
-            nn.GRU(
-                hidden, hidden, layers - 1, batch_first=True, dropout=dropout if layers > 2 else 0.0
+            GRU(
+                hidden,
+                hidden,
+                layers - 1,
+                batch_first=True,
+                dropout=dropout if layers > 2 else 0.0,
+                layer_norm=layer_norm,
             )
             if layers > 1
             else None
@@ -250,7 +276,7 @@ class RNNSearchDecoder(nn.Module):
     def forward(self, y_in: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         e = self.dropout(self.embed(y_in))  # [B, T, E]
         w_y, w_c, recurrent, bias = self._fused()
-        gi_y = F.linear(e, w_y, self.cell.bias_ih)  # [B, T, 3H], all steps at once
+        gi_y = projection(e, w_y, self.cell.bias_ih, self.ln_y)  # [B, T, 3H], all steps at once
         device = gi_y.device.type
         autocast = torch.is_autocast_enabled(device)
         if not self.fused_recurrence or (autocast and device != "cpu"):
@@ -262,7 +288,18 @@ class RNNSearchDecoder(nn.Module):
                 inputs = (gi_y.transpose(0, 1), state.hidden[0], state.keys, state.memory)
                 gi_t, s0, keys, memory = (x.to(recurrent.dtype).contiguous() for x in inputs)
                 outputs = AttentionGRU.apply(
-                    gi_t, s0, keys, memory, state.mask, recurrent, bias, w_c, v, mm_dtype
+                    gi_t,
+                    s0,
+                    keys,
+                    memory,
+                    state.mask,
+                    recurrent,
+                    bias,
+                    w_c,
+                    v,
+                    mm_dtype,
+                    self.ln_h,
+                    self.ln_c,
                 )
             top, context, weights = (x.transpose(0, 1) for x in outputs)
         if self.upper is not None:
@@ -285,13 +322,27 @@ class RNNSearchDecoder(nn.Module):
         states, contexts, weights = [], [], []
         # unbind, not gi_y[:, t]: the backward of T slices would build T full-size gradients
         for gi_t in gi_y.unbind(1):
-            query, gh = F.linear(s, recurrent, bias).split(split, 1)
+            query, gh = self._recurrent(s, recurrent, bias, split)
             context, alpha = self.attention(query, state.keys, state.memory, state.mask)
-            s = gru_step(gi_t + F.linear(context, w_c), gh, s)  # [B, H]
+            s = gru_step(gi_t + self._context_gates(F.linear(context, w_c)), gh, s)  # [B, H]
             states.append(s)
             contexts.append(context)
             weights.append(alpha)
         return torch.stack(states, 1), torch.stack(contexts, 1), torch.stack(weights, 1)
+
+    def _recurrent(
+        self, s: torch.Tensor, recurrent: torch.Tensor, bias: torch.Tensor, split: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[W_a; U] s + [0; b_hh] split into the attention query and the gates' U s + b_hh,
+        which is γ_h ⊙ LN(U s) + b_hh with layer norm."""
+        if self.ln_h is None:
+            return F.linear(s, recurrent, bias).split(split, 1)
+        query, gh = F.linear(s, recurrent).split(split, 1)  # the query's bias is 0
+        return query, layer_norm(gh, self.ln_h, self.cell.bias_hh)
+
+    def _context_gates(self, u_c: torch.Tensor) -> torch.Tensor:
+        """The context's share of the gates' input, W_c c (γ_c ⊙ LN(W_c c) with layer norm)."""
+        return u_c if self.ln_c is None else layer_norm(u_c, self.ln_c, None)
 
     def search_state(self, state: DecoderState) -> DecoderState:
         """The state `step` works on: the source projected once, source_proj [B, S, 3H + 2E]
@@ -318,11 +369,12 @@ class RNNSearchDecoder(nn.Module):
         s = state.hidden[0]  # [N, H]
         hidden_size = s.shape[1]
         attn_size = recurrent.shape[0] - 3 * hidden_size
-        query2, gh = F.linear(s, recurrent, bias).split([attn_size, 3 * hidden_size], 1)
+        query2, gh = self._recurrent(s, recurrent, bias, [attn_size, 3 * hidden_size])
         alpha = self.attention.weights(query2, state.keys, state.mask)  # [B, K, S]
         mixed = torch.bmm(alpha.to(state.source_proj.dtype), state.source_proj)  # [B, K, 3H+2E]
-        gi_c, readout_c = mixed.flatten(0, 1).split([3 * hidden_size, self.readout.out_features], 1)
-        s = gru_step(F.linear(e, w_y, self.cell.bias_ih) + gi_c, gh, s)  # [N, H]
+        u_c, readout_c = mixed.flatten(0, 1).split([3 * hidden_size, self.readout.out_features], 1)
+        gi = projection(e, w_y, self.cell.bias_ih, self.ln_y) + self._context_gates(u_c)
+        s = gru_step(gi, gh, s)  # [N, H]
         top, hidden = s, s.unsqueeze(0)
         if self.upper is not None:
             out, upper_hidden = self._upper(s.unsqueeze(1), state.hidden[1:])
@@ -353,18 +405,20 @@ class LuongDecoder(nn.Module):
         layers: int,
         dropout: float,
         input_feeding: bool,
+        layer_norm: bool = False,
     ):
         super().__init__()
         emb = embed.embedding_dim
         self.embed, self.layers, self.input_feeding = embed, layers, input_feeding
         self.dropout = nn.Dropout(dropout)
         self.init = nn.Linear(enc_hidden, layers * hidden)
-        self.rnn = nn.GRU(
+        self.rnn = GRU(
             emb + (hidden if input_feeding else 0),
             hidden,
             layers,
             batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
+            layer_norm=layer_norm,
         )
         self.attention = MultiplicativeAttention(hidden, enc_size)
         self.combine = nn.Linear(enc_size + hidden, hidden)  # W_c

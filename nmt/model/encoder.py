@@ -5,25 +5,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nmt.model.gru import run_gru
+from nmt.model.gru import GRU, run_gru
 
 
 class Encoder(nn.Module):
     """Embeds the source and runs the GRU over it (`gru.run_gru`: cuDNN on a GPU, packed)."""
 
     def __init__(
-        self, embed: nn.Embedding, hidden: int, layers: int, dropout: float, bidirectional: bool
+        self,
+        embed: nn.Embedding,
+        hidden: int,
+        layers: int,
+        dropout: float,
+        bidirectional: bool,
+        layer_norm: bool = False,
     ):
         super().__init__()
         self.embed = embed
         self.dropout = nn.Dropout(dropout)
-        self.rnn = nn.GRU(
+        self.rnn = GRU(
             embed.embedding_dim,
             hidden,
             layers,
             batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
             bidirectional=bidirectional,
+            layer_norm=layer_norm,
         )
         self.output_size = hidden * (2 if bidirectional else 1)
 

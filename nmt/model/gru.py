@@ -15,6 +15,12 @@ Applying r after the recurrent product lets U h be computed for all three gates 
 product before r is known, which is what makes cuDNN's fused kernel (and our step below) fast.
 Every recurrence in this toolkit (encoders, decoders, training and search) uses the "after"
 variant; `gru_cell` implements both so tests can check the code against the equations.
+
+With `model.layer_norm` (Ba et al. 2016, as in Marian's and Nematus' GRUs) both projections are
+layer-normalised over their 3H units before the gates, with a gain each; the GRU's biases act as
+the norms' shift:
+
+    gi = γ_i ⊙ LN(W x) + b_i,   gh = γ_h ⊙ LN(U h) + b_h,   LN(u) = (u - mean(u)) / std(u)
 """
 
 from __future__ import annotations
@@ -33,11 +39,18 @@ def gru_cell(
     b_ih: torch.Tensor,
     b_hh: torch.Tensor,
     reset: str = "after",
+    gains: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One GRU step written gate by gate (reference; `nn.GRUCell` weight layout: r, z, n).
 
-    x: [B, I], h: [B, H], w_ih: [3H, I], w_hh: [3H, H], biases [3H] → [B, H].
+    x: [B, I], h: [B, H], w_ih: [3H, I], w_hh: [3H, H], biases [3H], gains (γ_i, γ_h) [3H] each
+    for the layer-normalised GRU ("after" only) → [B, H].
     """
+    if gains is not None:
+        wx, uh = _normalise(x @ w_ih.T, gains[0]), _normalise(h @ w_hh.T, gains[1])
+        (i_r, i_z, i_n), (h_r, h_z, h_n) = (wx + b_ih).chunk(3, 1), (uh + b_hh).chunk(3, 1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        return (1 - z) * torch.tanh(i_n + r * h_n) + z * h
     w_r, w_z, w_n = w_ih.chunk(3)
     u_r, u_z, u_n = w_hh.chunk(3)
     b_ir, b_iz, b_in = b_ih.chunk(3)
@@ -51,6 +64,54 @@ def gru_cell(
     else:
         raise ValueError(f"reset must be 'after' or 'before', not {reset!r}")
     return (1 - z) * candidate + z * h
+
+
+def _normalise(u: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """γ ⊙ (u - mean) / sqrt(var + eps) over the last dimension, spelled out (reference)."""
+    centred = u - u.mean(-1, keepdim=True)
+    return gain * centred / torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + LN_EPS)
+
+
+LN_EPS = 1e-5  # of every layer norm in the GRUs (PyTorch's default)
+
+
+def projection(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gain: torch.Tensor | None
+) -> torch.Tensor:
+    """W x + b, or γ ⊙ LN(W x) + b when the GRU is layer-normalised (gain given)."""
+    if gain is None:
+        return F.linear(x, weight, bias)
+    return layer_norm(F.linear(x, weight), gain, bias)
+
+
+def layer_norm(u: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """γ ⊙ LN(u) + b over u's last dimension (autograd's; float32 under autocast)."""
+    return F.layer_norm(u, (u.shape[-1],), gain, bias, LN_EPS)
+
+
+def norm_step(
+    u: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """γ ⊙ LN(u) + b for u [B, N] inside a hand-written recurrence → (output, mean, rstd), the
+    statistics [B, 1] that `norm_step_backward` needs."""
+    return torch.native_layer_norm(u, [u.shape[1]], gain, bias, LN_EPS)
+
+
+def norm_step_backward(
+    d_out: torch.Tensor, u: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, gain: torch.Tensor
+) -> torch.Tensor:
+    """The gradient of `norm_step`'s input u from its output's (the gain's and shift's come
+    after the loop, `norm_gain_grad` and a sum)."""
+    return torch.ops.aten.native_layer_norm_backward(
+        d_out, u, [u.shape[1]], mean, rstd, gain, None, [True, False, False]
+    )[0]
+
+
+def norm_gain_grad(
+    d_out: torch.Tensor, u: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
+) -> torch.Tensor:
+    """The gain's gradient from every step's at once: Σ d_out ⊙ LN(u) over [T, B, N] → [N]."""
+    return (d_out * (u - mean) * rstd).sum((0, 1))
 
 
 def gru_step(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -72,12 +133,13 @@ def gru_step(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tenso
 class GRULayer(torch.autograd.Function):
     """One GRU layer in one direction over a whole sequence, with a hand-written backward.
 
-    outputs, final = GRULayer.apply(gi, h0, w_hh, b_hh, mask, reverse, mm_dtype): gi [T, B, 3H]
-    is the input projection W x + b_ih for every step (one large product, done by the caller),
-    h0 [B, H], mask [T, B] (True at real tokens: at padding the state is carried unchanged and
-    the output is zero, which is what packed sequences compute), `reverse` runs from t = T-1
-    down, `mm_dtype` is the dtype the recurrent products run in (bfloat16 under autocast; the
-    state, gates and gradients keep gi's dtype) → outputs [T, B, H], final [B, H].
+    outputs, final = GRULayer.apply(gi, h0, w_hh, b_hh, mask, reverse, mm_dtype, gain): gi
+    [T, B, 3H] is the input projection (`projection`) for every step (one large product, done by
+    the caller), h0 [B, H], mask [T, B] (True at real tokens: at padding the state is carried
+    unchanged and the output is zero, which is what packed sequences compute), `reverse` runs
+    from t = T-1 down, `mm_dtype` is the dtype the recurrent products run in (bfloat16 under
+    autocast; the state, gates and gradients keep gi's dtype), `gain` the recurrent projection's
+    layer-norm gain [3H] or None → outputs [T, B, H], final [B, H].
 
     The backward computes per step only the gradients that must be sequential; the gradient of
     the recurrent matrix comes afterwards as one product over all T x B rows, where autograd
@@ -85,16 +147,20 @@ class GRULayer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, gi, h0, w_hh, b_hh, mask, reverse, mm_dtype):  # noqa: D102
+    def forward(ctx, gi, h0, w_hh, b_hh, mask, reverse, mm_dtype, gain):  # noqa: D102
         steps, batch, h3 = gi.shape
         hidden = h3 // 3
         w_hh_m = w_hh.to(mm_dtype)  # [3H, H], cast once for all steps
         outputs, states = gi.new_empty(steps, batch, hidden), gi.new_empty(steps, batch, hidden)
         gates, gh_n = gi.new_empty(steps, batch, h3), gi.new_empty(steps, batch, hidden)
+        norm = NormSteps(gain, b_hh, steps, batch)
         keep = mask.unsqueeze(2).to(gi.dtype)  # [T, B, 1]
         h = h0
         for t in reversed(range(steps)) if reverse else range(steps):
-            gh = addmm_in(b_hh, h, w_hh_m.t(), mm_dtype, gi.dtype)  # [B, 3H]
+            if gain is None:
+                gh = addmm_in(b_hh, h, w_hh_m.t(), mm_dtype, gi.dtype)  # [B, 3H]
+            else:
+                gh = norm.forward(t, mm_in(h, w_hh_m.t(), mm_dtype, gi.dtype))
             r, z, n = gates[t].split(hidden, 1)
             torch.sigmoid(
                 gi[t, :, : 2 * hidden] + gh[:, : 2 * hidden], out=gates[t, :, : 2 * hidden]
@@ -104,13 +170,14 @@ class GRULayer(torch.autograd.Function):
             new = torch.addcmul(n, z, h - n)
             torch.mul(new, keep[t], out=outputs[t])
             h = torch.addcmul(h, keep[t], new - h, out=states[t])  # carried past padding
-        ctx.save_for_backward(h0, w_hh_m, states, gates, gh_n, keep)
+        ctx.save_for_backward(h0, w_hh_m, states, gates, gh_n, keep, *norm.saved())
         ctx.reverse, ctx.mm_dtype = reverse, mm_dtype
         return outputs, h.clone()
 
     @staticmethod
     def backward(ctx, d_outputs, d_final):  # noqa: D102
-        h0, w_hh, states, gates, gh_n, keep = ctx.saved_tensors  # w_hh in the products' dtype
+        h0, w_hh, states, gates, gh_n, keep, *saved = ctx.saved_tensors  # w_hh: mm_dtype
+        norm = NormSteps.restore(saved)
         mm_dtype, dtype = ctx.mm_dtype, states.dtype
         steps, batch, hidden = states.shape
         if ctx.reverse:  # the state before step t is the one after step t + 1
@@ -119,6 +186,7 @@ class GRULayer(torch.autograd.Function):
             previous = torch.cat([h0.unsqueeze(0), states[:-1]])
         d_gi = states.new_empty(steps, batch, 3 * hidden)
         d_gh = states.new_empty(steps, batch, 3 * hidden)
+        d_uh = d_gh if norm is None else torch.empty_like(d_gh)  # of U h, before the norm
         dh = torch.zeros_like(h0) if d_final is None else d_final.clone()
         for t in range(steps) if ctx.reverse else reversed(range(steps)):
             r, z, n = gates[t].split(hidden, 1)
@@ -128,13 +196,58 @@ class GRULayer(torch.autograd.Function):
             dz = d_new * (previous[t] - n) * z * (1 - z)
             torch.cat([dr, dz, dn], 1, out=d_gi[t])
             torch.cat([dr, dz, dn * r], 1, out=d_gh[t])
+            if norm is not None:
+                d_uh[t] = norm.backward(t, d_gh[t])
             # padded rows pass the state's gradient through; real rows go through z and U
             dh = addmm_in(
-                torch.addcmul(dh * (1 - keep[t]), d_new, z), d_gh[t], w_hh, mm_dtype, dtype
+                torch.addcmul(dh * (1 - keep[t]), d_new, z), d_uh[t], w_hh, mm_dtype, dtype
             )
         rows = steps * batch
-        d_w_hh = mm_in(d_gh.reshape(rows, -1).t(), previous.reshape(rows, -1), mm_dtype, dtype)
-        return d_gi, dh, d_w_hh, d_gh.sum((0, 1)), None, None, None
+        d_w_hh = mm_in(d_uh.reshape(rows, -1).t(), previous.reshape(rows, -1), mm_dtype, dtype)
+        d_gain = None if norm is None else norm.gain_grad(d_gh)
+        return d_gi, dh, d_w_hh, d_gh.sum((0, 1)), None, None, None, d_gain
+
+
+class NormSteps:
+    """The per-step layer norms of a hand-written recurrence: applies γ ⊙ LN(u) + b at each
+    step, keeping u and its statistics for the backward. `gain` None: no norm (`saved()` is
+    empty and `restore` gives None)."""
+
+    def __init__(
+        self, gain: torch.Tensor | None, bias: torch.Tensor | None, steps: int, batch: int
+    ):
+        self.gain, self.bias = gain, bias
+        if gain is not None:
+            new = gain.new_empty
+            self.inputs = new(steps, batch, gain.shape[0])  # u, [T, B, N]
+            self.means, self.rstds = new(steps, batch, 1), new(steps, batch, 1)
+
+    def forward(self, t: int, u: torch.Tensor) -> torch.Tensor:
+        """γ ⊙ LN(u) + b for step t's u [B, N]."""
+        out, self.means[t], self.rstds[t] = norm_step(u, self.gain, self.bias)
+        self.inputs[t] = u
+        return out
+
+    def saved(self) -> tuple[torch.Tensor, ...]:
+        """What the backward needs, for `ctx.save_for_backward`."""
+        return () if self.gain is None else (self.gain, self.inputs, self.means, self.rstds)
+
+    @classmethod
+    def restore(cls, saved: list[torch.Tensor]) -> NormSteps | None:
+        """The norms back from `saved()`'s tensors (None without a norm)."""
+        if not saved:
+            return None
+        norm = cls.__new__(cls)
+        norm.gain, norm.inputs, norm.means, norm.rstds = saved
+        return norm
+
+    def backward(self, t: int, d_out: torch.Tensor) -> torch.Tensor:
+        """The gradient of step t's u from its output's."""
+        return norm_step_backward(d_out, self.inputs[t], self.means[t], self.rstds[t], self.gain)
+
+    def gain_grad(self, d_out: torch.Tensor) -> torch.Tensor:
+        """The gain's gradient from all steps' output gradients d_out [T, B, N]."""
+        return norm_gain_grad(d_out, self.inputs, self.means, self.rstds)
 
 
 def mm_in(
@@ -162,6 +275,25 @@ def bmm_in(
     return torch.bmm(a.to(mm_dtype), b.to(mm_dtype)).to(dtype)
 
 
+class GRU(nn.GRU):
+    """`nn.GRU`, optionally layer-normalised: with `layer_norm`, each layer and direction has
+    gains `ln_ih_l{k}[_reverse]` and `ln_hh_l{k}[_reverse]` [3H] (initialised to 1; see the
+    module's docstring). Run it with `run_gru`: PyTorch's own kernels know no layer norm."""
+
+    def __init__(self, *args, layer_norm: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.layer_norm = layer_norm
+        if layer_norm:
+            for name in self._flat_weights_names:
+                if name.startswith("weight_"):
+                    gain = nn.Parameter(torch.ones(3 * self.hidden_size))
+                    self.register_parameter(name.replace("weight_", "ln_"), gain)
+
+    def gain(self, name: str) -> torch.Tensor | None:
+        """The layer-norm gain of weight `name` (e.g. weight_hh_l0), None without layer norm."""
+        return getattr(self, name.replace("weight_", "ln_")) if self.layer_norm else None
+
+
 def run_gru(
     rnn: nn.GRU, x: torch.Tensor, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,13 +308,16 @@ def run_gru(
     backward to pay for the slices, and autocast keeps its bf16 weights for the whole search
     where `GRULayer` would cast them at every call (a search step for 150 hypotheses of a
     512-unit GRU: 1.2 against 2.9 ms; one-at-a-time beam 5 was 12% slower).
-    Both read the same parameters. x [B, T, I], h0 [L*D, B, H], mask [B, T] → outputs
-    [B, T, D*H], final states [L*D, B, H] (in the autocast dtype under autocast).
+    Both read the same parameters. A layer-normalised `GRU` always runs `GRULayer`, on any
+    device. x [B, T, I], h0 [L*D, B, H], mask [B, T] → outputs [B, T, D*H], final states
+    [L*D, B, H] (in the autocast dtype under autocast).
     """
-    autocast = torch.is_autocast_enabled("cpu")
-    if x.is_cuda or (autocast and not torch.is_grad_enabled()):
+    device = x.device.type
+    autocast = torch.is_autocast_enabled(device)
+    norm = getattr(rnn, "layer_norm", False)
+    if not norm and (x.is_cuda or (autocast and not torch.is_grad_enabled())):
         return _run_nn_gru(rnn, x, h0, mask)
-    mm_dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
+    mm_dtype = torch.get_autocast_dtype(device) if autocast else x.dtype
     dtype = rnn.weight_hh_l0.dtype  # of the state: the parameters' (float32 under autocast)
     dirs, batch, steps = 2 if rnn.bidirectional else 1, x.shape[0], x.shape[1]
     if h0 is None:
@@ -194,18 +329,21 @@ def run_gru(
         outputs = []
         for direction in range(dirs):
             suffix = f"_l{layer}" + ("_reverse" if direction else "")
-            gi = F.linear(
-                layer_input, getattr(rnn, f"weight_ih{suffix}"), getattr(rnn, f"bias_ih{suffix}")
-            )  # [T, B, 3H], in mm_dtype under autocast
-            with torch.autocast("cpu", enabled=False):
+            ih, hh = f"weight_ih{suffix}", f"weight_hh{suffix}"
+            gains = (rnn.gain(ih), rnn.gain(hh)) if norm else (None, None)
+            gi = projection(
+                layer_input, getattr(rnn, ih), getattr(rnn, f"bias_ih{suffix}"), gains[0]
+            )  # [T, B, 3H], in mm_dtype under autocast (float32 after a norm)
+            with torch.autocast(device, enabled=False):
                 out, final = GRULayer.apply(
                     gi.to(dtype),
                     h0[layer * dirs + direction].to(dtype),
-                    getattr(rnn, f"weight_hh{suffix}"),
+                    getattr(rnn, hh),
                     getattr(rnn, f"bias_hh{suffix}"),
                     keep,
                     direction == 1,
                     mm_dtype,
+                    gains[1],
                 )
             outputs.append(out)
             finals.append(final)

@@ -29,21 +29,26 @@ class Seq2Seq(nn.Module):
     def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, share: bool):
         super().__init__()
         emb, hidden, layers, p = cfg.emb_size, cfg.hidden_size, cfg.layers, cfg.dropout
+        norm = cfg.layer_norm
         self.cfg = cfg
         self.src_embed = nn.Embedding(src_vocab, emb, padding_idx=PAD_ID)
         self.tgt_embed = (
             self.src_embed if share else nn.Embedding(tgt_vocab, emb, padding_idx=PAD_ID)
         )
         bidirectional = cfg.arch != "rnnenc"
-        self.encoder = Encoder(self.src_embed, hidden, layers, p, bidirectional)
+        self.encoder = Encoder(self.src_embed, hidden, layers, p, bidirectional, norm)
         enc_size = self.encoder.output_size
         if cfg.arch == "rnnenc":
-            self.decoder: nn.Module = RNNEncDecoder(self.tgt_embed, enc_size, hidden, layers, p)
+            self.decoder: nn.Module = RNNEncDecoder(
+                self.tgt_embed, enc_size, hidden, layers, p, norm
+            )
         elif cfg.arch == "rnnsearch":
-            self.decoder = RNNSearchDecoder(self.tgt_embed, enc_size, hidden, hidden, layers, p)
+            self.decoder = RNNSearchDecoder(
+                self.tgt_embed, enc_size, hidden, hidden, layers, p, norm
+            )
         else:
             self.decoder = LuongDecoder(
-                self.tgt_embed, enc_size, hidden, hidden, layers, p, cfg.input_feeding
+                self.tgt_embed, enc_size, hidden, hidden, layers, p, cfg.input_feeding, norm
             )
         self.dropout = nn.Dropout(p)
         self.output = nn.Linear(emb, tgt_vocab)
@@ -52,9 +57,12 @@ class Seq2Seq(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Orthogonal recurrent matrices (one block per gate), Xavier elsewhere, zero biases."""
+        """Orthogonal recurrent matrices (one block per gate), Xavier elsewhere, zero biases,
+        layer-norm gains of 1."""
         for name, param in self.named_parameters():
-            if "embed" in name:
+            if name.rpartition(".")[2].startswith("ln_"):
+                nn.init.ones_(param)
+            elif "embed" in name:
                 nn.init.normal_(param, std=param.shape[1] ** -0.5)
                 with torch.no_grad():
                     param[PAD_ID].zero_()

@@ -1,0 +1,44 @@
+"""The table of recipes/bible-ablation.sh: dev BLEU at each validation, test BLEU/chrF of
+best.pt (beam 5) and training speed, one row per variant, in the order given.
+
+ablation_table.py OUT NAME[=KEY=VALUE,...] ...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from nmt.metrics import score_corpus
+
+
+def row(out: Path, spec: str) -> str:
+    """One variant's row, from its metrics.jsonl and its test translation."""
+    name, _, sets = spec.partition("=")
+    run = out / name
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    valid = [e for e in events if e["event"] == "valid"]
+    train = [e for e in events if e["event"] == "train"]
+    curve = " / ".join(f"{e['bleu']:.2f}" for e in valid)
+    tokens_s = sum(e["tokens_per_s"] for e in train) / max(len(train), 1)
+    hyp = (run / "test.hyp.txt").read_text(encoding="utf-8").splitlines()
+    ref = (out / "data" / "test.en.txt").read_text(encoding="utf-8").splitlines()
+    bleu, chrf = (s.score for s in score_corpus(hyp, [ref], ("bleu", "chrf")))
+    steps = "/".join(str(e["step"]) for e in valid)
+    return (
+        f"| {name} | {sets.replace(',', ', ') or '(the recipe)'} | {curve} ({steps}) "
+        f"| {bleu:.2f} / {chrf:.2f} | {tokens_s:,.0f} |"
+    )
+
+
+def main(out: Path, specs: list[str]) -> None:
+    print("| variant | overrides | dev BLEU, greedy (updates) | test BLEU / chrF, beam 5 "
+          "| train tokens/s (1 thread) |")
+    print("|---|---|---|---|---|")
+    for spec in specs:
+        print(row(out, spec))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2:])

@@ -175,6 +175,12 @@ class ModelConfig:
         "3H units, with a learned gain, before the gates. Runs nmt's own GRU kernels everywhere "
         "(PyTorch's and cuDNN's have no norm).",
     )
+    residual: bool = option(
+        False,
+        "Residual connections between stacked GRU layers (Marian's --skip, Sockeye): with "
+        "model.layers > 1, every encoder and decoder layer above the first adds its input to "
+        "its output (no effect with one layer). Runs nmt's own GRU kernels everywhere.",
+    )
 
 
 @dataclass

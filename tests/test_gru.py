@@ -268,3 +268,42 @@ def test_layer_norm_gru_layer_gradcheck():
             ),
             (gi, h0, w_hh, b_hh, gain),
         )
+
+
+@pytest.mark.parametrize("residual_from", [0, 1])
+def test_residual_layers_add_their_input(residual_from):
+    """A residual GRU = single-layer nn.GRUs (packed) stacked by hand, each from layer
+    `residual_from` on adding its input to its output; gradients included."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from nmt.model.gru import GRU, run_gru
+
+    torch.manual_seed(7)
+    size = 2 * H  # a state-sized input, so that layer 0 can be residual too
+    rnn = GRU(size, H, 3, batch_first=True, bidirectional=True, residual_from=residual_from)
+    x = torch.randn(B, 6, size, requires_grad=True)
+    lengths = torch.tensor([6, 2, 4, 1])
+    mask = torch.arange(6).unsqueeze(0) < lengths.unsqueeze(1)
+    out, final = run_gru(rnn, x, None, mask)
+
+    layer_input, finals = x, []
+    for layer in range(3):
+        single = nn.GRU(size, H, batch_first=True, bidirectional=True)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            for sfx in ("", "_reverse"):
+                setattr(single, f"{name}_l0{sfx}", getattr(rnn, f"{name}_l{layer}{sfx}"))
+        packed = pack_padded_sequence(layer_input, lengths, batch_first=True, enforce_sorted=False)
+        output, h = single(packed)
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=6)
+        if layer >= residual_from:
+            output = output + layer_input * mask.unsqueeze(2)
+        layer_input = output
+        finals.append(h)
+    torch.testing.assert_close(out, layer_input, rtol=0, atol=1e-12)
+    torch.testing.assert_close(final, torch.cat(finals), rtol=0, atol=1e-12)
+    g = torch.randn_like(out)
+    params = [x, *rnn.parameters()]
+    grads = torch.autograd.grad((out * g).sum(), params)
+    ref = torch.autograd.grad((layer_input * g).sum(), params)
+    for got, want in zip(grads, ref):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)

@@ -6,23 +6,27 @@ from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.model import build_model
 from nmt.search import greedy_search
 
-ARCHS = [  # arch, input feeding, layers, layer norm
-    ("rnnenc", False, 1, False),
-    ("rnnsearch", False, 1, False),
-    ("rnnsearch", False, 2, False),
-    ("luong", False, 1, False),
-    ("luong", True, 2, False),
-    ("rnnenc", False, 2, False),
-    ("rnnenc", False, 1, True),
-    ("rnnsearch", False, 2, True),
-    ("luong", False, 1, True),
-    ("luong", True, 1, True),
+NORM, SKIP = {"layer_norm": True}, {"residual": True}
+ARCHS = [  # arch, input feeding, layers, other ModelConfig keys
+    ("rnnenc", False, 1, {}),
+    ("rnnsearch", False, 1, {}),
+    ("rnnsearch", False, 2, {}),
+    ("luong", False, 1, {}),
+    ("luong", True, 2, {}),
+    ("rnnenc", False, 2, {}),
+    ("rnnenc", False, 1, NORM),
+    ("rnnsearch", False, 2, NORM),
+    ("luong", False, 1, NORM),
+    ("luong", True, 1, NORM),
+    ("rnnenc", False, 3, SKIP),
+    ("rnnsearch", False, 3, {**NORM, **SKIP}),
+    ("luong", False, 2, SKIP),
 ]
 V = 40
 
 
 def _model(
-    arch, feed=False, layers=1, norm=False, dropout=0.0, emb=16, hidden=24, dtype=torch.float64
+    arch, feed=False, layers=1, options=None, dropout=0.0, emb=16, hidden=24, dtype=torch.float64
 ):
     torch.manual_seed(0)
     cfg = ModelConfig(
@@ -32,7 +36,7 @@ def _model(
         layers=layers,
         dropout=dropout,
         input_feeding=feed,
-        layer_norm=norm,
+        **(options or {}),
     )
     model = build_model(cfg, V, V, joint_vocab=True).to(dtype)
     with torch.no_grad():  # layer-norm gains away from their initial 1, so that each counts
@@ -53,10 +57,10 @@ def _batch(lengths, tgt_len=6, seed=0):
     return src, torch.tensor(lengths), tgt[:, :-1], tgt[:, 1:]
 
 
-@pytest.mark.parametrize("arch, feed, layers, norm", ARCHS)
-def test_step_by_step_equals_teacher_forced_forward(arch, feed, layers, norm):
+@pytest.mark.parametrize("arch, feed, layers, options", ARCHS)
+def test_step_by_step_equals_teacher_forced_forward(arch, feed, layers, options):
     """Search (step) and training (forward) compute the same distribution."""
-    model = _model(arch, feed, layers, norm).eval()
+    model = _model(arch, feed, layers, options).eval()
     src, lengths, tgt_in, _ = _batch([7, 5, 2])
     expected = model(src, lengths, tgt_in).log_softmax(-1)  # [B, T, V]
     state = model.encode(src, lengths)
@@ -65,10 +69,10 @@ def test_step_by_step_equals_teacher_forced_forward(arch, feed, layers, norm):
         torch.testing.assert_close(model.log_probs(features), expected[:, t], rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("arch, feed, layers, norm", ARCHS)
-def test_padding_invariance(arch, feed, layers, norm):
+@pytest.mark.parametrize("arch, feed, layers, options", ARCHS)
+def test_padding_invariance(arch, feed, layers, options):
     """A sentence scores the same alone and inside a padded batch of longer sentences."""
-    model = _model(arch, feed, layers, norm, dtype=torch.float32).eval()
+    model = _model(arch, feed, layers, options, dtype=torch.float32).eval()
     src, lengths, tgt_in, tgt_out = _batch([9, 3, 6], tgt_len=8)
     tgt_in[1, 4:], tgt_out[1, 3], tgt_out[1, 4:] = PAD_ID, EOS_ID, PAD_ID  # short target
     with torch.no_grad():
@@ -89,9 +93,9 @@ def test_padding_invariance(arch, feed, layers, norm):
     torch.testing.assert_close(logits[1, :4], single[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch, feed, layers, norm", ARCHS)
-def test_overfits_a_small_batch(arch, feed, layers, norm):
-    model = _model(arch, feed, layers, norm, dtype=torch.float32, emb=32, hidden=64)
+@pytest.mark.parametrize("arch, feed, layers, options", ARCHS)
+def test_overfits_a_small_batch(arch, feed, layers, options):
+    model = _model(arch, feed, layers, options, dtype=torch.float32, emb=32, hidden=64)
     src, lengths, tgt_in, tgt_out = _batch([8, 6, 7, 5, 8, 4], tgt_len=7)
     tgt_out[:, -1] = EOS_ID
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -106,11 +110,11 @@ def test_overfits_a_small_batch(arch, feed, layers, norm):
     assert out == tgt_out[:, :-1].tolist()  # memorised exactly
 
 
-@pytest.mark.parametrize("arch, feed, layers, norm", ARCHS)
-def test_evaluation_after_fused_optimizer_steps_sees_the_new_weights(arch, feed, layers, norm):
+@pytest.mark.parametrize("arch, feed, layers, options", ARCHS)
+def test_evaluation_after_fused_optimizer_steps_sees_the_new_weights(arch, feed, layers, options):
     """Fused Adam (as in training) updates weights in place without bumping their version:
     the model evaluated after training steps must equal a fresh copy of its weights."""
-    model = _model(arch, feed, layers, norm, dtype=torch.float32)
+    model = _model(arch, feed, layers, options, dtype=torch.float32)
     src, lengths, tgt_in, tgt_out = _batch([5, 7, 3])
 
     def evaluate(m):
@@ -127,7 +131,7 @@ def test_evaluation_after_fused_optimizer_steps_sees_the_new_weights(arch, feed,
         optimizer.zero_grad()
         model.loss(src, lengths, tgt_in, tgt_out)[0].backward()
         optimizer.step()
-    fresh = _model(arch, feed, layers, norm, dtype=torch.float32)
+    fresh = _model(arch, feed, layers, options, dtype=torch.float32)
     fresh.load_state_dict(model.state_dict())
     for got, want in zip(evaluate(model), evaluate(fresh)):
         torch.testing.assert_close(got, want)

@@ -120,6 +120,7 @@ class RNNEncDecoder(nn.Module):
         layers: int,
         dropout: float,
         layer_norm: bool = False,
+        residual: bool = False,
     ):
         super().__init__()
         emb = embed.embedding_dim
@@ -134,6 +135,7 @@ class RNNEncDecoder(nn.Module):
             batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
             layer_norm=layer_norm,
+            residual_from=1 if residual else None,
         )
         self.readout = nn.Linear(hidden + emb + hidden, 2 * emb)
 
@@ -188,6 +190,7 @@ class RNNSearchDecoder(nn.Module):
         layers: int,
         dropout: float,
         layer_norm: bool = False,
+        residual: bool = False,
     ):
         super().__init__()
         emb = embed.embedding_dim
@@ -208,6 +211,7 @@ class RNNSearchDecoder(nn.Module):
                 batch_first=True,
                 dropout=dropout if layers > 2 else 0.0,
                 layer_norm=layer_norm,
+                residual_from=0 if residual else None,  # its input is the first layer's state
             )
             if layers > 1
             else None
@@ -406,6 +410,7 @@ class LuongDecoder(nn.Module):
         dropout: float,
         input_feeding: bool,
         layer_norm: bool = False,
+        residual: bool = False,
     ):
         super().__init__()
         emb = embed.embedding_dim
@@ -419,6 +424,7 @@ class LuongDecoder(nn.Module):
             batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
             layer_norm=layer_norm,
+            residual_from=1 if residual else None,
         )
         self.attention = MultiplicativeAttention(hidden, enc_size)
         self.combine = nn.Linear(enc_size + hidden, hidden)  # W_c

@@ -19,6 +19,7 @@ class Encoder(nn.Module):
         dropout: float,
         bidirectional: bool,
         layer_norm: bool = False,
+        residual: bool = False,
     ):
         super().__init__()
         self.embed = embed
@@ -31,6 +32,7 @@ class Encoder(nn.Module):
             dropout=dropout if layers > 1 else 0.0,
             bidirectional=bidirectional,
             layer_norm=layer_norm,
+            residual_from=1 if residual else None,
         )
         self.output_size = hidden * (2 if bidirectional else 1)
 

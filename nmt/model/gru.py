@@ -276,13 +276,17 @@ def bmm_in(
 
 
 class GRU(nn.GRU):
-    """`nn.GRU`, optionally layer-normalised: with `layer_norm`, each layer and direction has
-    gains `ln_ih_l{k}[_reverse]` and `ln_hh_l{k}[_reverse]` [3H] (initialised to 1; see the
-    module's docstring). Run it with `run_gru`: PyTorch's own kernels know no layer norm."""
+    """`nn.GRU`, optionally layer-normalised and with residual connections. With `layer_norm`,
+    each layer and direction has gains `ln_ih_l{k}[_reverse]` and `ln_hh_l{k}[_reverse]` [3H]
+    (initialised to 1; see the module's docstring). With `residual_from` k, layers k and above
+    add their input to their output (Marian's --skip; k = 1 where the first layer's input is
+    not state-sized). Run it with `run_gru`: PyTorch's own kernels know neither."""
 
-    def __init__(self, *args, layer_norm: bool = False, **kwargs):
+    def __init__(self, *args, layer_norm: bool = False, residual_from: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.layer_norm = layer_norm
+        self.layer_norm, self.residual_from = layer_norm, residual_from
+        residual = residual_from is not None and residual_from < self.num_layers
+        self.own_kernel = layer_norm or residual  # run_gru: not PyTorch's
         if layer_norm:
             for name in self._flat_weights_names:
                 if name.startswith("weight_"):
@@ -308,14 +312,15 @@ def run_gru(
     backward to pay for the slices, and autocast keeps its bf16 weights for the whole search
     where `GRULayer` would cast them at every call (a search step for 150 hypotheses of a
     512-unit GRU: 1.2 against 2.9 ms; one-at-a-time beam 5 was 12% slower).
-    Both read the same parameters. A layer-normalised `GRU` always runs `GRULayer`, on any
-    device. x [B, T, I], h0 [L*D, B, H], mask [B, T] → outputs [B, T, D*H], final states
-    [L*D, B, H] (in the autocast dtype under autocast).
+    Both read the same parameters. A `GRU` with layer norm or residual connections always
+    runs `GRULayer`, on any device. x [B, T, I], h0 [L*D, B, H], mask [B, T] → outputs
+    [B, T, D*H], final states [L*D, B, H] (in the autocast dtype under autocast).
     """
     device = x.device.type
     autocast = torch.is_autocast_enabled(device)
-    norm = getattr(rnn, "layer_norm", False)
-    if not norm and (x.is_cuda or (autocast and not torch.is_grad_enabled())):
+    norm, residual_from = getattr(rnn, "layer_norm", False), getattr(rnn, "residual_from", None)
+    own = getattr(rnn, "own_kernel", False)
+    if not own and (x.is_cuda or (autocast and not torch.is_grad_enabled())):
         return _run_nn_gru(rnn, x, h0, mask)
     mm_dtype = torch.get_autocast_dtype(device) if autocast else x.dtype
     dtype = rnn.weight_hh_l0.dtype  # of the state: the parameters' (float32 under autocast)
@@ -347,7 +352,10 @@ def run_gru(
                 )
             outputs.append(out)
             finals.append(final)
-        layer_input = torch.cat(outputs, 2) if dirs > 1 else outputs[0]  # [T, B, D*H]
+        output = torch.cat(outputs, 2) if dirs > 1 else outputs[0]  # [T, B, D*H]
+        if residual_from is not None and layer >= residual_from:  # still zero at padding
+            output = output + layer_input * keep.unsqueeze(2)
+        layer_input = output
         if layer < rnn.num_layers - 1 and rnn.dropout and rnn.training:
             layer_input = F.dropout(layer_input, rnn.dropout, training=True)
     outputs, final_states = layer_input.transpose(0, 1), torch.stack(finals)

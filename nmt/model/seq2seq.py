@@ -29,26 +29,26 @@ class Seq2Seq(nn.Module):
     def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, share: bool):
         super().__init__()
         emb, hidden, layers, p = cfg.emb_size, cfg.hidden_size, cfg.layers, cfg.dropout
-        norm = cfg.layer_norm
+        gru = {"layer_norm": cfg.layer_norm, "residual": cfg.residual}
         self.cfg = cfg
         self.src_embed = nn.Embedding(src_vocab, emb, padding_idx=PAD_ID)
         self.tgt_embed = (
             self.src_embed if share else nn.Embedding(tgt_vocab, emb, padding_idx=PAD_ID)
         )
         bidirectional = cfg.arch != "rnnenc"
-        self.encoder = Encoder(self.src_embed, hidden, layers, p, bidirectional, norm)
+        self.encoder = Encoder(self.src_embed, hidden, layers, p, bidirectional, **gru)
         enc_size = self.encoder.output_size
         if cfg.arch == "rnnenc":
             self.decoder: nn.Module = RNNEncDecoder(
-                self.tgt_embed, enc_size, hidden, layers, p, norm
+                self.tgt_embed, enc_size, hidden, layers, p, **gru
             )
         elif cfg.arch == "rnnsearch":
             self.decoder = RNNSearchDecoder(
-                self.tgt_embed, enc_size, hidden, hidden, layers, p, norm
+                self.tgt_embed, enc_size, hidden, hidden, layers, p, **gru
             )
         else:
             self.decoder = LuongDecoder(
-                self.tgt_embed, enc_size, hidden, hidden, layers, p, cfg.input_feeding, norm
+                self.tgt_embed, enc_size, hidden, hidden, layers, p, cfg.input_feeding, **gru
             )
         self.dropout = nn.Dropout(p)
         self.output = nn.Linear(emb, tgt_vocab)

@@ -181,6 +181,20 @@ class ModelConfig:
         "model.layers > 1, every encoder and decoder layer above the first adds its input to "
         "its output (no effect with one layer). Runs nmt's own GRU kernels everywhere.",
     )
+    enc_transition_depth: int = option(
+        1,
+        "GRU cells per encoder step (deep transition, Miceli Barone et al. 2017; Nematus' and "
+        "Marian's --enc-cell-depth): each step's GRU is followed by depth - 1 GRU cells without "
+        "input, each with its own weights. 1 = the plain GRU. Runs nmt's own GRU kernels.",
+        min=1,
+    )
+    dec_transition_depth: int = option(
+        1,
+        "GRU cells per decoder step (deep transition; Nematus' and Marian's "
+        "--dec-cell-base-depth): as model.enc_transition_depth, for every decoder layer of "
+        "every arch (rnnsearch: after the attention GRU, before the readout).",
+        min=1,
+    )
 
 
 @dataclass

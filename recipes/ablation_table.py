@@ -33,8 +33,10 @@ def row(out: Path, spec: str) -> str:
 
 
 def main(out: Path, specs: list[str]) -> None:
-    print("| variant | overrides | dev BLEU, greedy (updates) | test BLEU / chrF, beam 5 "
-          "| train tokens/s (1 thread) |")
+    print(
+        "| variant | overrides | dev BLEU, greedy (updates) | test BLEU / chrF, beam 5 "
+        "| train tokens/s (1 thread) |"
+    )
     print("|---|---|---|---|---|")
     for spec in specs:
         print(row(out, spec))

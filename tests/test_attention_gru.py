@@ -7,6 +7,8 @@ from nmt.config import ModelConfig
 from nmt.model import build_model
 from nmt.model.attention_gru import AttentionGRU
 
+NO_DEEP = (None, None, None, None)  # the deep-transition arguments, for depth 1
+
 
 def _setup(seed=0, batch=3, src_len=6, tgt_len=5):
     torch.manual_seed(seed)
@@ -56,6 +58,7 @@ def test_forward_and_gradients_match_autograd():
         torch.float64,
         None,
         None,
+        *NO_DEEP,
     )
     torch.testing.assert_close(states.transpose(0, 1), ref[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(contexts.transpose(0, 1), ref[1], rtol=0, atol=1e-12)
@@ -77,7 +80,9 @@ def test_gradcheck():
     weights = _leaves(recurrent, bias, w_c, v)
 
     def first_two(*args):
-        return AttentionGRU.apply(*args[:4], state.mask, *args[4:], torch.float64, None, None)[:2]
+        return AttentionGRU.apply(
+            *args[:4], state.mask, *args[4:], torch.float64, None, None, *NO_DEEP
+        )[:2]
 
     assert torch.autograd.gradcheck(first_two, (*inputs, *weights))
 
@@ -111,15 +116,27 @@ def test_bf16_products_under_autocast_agree_with_the_reference_path(layer_norm):
     assert torch.nn.functional.cosine_similarity(flat_f, flat_r, dim=0) > 0.99
 
 
-def test_layer_norm_fused_recurrence_equals_autograd_through_the_reference():
-    """With layer norm, the hand-written loop (norms of U s and W_c c inside it) computes the
-    reference loop's loss and the same gradient for every parameter, gains included."""
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"layer_norm": True},
+        {"dec_transition_depth": 3},
+        {"layer_norm": True, "dec_transition_depth": 2},
+    ],
+)
+def test_options_fused_recurrence_equals_autograd_through_the_reference(options):
+    """With layer norm (norms of U s and W_c c inside the loop) and/or a deep transition (cells
+    2..D after the GRU), the hand-written loop computes the reference loop's loss and the same
+    gradient for every parameter, gains and transition cells included."""
     torch.manual_seed(2)
-    cfg = ModelConfig(arch="rnnsearch", emb_size=8, hidden_size=10, dropout=0.0, layer_norm=True)
+    cfg = ModelConfig(arch="rnnsearch", emb_size=8, hidden_size=10, dropout=0.0, **options)
     model = build_model(cfg, 30, 30, joint_vocab=True).double()
     with torch.no_grad():
-        for name in ("ln_y", "ln_c", "ln_h"):
-            getattr(model.decoder, name).uniform_(0.5, 1.5)
+        for name, param in model.decoder.named_parameters():
+            if name.rpartition(".")[2].startswith("ln_"):  # gains away from 1: each counts
+                param.uniform_(0.5, 1.5)
+            elif name.startswith("transition.bias"):  # and biases away from 0
+                param.uniform_(-0.5, 0.5)
     src = torch.randint(4, 30, (3, 6))
     src[1, 4:] = 0
     tgt = torch.randint(4, 30, (3, 6))
@@ -132,21 +149,31 @@ def test_layer_norm_fused_recurrence_equals_autograd_through_the_reference():
         results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     (loss, grads), (ref_loss, ref_grads) = results
     torch.testing.assert_close(loss, ref_loss, rtol=0, atol=1e-10)
-    assert grads["decoder.ln_c"].abs().max() > 0 and grads["decoder.ln_h"].abs().max() > 0
     for name, grad in ref_grads.items():
+        assert grad.abs().max() > 0 or "embed" in name, name  # every parameter is used
         torch.testing.assert_close(grads[name], grad, rtol=1e-9, atol=1e-10, msg=name)
 
 
-def test_layer_norm_gradcheck():
+@pytest.mark.parametrize("layer_norm, depth", [(True, 1), (False, 2), (True, 3)])
+def test_options_gradcheck(layer_norm, depth):
     decoder, state, gi_y, w_c, recurrent, bias = _setup(seed=3, batch=2, src_len=3, tgt_len=3)
     v = decoder.attention.v.weight.squeeze(0)
     inputs = _leaves(gi_y.transpose(0, 1), state.hidden[0], state.keys, state.memory)
     weights = _leaves(recurrent, torch.randn_like(bias), w_c, v)
-    gains = _leaves(
-        torch.rand(30, dtype=torch.float64) + 0.5, torch.rand(30, dtype=torch.float64) + 0.5
-    )
+    f64 = {"dtype": torch.float64}
+    gains = _leaves(torch.rand(30, **f64) + 0.5, torch.rand(30, **f64) + 0.5) if layer_norm else []
+    cells = depth - 1
+    deep = _leaves(torch.randn(cells, 30, 10, **f64), torch.randn(cells, 30, **f64),
+                   torch.randn(cells, 30, **f64)) if cells else []  # fmt: skip
+    if cells and layer_norm:
+        deep += _leaves(torch.rand(cells, 30, **f64) + 0.5)
 
     def first_two(*args):
-        return AttentionGRU.apply(*args[:4], state.mask, *args[4:8], torch.float64, *args[8:])[:2]
+        it = iter(args)
+        fixed = [next(it) for _ in range(8)]
+        ln = [next(it), next(it)] if layer_norm else [None, None]
+        tr = [next(it) for _ in range(3)] if cells else [None] * 3
+        tr.append(next(it) if cells and layer_norm else None)
+        return AttentionGRU.apply(*fixed[:4], state.mask, *fixed[4:], torch.float64, *ln, *tr)[:2]
 
-    assert torch.autograd.gradcheck(first_two, (*inputs, *weights, *gains))
+    assert torch.autograd.gradcheck(first_two, (*inputs, *weights, *gains, *deep))

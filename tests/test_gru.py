@@ -122,7 +122,7 @@ def test_gru_layer_equals_packed_nn_gru(layers, bidirectional):
 
 
 def test_gru_layer_gradcheck():
-    from nmt.model.gru import GRULayer
+    from nmt.model.gru_layer import GRULayer
 
     torch.manual_seed(3)
     gi = torch.randn(4, 2, 3 * H, requires_grad=True)
@@ -132,7 +132,7 @@ def test_gru_layer_gradcheck():
     mask = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0]], dtype=torch.bool)
     for reverse in (False, True):
         assert torch.autograd.gradcheck(
-            lambda *a, r=reverse: GRULayer.apply(*a, mask, r, torch.float64, None),
+            lambda *a, r=reverse: GRULayer.apply(*a, mask, r, torch.float64, None, *NO_DEEP),
             (gi, h0, w_hh, b_hh),
         )
 
@@ -178,6 +178,16 @@ def ln_by_hand(x, h, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh):
     return _gates(gi, gh, h)
 
 
+def transition_by_hand(h, cells):
+    """A deep transition's cells 2..D: for each, h ← the gate equations with gi = b_i (no
+    input) and gh = U h + b_h (or γ LN(U h) + b_h)."""
+    gains = cells.ln_hh if cells.ln_hh is not None else [None] * len(cells.weight_hh)
+    for w, b_i, b_h, g in zip(cells.weight_hh, cells.bias_ih, cells.bias_hh, gains):
+        uh = h @ w.T if g is None else layer_norm_by_hand(h @ w.T, g)
+        h = _gates(b_i.expand(h.shape[0], -1), uh + b_h, h)
+    return h
+
+
 def _gates(gi, gh, h):
     """The gate equations of `by_hand` ("after") on given projections gi, gh [B, 3H]."""
     (i_r, i_z, i_n), (h_r, h_z, h_n) = gi.split(H, -1), gh.split(H, -1)
@@ -186,22 +196,30 @@ def _gates(gi, gh, h):
     return (1 - z) * torch.tanh(i_n + r * h_n) + z * h
 
 
-def _ln_gru(layers, bidirectional):
+NO_DEEP = (None, None, None, None)  # GRULayer's deep-transition arguments, for depth 1
+
+
+def _gru(layers, bidirectional, layer_norm=True, depth=1):
     from nmt.model.gru import GRU
 
     torch.manual_seed(5)
-    rnn = GRU(IN, H, layers, batch_first=True, bidirectional=bidirectional, layer_norm=True)
+    rnn = GRU(
+        IN, H, layers, batch_first=True, bidirectional=bidirectional, layer_norm=layer_norm,
+        transition_depth=depth,
+    )  # fmt: skip
     with torch.no_grad():
         for name, p in rnn.named_parameters():
-            if name.startswith("ln_"):  # gains away from 1, so that a missing gain shows
+            if name.rpartition(".")[2].startswith("ln_"):  # gains away from 1: each counts
                 p.uniform_(0.5, 1.5)
+            elif "bias" in name:  # and biases away from 0
+                p.uniform_(-0.5, 0.5)
     return rnn
 
 
 def test_layer_norm_gru_cell_is_the_equations():
     from nmt.model.gru import gru_cell
 
-    rnn = _ln_gru(1, False)
+    rnn = _gru(1, False)
     x, h = torch.randn(B, IN), torch.randn(B, H)
     weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
     gains = (rnn.ln_ih_l0, rnn.ln_hh_l0)
@@ -210,14 +228,18 @@ def test_layer_norm_gru_cell_is_the_equations():
     assert (expected - by_hand(x, h, *weights)).abs().max() > 1e-3  # the norm does something
 
 
-@pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, True)])
-def test_layer_norm_gru_layer_equals_the_equations_step_by_step(layers, bidirectional):
-    """run_gru on a layer-normalised GRU (GRULayer with its per-step norm and hand-written
-    backward) = the equations applied step by step with autograd, padding carried as packed
-    sequences do: outputs, final states and the gradient of every parameter, gains included."""
+@pytest.mark.parametrize(
+    "layers, bidirectional, layer_norm, depth",
+    [(1, False, True, 1), (2, True, True, 1), (1, True, False, 3), (2, True, True, 2)],
+)
+def test_gru_options_equal_the_equations_step_by_step(layers, bidirectional, layer_norm, depth):
+    """run_gru with layer norm and/or a deep transition (GRULayer with its per-step norms,
+    transition cells and hand-written backward) = the equations applied step by step with
+    autograd, padding carried as packed sequences do: outputs, final states and the gradient
+    of every parameter, gains and transition cells included."""
     from nmt.model.gru import run_gru
 
-    rnn = _ln_gru(layers, bidirectional)
+    rnn = _gru(layers, bidirectional, layer_norm, depth)
     dirs = 2 if bidirectional else 1
     x = torch.randn(B, 6, IN, requires_grad=True)
     h0 = torch.randn(layers * dirs, B, H, requires_grad=True)
@@ -229,11 +251,20 @@ def test_layer_norm_gru_layer_equals_the_equations_step_by_step(layers, bidirect
         outs = []
         for d in range(dirs):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
-            names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih", "ln_hh")
-            w = [getattr(rnn, n + sfx) for n in names]
+            w = [getattr(rnn, n + sfx) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             h, steps = h0[layer * dirs + d], [None] * 6
             for t in reversed(range(6)) if d else range(6):
-                new = ln_by_hand(layer_input[:, t], h, *w)
+                if layer_norm:
+                    new = ln_by_hand(
+                        layer_input[:, t],
+                        h,
+                        *w,
+                        *(getattr(rnn, g + sfx) for g in ("ln_ih", "ln_hh")),
+                    )
+                else:
+                    new = by_hand(layer_input[:, t], h, *w)
+                if depth > 1:
+                    new = transition_by_hand(new, rnn.transitions[sfx])
                 keep = mask[:, t].unsqueeze(1)
                 h = torch.where(keep, new, h)
                 steps[t] = torch.where(keep, new, torch.zeros_like(new))
@@ -244,30 +275,45 @@ def test_layer_norm_gru_layer_equals_the_equations_step_by_step(layers, bidirect
     torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
     torch.testing.assert_close(final, ref_final, rtol=0, atol=1e-12)
     g_out, g_final = torch.randn_like(out), torch.randn_like(final)
-    params = [x, h0, *rnn.parameters()]
+    names, params = zip(*[("x", x), ("h0", h0), *rnn.named_parameters()])
     grads = torch.autograd.grad((out * g_out).sum() + (final * g_final).sum(), params)
     ref = torch.autograd.grad((ref_out * g_out).sum() + (ref_final * g_final).sum(), params)
-    for got, want in zip(grads, ref):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    for name, got, want in zip(names, grads, ref):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=name)
 
 
-def test_layer_norm_gru_layer_gradcheck():
-    from nmt.model.gru import GRULayer
+@pytest.mark.parametrize("layer_norm, depth", [(True, 1), (False, 3), (True, 2)])
+def test_gru_layer_options_gradcheck(layer_norm, depth):
+    from nmt.model.gru_layer import GRULayer
 
     torch.manual_seed(6)
     gi = torch.randn(4, 2, 3 * H, requires_grad=True)
     h0 = torch.randn(2, H, requires_grad=True)
     w_hh = torch.randn(3 * H, H, requires_grad=True)
     b_hh = torch.randn(3 * H, requires_grad=True)
-    gain = torch.rand(3 * H, requires_grad=True)
+    gain = torch.rand(3 * H, requires_grad=True) if layer_norm else None
+    cells = depth - 1
+    deep = (
+        (torch.randn(cells, 3 * H, H), torch.randn(cells, 3 * H), torch.randn(cells, 3 * H))
+        if cells
+        else ()
+    )
+    deep = [t.requires_grad_() for t in deep]
+    if cells:
+        deep.append(torch.rand(cells, 3 * H, requires_grad=True) + 0.5 if layer_norm else None)
     mask = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0]], dtype=torch.bool)
+    inputs = [t for t in (gi, h0, w_hh, b_hh, gain, *deep) if t is not None]
+
+    def layer(*args, reverse):
+        it = iter(args)
+        gi, h0, w, b = (next(it) for _ in range(4))
+        g = next(it) if layer_norm else None
+        tr = [next(it) for _ in range(3)] if cells else [None] * 3
+        tr_gain = next(it) if cells and layer_norm else None
+        return GRULayer.apply(gi, h0, w, b, mask, reverse, torch.float64, g, *tr, tr_gain)
+
     for reverse in (False, True):
-        assert torch.autograd.gradcheck(
-            lambda gi, h0, w, b, g, r=reverse: GRULayer.apply(
-                gi, h0, w, b, mask, r, torch.float64, g
-            ),
-            (gi, h0, w_hh, b_hh, gain),
-        )
+        assert torch.autograd.gradcheck(lambda *a, r=reverse: layer(*a, reverse=r), inputs)
 
 
 @pytest.mark.parametrize("residual_from", [0, 1])

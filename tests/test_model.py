@@ -21,6 +21,9 @@ ARCHS = [  # arch, input feeding, layers, other ModelConfig keys
     ("rnnenc", False, 3, SKIP),
     ("rnnsearch", False, 3, {**NORM, **SKIP}),
     ("luong", False, 2, SKIP),
+    ("rnnsearch", False, 2, {"enc_transition_depth": 2, "dec_transition_depth": 3}),
+    ("luong", False, 1, {**NORM, "dec_transition_depth": 2}),
+    ("rnnenc", False, 1, {"enc_transition_depth": 3, "dec_transition_depth": 2}),
 ]
 V = 40
 
@@ -43,6 +46,8 @@ def _model(
         for name, param in model.named_parameters():
             if name.rpartition(".")[2].startswith("ln_"):
                 param.uniform_(0.5, 1.5)
+            elif "transition" in name and "bias" in name:  # and biases away from 0
+                param.uniform_(-0.5, 0.5)
     return model
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from nmt.model.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.model.attention_gru import AttentionGRU
-from nmt.model.gru import GRU, gru_step, layer_norm, projection, run_gru
+from nmt.model.gru import GRU, TransitionCells, gru_step, layer_norm, projection, run_gru
 
 
 @dataclass
@@ -121,6 +121,7 @@ class RNNEncDecoder(nn.Module):
         dropout: float,
         layer_norm: bool = False,
         residual: bool = False,
+        transition_depth: int = 1,
     ):
         super().__init__()
         emb = embed.embedding_dim
@@ -136,6 +137,7 @@ class RNNEncDecoder(nn.Module):
             dropout=dropout if layers > 1 else 0.0,
             layer_norm=layer_norm,
             residual_from=1 if residual else None,
+            transition_depth=transition_depth,
         )
         self.readout = nn.Linear(hidden + emb + hidden, 2 * emb)
 
@@ -178,7 +180,8 @@ class RNNSearchDecoder(nn.Module):
     With layer norm the first layer normalises its three projections apart, each with its gain
     (as Nematus does for each input of its conditional GRU): γ_y ⊙ LN(W_y E y) + b_ih (still for
     all steps before the loop), γ_c ⊙ LN(W_c c_i) and γ_h ⊙ LN(U s_{i-1}) + b_hh; the attention
-    query W_a s_{i-1} is not normalised.
+    query W_a s_{i-1} is not normalised. With a deep transition, s_i goes on through cells 2..D
+    (`gru.TransitionCells`) before it is the step's state.
     """
 
     def __init__(
@@ -191,6 +194,7 @@ class RNNSearchDecoder(nn.Module):
         dropout: float,
         layer_norm: bool = False,
         residual: bool = False,
+        transition_depth: int = 1,
     ):
         super().__init__()
         emb = embed.embedding_dim
@@ -203,6 +207,9 @@ class RNNSearchDecoder(nn.Module):
             self.register_parameter(
                 name, nn.Parameter(torch.ones(3 * hidden)) if layer_norm else None
             )
+        self.transition = (  # a deep transition's cells 2..D after `cell`
+            TransitionCells(hidden, transition_depth, layer_norm) if transition_depth > 1 else None
+        )
         self.upper = (
             GRU(
                 hidden,
@@ -212,6 +219,7 @@ class RNNSearchDecoder(nn.Module):
                 dropout=dropout if layers > 2 else 0.0,
                 layer_norm=layer_norm,
                 residual_from=0 if residual else None,  # its input is the first layer's state
+                transition_depth=transition_depth,
             )
             if layers > 1
             else None
@@ -291,6 +299,7 @@ class RNNSearchDecoder(nn.Module):
             with torch.autocast(device, enabled=False):  # float32 state, products in mm_dtype
                 inputs = (gi_y.transpose(0, 1), state.hidden[0], state.keys, state.memory)
                 gi_t, s0, keys, memory = (x.to(recurrent.dtype).contiguous() for x in inputs)
+                deep = (None,) * 4 if self.transition is None else self.transition.params()
                 outputs = AttentionGRU.apply(
                     gi_t,
                     s0,
@@ -304,6 +313,7 @@ class RNNSearchDecoder(nn.Module):
                     mm_dtype,
                     self.ln_h,
                     self.ln_c,
+                    *deep,
                 )
             top, context, weights = (x.transpose(0, 1) for x in outputs)
         if self.upper is not None:
@@ -329,6 +339,7 @@ class RNNSearchDecoder(nn.Module):
             query, gh = self._recurrent(s, recurrent, bias, split)
             context, alpha = self.attention(query, state.keys, state.memory, state.mask)
             s = gru_step(gi_t + self._context_gates(F.linear(context, w_c)), gh, s)  # [B, H]
+            s = self._transition(s)
             states.append(s)
             contexts.append(context)
             weights.append(alpha)
@@ -347,6 +358,10 @@ class RNNSearchDecoder(nn.Module):
     def _context_gates(self, u_c: torch.Tensor) -> torch.Tensor:
         """The context's share of the gates' input, W_c c (γ_c ⊙ LN(W_c c) with layer norm)."""
         return u_c if self.ln_c is None else layer_norm(u_c, self.ln_c, None)
+
+    def _transition(self, s: torch.Tensor) -> torch.Tensor:
+        """s through a deep transition's cells 2..D (as it is without one)."""
+        return s if self.transition is None else self.transition(s)
 
     def search_state(self, state: DecoderState) -> DecoderState:
         """The state `step` works on: the source projected once, source_proj [B, S, 3H + 2E]
@@ -378,7 +393,7 @@ class RNNSearchDecoder(nn.Module):
         mixed = torch.bmm(alpha.to(state.source_proj.dtype), state.source_proj)  # [B, K, 3H+2E]
         u_c, readout_c = mixed.flatten(0, 1).split([3 * hidden_size, self.readout.out_features], 1)
         gi = projection(e, w_y, self.cell.bias_ih, self.ln_y) + self._context_gates(u_c)
-        s = gru_step(gi, gh, s)  # [N, H]
+        s = self._transition(gru_step(gi, gh, s))  # [N, H]
         top, hidden = s, s.unsqueeze(0)
         if self.upper is not None:
             out, upper_hidden = self._upper(s.unsqueeze(1), state.hidden[1:])
@@ -411,6 +426,7 @@ class LuongDecoder(nn.Module):
         input_feeding: bool,
         layer_norm: bool = False,
         residual: bool = False,
+        transition_depth: int = 1,
     ):
         super().__init__()
         emb = embed.embedding_dim
@@ -425,6 +441,7 @@ class LuongDecoder(nn.Module):
             dropout=dropout if layers > 1 else 0.0,
             layer_norm=layer_norm,
             residual_from=1 if residual else None,
+            transition_depth=transition_depth,
         )
         self.attention = MultiplicativeAttention(hidden, enc_size)
         self.combine = nn.Linear(enc_size + hidden, hidden)  # W_c

@@ -20,6 +20,7 @@ class Encoder(nn.Module):
         bidirectional: bool,
         layer_norm: bool = False,
         residual: bool = False,
+        transition_depth: int = 1,
     ):
         super().__init__()
         self.embed = embed
@@ -33,6 +34,7 @@ class Encoder(nn.Module):
             bidirectional=bidirectional,
             layer_norm=layer_norm,
             residual_from=1 if residual else None,
+            transition_depth=transition_depth,
         )
         self.output_size = hidden * (2 if bidirectional else 1)
 

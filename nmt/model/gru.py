@@ -21,6 +21,11 @@ layer-normalised over their 3H units before the gates, with a gain each; the GRU
 the norms' shift:
 
     gi = γ_i ⊙ LN(W x) + b_i,   gh = γ_h ⊙ LN(U h) + b_h,   LN(u) = (u - mean(u)) / std(u)
+
+With a deep transition (`model.enc_transition_depth` / `dec_transition_depth` D > 1; Miceli
+Barone et al. 2017, Nematus' and Marian's transition depth) each step is D cells: the one above,
+then D - 1 cells with no input, h ← GRU_k(h) with gi = b_ik, each with its own U_k and biases.
+The hand-written recurrence is in `gru_layer.py`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from nmt.model.gru_layer import LN_EPS, GRULayer
 
 
 def gru_cell(
@@ -72,9 +79,6 @@ def _normalise(u: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     return gain * centred / torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + LN_EPS)
 
 
-LN_EPS = 1e-5  # of every layer norm in the GRUs (PyTorch's default)
-
-
 def projection(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gain: torch.Tensor | None
 ) -> torch.Tensor:
@@ -87,31 +91,6 @@ def projection(
 def layer_norm(u: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """γ ⊙ LN(u) + b over u's last dimension (autograd's; float32 under autocast)."""
     return F.layer_norm(u, (u.shape[-1],), gain, bias, LN_EPS)
-
-
-def norm_step(
-    u: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """γ ⊙ LN(u) + b for u [B, N] inside a hand-written recurrence → (output, mean, rstd), the
-    statistics [B, 1] that `norm_step_backward` needs."""
-    return torch.native_layer_norm(u, [u.shape[1]], gain, bias, LN_EPS)
-
-
-def norm_step_backward(
-    d_out: torch.Tensor, u: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, gain: torch.Tensor
-) -> torch.Tensor:
-    """The gradient of `norm_step`'s input u from its output's (the gain's and shift's come
-    after the loop, `norm_gain_grad` and a sum)."""
-    return torch.ops.aten.native_layer_norm_backward(
-        d_out, u, [u.shape[1]], mean, rstd, gain, None, [True, False, False]
-    )[0]
-
-
-def norm_gain_grad(
-    d_out: torch.Tensor, u: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
-) -> torch.Tensor:
-    """The gain's gradient from every step's at once: Σ d_out ⊙ LN(u) over [T, B, N] → [N]."""
-    return (d_out * (u - mean) * rstd).sum((0, 1))
 
 
 def gru_step(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -130,172 +109,78 @@ def gru_step(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tenso
     return candidate + z * (h - candidate)  # = (1 - z) * candidate + z * h
 
 
-class GRULayer(torch.autograd.Function):
-    """One GRU layer in one direction over a whole sequence, with a hand-written backward.
+class TransitionCells(nn.Module):
+    """Cells 2..D of a deep-transition step: `depth` - 1 GRU cells without input, each with its
+    own U_k [3H, H] and biases b_ik, b_hk [3H] (and gain γ_k [3H] with layer norm), stacked in
+    weight_hh [D-1, 3H, H], bias_ih, bias_hh (and ln_hh) [D-1, 3H]."""
 
-    outputs, final = GRULayer.apply(gi, h0, w_hh, b_hh, mask, reverse, mm_dtype, gain): gi
-    [T, B, 3H] is the input projection (`projection`) for every step (one large product, done by
-    the caller), h0 [B, H], mask [T, B] (True at real tokens: at padding the state is carried
-    unchanged and the output is zero, which is what packed sequences compute), `reverse` runs
-    from t = T-1 down, `mm_dtype` is the dtype the recurrent products run in (bfloat16 under
-    autocast; the state, gates and gradients keep gi's dtype), `gain` the recurrent projection's
-    layer-norm gain [3H] or None → outputs [T, B, H], final [B, H].
+    def __init__(self, hidden: int, depth: int, layer_norm: bool):
+        super().__init__()
+        cells = depth - 1
+        self.weight_hh = nn.Parameter(torch.empty(cells, 3 * hidden, hidden))
+        self.bias_ih = nn.Parameter(torch.zeros(cells, 3 * hidden))
+        self.bias_hh = nn.Parameter(torch.zeros(cells, 3 * hidden))
+        self.ln_hh = nn.Parameter(torch.ones(cells, 3 * hidden)) if layer_norm else None
+        for block in self.weight_hh.data.view(-1, hidden).split(hidden):
+            nn.init.orthogonal_(block)
 
-    The backward computes per step only the gradients that must be sequential; the gradient of
-    the recurrent matrix comes afterwards as one product over all T x B rows, where autograd
-    (and PyTorch's CPU GRU) makes one small product per step.
-    """
+    def params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What the hand-written kernels take (`gru_layer.Transitions`)."""
+        return self.weight_hh, self.bias_ih, self.bias_hh, self.ln_hh
 
-    @staticmethod
-    def forward(ctx, gi, h0, w_hh, b_hh, mask, reverse, mm_dtype, gain):  # noqa: D102
-        steps, batch, h3 = gi.shape
-        hidden = h3 // 3
-        w_hh_m = w_hh.to(mm_dtype)  # [3H, H], cast once for all steps
-        outputs, states = gi.new_empty(steps, batch, hidden), gi.new_empty(steps, batch, hidden)
-        gates, gh_n = gi.new_empty(steps, batch, h3), gi.new_empty(steps, batch, hidden)
-        norm = NormSteps(gain, b_hh, steps, batch)
-        keep = mask.unsqueeze(2).to(gi.dtype)  # [T, B, 1]
-        h = h0
-        for t in reversed(range(steps)) if reverse else range(steps):
-            if gain is None:
-                gh = addmm_in(b_hh, h, w_hh_m.t(), mm_dtype, gi.dtype)  # [B, 3H]
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h [N, H] through the cells, by autograd (rnnsearch's reference path and its search
+        step): for each k, h ← GRU_k(h) with gi = b_ik."""
+        for k in range(self.weight_hh.shape[0]):
+            if self.ln_hh is None:
+                gh = F.linear(h, self.weight_hh[k], self.bias_hh[k])
             else:
-                gh = norm.forward(t, mm_in(h, w_hh_m.t(), mm_dtype, gi.dtype))
-            r, z, n = gates[t].split(hidden, 1)
-            torch.sigmoid(
-                gi[t, :, : 2 * hidden] + gh[:, : 2 * hidden], out=gates[t, :, : 2 * hidden]
-            )
-            gh_n[t] = gh[:, 2 * hidden :]
-            torch.tanh(torch.addcmul(gi[t, :, 2 * hidden :], r, gh_n[t]), out=n)
-            new = torch.addcmul(n, z, h - n)
-            torch.mul(new, keep[t], out=outputs[t])
-            h = torch.addcmul(h, keep[t], new - h, out=states[t])  # carried past padding
-        ctx.save_for_backward(h0, w_hh_m, states, gates, gh_n, keep, *norm.saved())
-        ctx.reverse, ctx.mm_dtype = reverse, mm_dtype
-        return outputs, h.clone()
-
-    @staticmethod
-    def backward(ctx, d_outputs, d_final):  # noqa: D102
-        h0, w_hh, states, gates, gh_n, keep, *saved = ctx.saved_tensors  # w_hh: mm_dtype
-        norm = NormSteps.restore(saved)
-        mm_dtype, dtype = ctx.mm_dtype, states.dtype
-        steps, batch, hidden = states.shape
-        if ctx.reverse:  # the state before step t is the one after step t + 1
-            previous = torch.cat([states[1:], h0.unsqueeze(0)])
-        else:
-            previous = torch.cat([h0.unsqueeze(0), states[:-1]])
-        d_gi = states.new_empty(steps, batch, 3 * hidden)
-        d_gh = states.new_empty(steps, batch, 3 * hidden)
-        d_uh = d_gh if norm is None else torch.empty_like(d_gh)  # of U h, before the norm
-        dh = torch.zeros_like(h0) if d_final is None else d_final.clone()
-        for t in range(steps) if ctx.reverse else reversed(range(steps)):
-            r, z, n = gates[t].split(hidden, 1)
-            d_new = keep[t] * (dh if d_outputs is None else dh + d_outputs[t])
-            dn = d_new * (1 - z) * (1 - n * n)
-            dr = dn * gh_n[t] * r * (1 - r)
-            dz = d_new * (previous[t] - n) * z * (1 - z)
-            torch.cat([dr, dz, dn], 1, out=d_gi[t])
-            torch.cat([dr, dz, dn * r], 1, out=d_gh[t])
-            if norm is not None:
-                d_uh[t] = norm.backward(t, d_gh[t])
-            # padded rows pass the state's gradient through; real rows go through z and U
-            dh = addmm_in(
-                torch.addcmul(dh * (1 - keep[t]), d_new, z), d_uh[t], w_hh, mm_dtype, dtype
-            )
-        rows = steps * batch
-        d_w_hh = mm_in(d_uh.reshape(rows, -1).t(), previous.reshape(rows, -1), mm_dtype, dtype)
-        d_gain = None if norm is None else norm.gain_grad(d_gh)
-        return d_gi, dh, d_w_hh, d_gh.sum((0, 1)), None, None, None, d_gain
-
-
-class NormSteps:
-    """The per-step layer norms of a hand-written recurrence: applies γ ⊙ LN(u) + b at each
-    step, keeping u and its statistics for the backward. `gain` None: no norm (`saved()` is
-    empty and `restore` gives None)."""
-
-    def __init__(
-        self, gain: torch.Tensor | None, bias: torch.Tensor | None, steps: int, batch: int
-    ):
-        self.gain, self.bias = gain, bias
-        if gain is not None:
-            new = gain.new_empty
-            self.inputs = new(steps, batch, gain.shape[0])  # u, [T, B, N]
-            self.means, self.rstds = new(steps, batch, 1), new(steps, batch, 1)
-
-    def forward(self, t: int, u: torch.Tensor) -> torch.Tensor:
-        """γ ⊙ LN(u) + b for step t's u [B, N]."""
-        out, self.means[t], self.rstds[t] = norm_step(u, self.gain, self.bias)
-        self.inputs[t] = u
-        return out
-
-    def saved(self) -> tuple[torch.Tensor, ...]:
-        """What the backward needs, for `ctx.save_for_backward`."""
-        return () if self.gain is None else (self.gain, self.inputs, self.means, self.rstds)
-
-    @classmethod
-    def restore(cls, saved: list[torch.Tensor]) -> NormSteps | None:
-        """The norms back from `saved()`'s tensors (None without a norm)."""
-        if not saved:
-            return None
-        norm = cls.__new__(cls)
-        norm.gain, norm.inputs, norm.means, norm.rstds = saved
-        return norm
-
-    def backward(self, t: int, d_out: torch.Tensor) -> torch.Tensor:
-        """The gradient of step t's u from its output's."""
-        return norm_step_backward(d_out, self.inputs[t], self.means[t], self.rstds[t], self.gain)
-
-    def gain_grad(self, d_out: torch.Tensor) -> torch.Tensor:
-        """The gain's gradient from all steps' output gradients d_out [T, B, N]."""
-        return norm_gain_grad(d_out, self.inputs, self.means, self.rstds)
-
-
-def mm_in(
-    a: torch.Tensor, b: torch.Tensor, mm_dtype: torch.dtype, dtype: torch.dtype
-) -> torch.Tensor:
-    """a @ b computed in mm_dtype (bfloat16 under autocast), returned in dtype: the state,
-    gates and gradients of the hand-written recurrences keep their precision whatever the
-    products run in."""
-    return torch.mm(a.to(mm_dtype), b.to(mm_dtype)).to(dtype)
-
-
-def addmm_in(
-    bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, mm_dtype: torch.dtype, dtype: torch.dtype
-) -> torch.Tensor:
-    """bias + a @ b, the product as in `mm_in`; one fused call where no cast is needed."""
-    if mm_dtype == dtype:
-        return torch.addmm(bias, a, b)
-    return mm_in(a, b, mm_dtype, dtype).add_(bias)
-
-
-def bmm_in(
-    a: torch.Tensor, b: torch.Tensor, mm_dtype: torch.dtype, dtype: torch.dtype
-) -> torch.Tensor:
-    """`mm_in` for batches of matrices."""
-    return torch.bmm(a.to(mm_dtype), b.to(mm_dtype)).to(dtype)
+                gh = layer_norm(F.linear(h, self.weight_hh[k]), self.ln_hh[k], self.bias_hh[k])
+            h = gru_step(self.bias_ih[k].expand_as(gh), gh, h)
+        return h
 
 
 class GRU(nn.GRU):
-    """`nn.GRU`, optionally layer-normalised and with residual connections. With `layer_norm`,
-    each layer and direction has gains `ln_ih_l{k}[_reverse]` and `ln_hh_l{k}[_reverse]` [3H]
-    (initialised to 1; see the module's docstring). With `residual_from` k, layers k and above
-    add their input to their output (Marian's --skip; k = 1 where the first layer's input is
-    not state-sized). Run it with `run_gru`: PyTorch's own kernels know neither."""
+    """`nn.GRU` with the options PyTorch's kernels lack; run it with `run_gru`.
 
-    def __init__(self, *args, layer_norm: bool = False, residual_from: int | None = None, **kwargs):
+    - `layer_norm`: each layer and direction has gains `ln_ih{sfx}` and `ln_hh{sfx}` [3H]
+      (sfx = `_l{k}[_reverse]`; initialised to 1; see the module's docstring).
+    - `residual_from` k: layers k and above add their input to their output (Marian's --skip;
+      k = 1 where the first layer's input is not state-sized).
+    - `transition_depth` D > 1: each step of each layer is a deep transition (Miceli Barone et al.
+      2017), the first cell followed by `transitions[sfx]` (`TransitionCells`).
+    """
+
+    def __init__(
+        self,
+        *args,
+        layer_norm: bool = False,
+        residual_from: int | None = None,
+        transition_depth: int = 1,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.layer_norm, self.residual_from = layer_norm, residual_from
         residual = residual_from is not None and residual_from < self.num_layers
-        self.own_kernel = layer_norm or residual  # run_gru: not PyTorch's
-        if layer_norm:
-            for name in self._flat_weights_names:
-                if name.startswith("weight_"):
-                    gain = nn.Parameter(torch.ones(3 * self.hidden_size))
-                    self.register_parameter(name.replace("weight_", "ln_"), gain)
+        self.own_kernel = layer_norm or residual or transition_depth > 1  # not PyTorch's
+        suffixes = [n[len("weight_hh") :] for n in self._flat_weights_names if "weight_hh" in n]
+        for sfx in suffixes if layer_norm else ():
+            self.register_parameter(f"ln_ih{sfx}", nn.Parameter(torch.ones(3 * self.hidden_size)))
+            self.register_parameter(f"ln_hh{sfx}", nn.Parameter(torch.ones(3 * self.hidden_size)))
+        depth = transition_depth if transition_depth > 1 else 0
+        self.transitions = nn.ModuleDict(
+            {sfx: TransitionCells(self.hidden_size, depth, layer_norm) for sfx in suffixes if depth}
+        )
 
-    def gain(self, name: str) -> torch.Tensor | None:
-        """The layer-norm gain of weight `name` (e.g. weight_hh_l0), None without layer norm."""
-        return getattr(self, name.replace("weight_", "ln_")) if self.layer_norm else None
+
+def _layer(rnn: nn.GRU, sfx: str) -> dict[str, torch.Tensor | None]:
+    """One layer and direction's parameters (sfx `_l{k}[_reverse]`), None where `rnn` lacks
+    the option (any `nn.GRU` will do)."""
+    names = ("weight_ih", "bias_ih", "weight_hh", "bias_hh", "ln_ih", "ln_hh")
+    params = {name: getattr(rnn, name + sfx, None) for name in names}
+    transitions = getattr(rnn, "transitions", {})
+    deep = transitions[sfx].params() if sfx in transitions else (None,) * 4
+    return params | dict(zip(("weight_hh_tr", "bias_ih_tr", "bias_hh_tr", "ln_hh_tr"), deep))
 
 
 def run_gru(
@@ -312,16 +197,18 @@ def run_gru(
     backward to pay for the slices, and autocast keeps its bf16 weights for the whole search
     where `GRULayer` would cast them at every call (a search step for 150 hypotheses of a
     512-unit GRU: 1.2 against 2.9 ms; one-at-a-time beam 5 was 12% slower).
-    Both read the same parameters. A `GRU` with layer norm or residual connections always
-    runs `GRULayer`, on any device. x [B, T, I], h0 [L*D, B, H], mask [B, T] → outputs
-    [B, T, D*H], final states [L*D, B, H] (in the autocast dtype under autocast).
+    Both read the same parameters. A `GRU` with options PyTorch lacks (layer norm, residuals,
+    deep transition) always runs `GRULayer`, on any device. x [B, T, I], h0 [L*D, B, H],
+    mask [B, T] → outputs [B, T, D*H], final states [L*D, B, H] (in the autocast dtype under
+    autocast).
     """
     device = x.device.type
     autocast = torch.is_autocast_enabled(device)
-    norm, residual_from = getattr(rnn, "layer_norm", False), getattr(rnn, "residual_from", None)
-    own = getattr(rnn, "own_kernel", False)
-    if not own and (x.is_cuda or (autocast and not torch.is_grad_enabled())):
+    if not getattr(rnn, "own_kernel", False) and (
+        x.is_cuda or (autocast and not torch.is_grad_enabled())
+    ):
         return _run_nn_gru(rnn, x, h0, mask)
+    residual_from = getattr(rnn, "residual_from", None)
     mm_dtype = torch.get_autocast_dtype(device) if autocast else x.dtype
     dtype = rnn.weight_hh_l0.dtype  # of the state: the parameters' (float32 under autocast)
     dirs, batch, steps = 2 if rnn.bidirectional else 1, x.shape[0], x.shape[1]
@@ -333,22 +220,23 @@ def run_gru(
     for layer in range(rnn.num_layers):
         outputs = []
         for direction in range(dirs):
-            suffix = f"_l{layer}" + ("_reverse" if direction else "")
-            ih, hh = f"weight_ih{suffix}", f"weight_hh{suffix}"
-            gains = (rnn.gain(ih), rnn.gain(hh)) if norm else (None, None)
-            gi = projection(
-                layer_input, getattr(rnn, ih), getattr(rnn, f"bias_ih{suffix}"), gains[0]
-            )  # [T, B, 3H], in mm_dtype under autocast (float32 after a norm)
+            p = _layer(rnn, f"_l{layer}" + ("_reverse" if direction else ""))
+            # [T, B, 3H], in mm_dtype under autocast (float32 after a norm)
+            gi = projection(layer_input, p["weight_ih"], p["bias_ih"], p["ln_ih"])
             with torch.autocast(device, enabled=False):
                 out, final = GRULayer.apply(
                     gi.to(dtype),
                     h0[layer * dirs + direction].to(dtype),
-                    getattr(rnn, hh),
-                    getattr(rnn, f"bias_hh{suffix}"),
+                    p["weight_hh"],
+                    p["bias_hh"],
                     keep,
                     direction == 1,
                     mm_dtype,
-                    gains[1],
+                    p["ln_hh"],
+                    p["weight_hh_tr"],
+                    p["bias_ih_tr"],
+                    p["bias_hh_tr"],
+                    p["ln_hh_tr"],
                 )
             outputs.append(out)
             finals.append(final)

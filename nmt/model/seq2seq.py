@@ -30,13 +30,15 @@ class Seq2Seq(nn.Module):
         super().__init__()
         emb, hidden, layers, p = cfg.emb_size, cfg.hidden_size, cfg.layers, cfg.dropout
         gru = {"layer_norm": cfg.layer_norm, "residual": cfg.residual}
+        enc_gru = gru | {"transition_depth": cfg.enc_transition_depth}
+        gru["transition_depth"] = cfg.dec_transition_depth
         self.cfg = cfg
         self.src_embed = nn.Embedding(src_vocab, emb, padding_idx=PAD_ID)
         self.tgt_embed = (
             self.src_embed if share else nn.Embedding(tgt_vocab, emb, padding_idx=PAD_ID)
         )
         bidirectional = cfg.arch != "rnnenc"
-        self.encoder = Encoder(self.src_embed, hidden, layers, p, bidirectional, **gru)
+        self.encoder = Encoder(self.src_embed, hidden, layers, p, bidirectional, **enc_gru)
         enc_size = self.encoder.output_size
         if cfg.arch == "rnnenc":
             self.decoder: nn.Module = RNNEncDecoder(
@@ -66,10 +68,10 @@ class Seq2Seq(nn.Module):
                 nn.init.normal_(param, std=param.shape[1] ** -0.5)
                 with torch.no_grad():
                     param[PAD_ID].zero_()
-            elif "weight_hh" in name:
-                for block in param.data.chunk(3):
+            elif "weight_hh" in name:  # [3H, H], or [D-1, 3H, H] for a deep transition's
+                for block in param.data.reshape(-1, param.shape[-1]).split(param.shape[-1]):
                     nn.init.orthogonal_(block)
-            elif param.dim() > 1:
+            elif param.dim() > 1 and "bias" not in name:
                 nn.init.xavier_uniform_(param)
             else:
                 nn.init.zeros_(param)

@@ -135,7 +135,9 @@ class AttentionGRU(torch.autograd.Function):
         d_memory = bmm_in(alphas.permute(1, 2, 0), d_c.transpose(0, 1), mm_dtype, dtype)
         # Σ de tanh = 2 Σ de σ - Σ de, and Σ_s de = 0 (a softmax gradient sums to zero)
         d_v = d_scores.reshape(1, -1).mm(sigmas.reshape(-1, attn)).squeeze(0).mul_(2)
-        d_bias = torch.cat([d_proj[:, :, :attn].sum((0, 1)), d_gh.sum((0, 1))])
+        d_bias = d_proj.sum((0, 1))
+        if norm_h is not None:  # the gates' bias is the norm's shift
+            d_bias[attn:] = d_gh.sum((0, 1))
         return (
             d_gi,
             ds,

@@ -59,17 +59,18 @@ def cell_backward(
     h: torch.Tensor,
     d_gi: torch.Tensor,
     d_gh: torch.Tensor,
+    carry: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`cell_forward`'s backward from the gradient of h' [B, H]: writes the gradients of gi and
-    gh into d_gi and d_gh [B, 3H] and returns the direct part of h's, d_new ⊙ z (the caller
-    adds d_gh's path through its recurrent matrix)."""
+    gh into d_gi and d_gh [B, 3H] and returns the direct part of h's, d_new ⊙ z, plus `carry`
+    if given (the caller adds d_gh's path through its recurrent matrix)."""
     r, z, n = gates.split(h.shape[1], 1)
     dn = d_new * (1 - z) * (1 - n * n)
     dr = dn * gh_n * r * (1 - r)
     dz = d_new * (h - n) * z * (1 - z)
     torch.cat([dr, dz, dn], 1, out=d_gi)
     torch.cat([dr, dz, dn * r], 1, out=d_gh)
-    return d_new * z
+    return d_new * z if carry is None else torch.addcmul(carry, d_new, z)
 
 
 class NormSteps:
@@ -260,11 +261,12 @@ class GRULayer(torch.autograd.Function):
         for t in range(steps) if ctx.reverse else reversed(range(steps)):
             d_new = keep[t] * (dh if d_outputs is None else dh + d_outputs[t])
             d_new = deep.backward(t, d_new)  # of the first cell's output
-            direct = cell_backward(d_new, gates[t], gh_n[t], previous[t], d_gi[t], d_gh[t])
+            # padded rows pass the state's gradient through; real rows go through z and U
+            carried = dh * (1 - keep[t])
+            direct = cell_backward(d_new, gates[t], gh_n[t], previous[t], d_gi[t], d_gh[t], carried)
             if norm is not None:
                 d_uh[t] = norm.backward(t, d_gh[t])
-            # padded rows pass the state's gradient through; real rows go through z and U
-            dh = addmm_in(dh * (1 - keep[t]) + direct, d_uh[t], w_hh, mm_dtype, dtype)
+            dh = addmm_in(direct, d_uh[t], w_hh, mm_dtype, dtype)
         rows = steps * batch
         d_w_hh = mm_in(d_uh.reshape(rows, -1).t(), previous.reshape(rows, -1), mm_dtype, dtype)
         d_gain = None if norm is None else norm.gain_grad(d_gh)

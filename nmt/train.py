@@ -1,4 +1,5 @@
-"""The training loop: batches, optimisation, validation, checkpoints, early stopping, signals.
+"""The training loop: batches, optimisation, checkpoints, early stopping, signals (validation
+itself is validation.py).
 
 `train()` is what `nmt train` calls. A run directory holds `config.yaml`, `metrics.jsonl` (one
 JSON record per log line and per validation), `last.pt` (everything needed to resume exactly),
@@ -48,21 +49,17 @@ from nmt.checkpoint import (
     vocabulary_id,
 )
 from nmt.config import Config, TrainConfig, apply_overrides, dump_config
-from nmt.constraints import Constraints
-from nmt.data.batching import ParallelDataset, TokenBatchSampler, length_batches
-from nmt.data.corpus import normalize, read_lines
-from nmt.data.store import load_tokenizers, read_manifest, verify_file
+from nmt.data.batching import ParallelDataset, TokenBatchSampler
+from nmt.data.store import load_tokenizers, read_manifest
 from nmt.data.subword_sampling import SubwordSampler
 from nmt.device import Runtime, resolve_runtime
 from nmt.distributed import Dist, setup, teardown
 from nmt.ema import WeightAverage
 from nmt.errors import NmtError
 from nmt.fileio import atomic_write_bytes, locked_dir
-from nmt.metrics import score_corpus
 from nmt.model import build_model
 from nmt.model.seq2seq import count_parameters
-from nmt.protect import model_protection
-from nmt.search import greedy_search
+from nmt.validation import DevSet
 
 MAX_SKIPPED = 5  # updates in a row with a non-finite gradient before the run stops
 
@@ -154,7 +151,8 @@ class Trainer:
             seed=tc.seed,
             pool_size=tc.pool_size,
         )
-        self._open_dev(Path(data_dir), manifest)
+        tokenizers = (self.tokenizers[self.vocab["src"]], self.tokenizers[self.vocab["tgt"]])
+        self.dev = DevSet(Path(data_dir), manifest, cfg, tokenizers, self.vocab["protect"])
         self.model = build_model(
             cfg.model, self.vocab["src_size"], self.vocab["tgt_size"], manifest["joint"]
         ).to(runtime.device)
@@ -169,33 +167,6 @@ class Trainer:
         self.stop_signal: str | None = None
         self.run_id = new_run_id()
         self.skipped = 0  # updates in a row skipped for a non-finite gradient
-
-    def _open_dev(self, data_dir: Path, manifest: dict[str, Any]) -> None:
-        """The dev set in length-sorted batches, and its raw text (references, samples)."""
-        self.dev_set = ParallelDataset(data_dir, "dev")
-        if not len(self.dev_set):
-            raise NmtError(
-                "the dev split has no pairs", str(data_dir), "preprocess with a non-empty --dev"
-            )
-        longest = int(max(self.dev_set.src_sizes.max(), self.dev_set.tgt_sizes.max()))
-        self.dev_batches = TokenBatchSampler(
-            self.dev_set.src_sizes,
-            self.dev_set.tgt_sizes,
-            max(self.cfg.train.batch_tokens, longest),
-            shuffle=False,
-        )
-        self.dev_text = {
-            side: list(read_lines(verify_file(data_dir, manifest, f"dev.{manifest[lang]}.txt")))
-            for side, lang in (("src", "src"), ("ref", "tgt"))
-        }
-        for side, lines in self.dev_text.items():
-            if len(lines) != len(self.dev_set):
-                raise NmtError(
-                    f"the dev text ({side}) has {len(lines)} lines but the dev split "
-                    f"{len(self.dev_set)} pairs",
-                    str(data_dir),
-                    "run `nmt preprocess` again (with --overwrite) to rebuild it",
-                )
 
     # --- state -----------------------------------------------------------------------------
 
@@ -468,7 +439,7 @@ class Trainer:
         """Dev loss and perplexity, greedy BLEU/chrF, dev.hyp.txt; keeps best.pt and the
         schedule."""
         tc, p = self.cfg.train, self.progress
-        result, hyps = evaluate_dev(self)
+        result, hyps = self.dev.evaluate(self.model, self.runtime)
         text = "".join(h + "\n" for h in hyps)
         atomic_write_bytes(self.run_dir / "dev.hyp.txt", text.encode("utf-8"))
         score = result[tc.valid_metric]
@@ -506,57 +477,6 @@ class Trainer:
     def _record(self, record: dict[str, Any]) -> None:
         if self.dist.is_main:
             rundir.append_record(self.run_dir, record)
-
-
-@torch.no_grad()
-def evaluate_dev(trainer: Trainer, samples: int = 3) -> tuple[dict[str, Any], list[str]]:
-    """Teacher-forced dev loss and greedy-decoded BLEU/chrF against the raw references (the
-    source's protected spans masked as preprocessing stored them, kept by the search and put
-    back); also returns the dev translations."""
-    model, runtime, dev = trainer.model, trainer.runtime, trainer.dev_set
-    model.eval()
-    nll = tokens = 0.0
-    for indices in trainer.dev_batches.batches(0):
-        batch = dev.batch(indices).to(runtime.device)
-        with runtime.autocast():
-            _, batch_nll = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
-        nll += float(batch_nll)
-        tokens += batch.target_tokens
-    hyps = _decode_dev(trainer)
-    scores = {s.name: s.score for s in score_corpus(hyps, [trainer.dev_text["ref"]])}
-    loss = nll / max(tokens, 1)
-    shown = [
-        {"src": trainer.dev_text["src"][i], "ref": trainer.dev_text["ref"][i], "hyp": hyps[i]}
-        for i in range(min(samples, len(dev)))
-    ]
-    return {"loss": loss, "ppl": math.exp(min(loss, 50)), **scores, "samples": shown}, hyps
-
-
-def _decode_dev(trainer: Trainer) -> list[str]:
-    """Greedy translations of the dev sources, in batches of `decode.batch_tokens` source
-    subwords as `nmt translate` makes them (the training batch size, far smaller, would cut
-    the dev set into many short searches whose per-step costs dominate)."""
-    model, runtime, dev, dc = trainer.model, trainer.runtime, trainer.dev_set, trainer.cfg.decode
-    tokenizers = (
-        trainer.tokenizers[trainer.vocab["src"]],
-        trainer.tokenizers[trainer.vocab["tgt"]],
-    )
-    protector, symbols = model_protection(tokenizers, trainer.vocab["protect"])
-    masked = [protector.mask(normalize(text)) for text in trainer.dev_text["src"]]  # as stored
-    hyps = [""] * len(dev)
-    for indices in length_batches(dev.src.lengths.tolist(), dc.batch_tokens):
-        batch = dev.batch(indices).to(runtime.device)
-        constraints = None
-        if symbols is not None:
-            lines = [masked[i] for i in indices]
-            constraints = Constraints.for_sources(batch.src.tolist(), lines, symbols)
-        with runtime.autocast():
-            outputs, _ = greedy_search(
-                model, batch.src, batch.src_lengths, dc.max_len_a, dc.max_len_b, constraints
-            )
-        for i, ids in zip(indices, outputs):
-            hyps[i] = masked[i].restore(tokenizers[1].decode(ids))
-    return hyps
 
 
 @contextlib.contextmanager

@@ -236,6 +236,9 @@ def forward_flops(
         feed = h if cfg.input_feeding else 0
         flops += tgt * (gru(e + feed) + upper + 2 * (m + h) * h + 2 * h * e)  # + W_c, readout
         flops += pairs * (2 * h + 2 * m)
+    deep = 2 * 3 * h * h  # a deep transition's cell: U_k h per step, per layer and direction
+    flops += src * dirs * layers * (cfg.enc_transition_depth - 1) * deep
+    flops += tgt * layers * (cfg.dec_transition_depth - 1) * deep
     return flops + tgt * 2 * e * vocab  # output layer
 
 
@@ -308,7 +311,8 @@ def bench_train(
     device: str | None,
     base: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """One fresh process per configuration, so peak memory is that configuration's own."""
+    """One fresh process per configuration, so peak memory is that configuration's own. A
+    run's "variant" (a name) labels its row; its other keys are config overrides."""
     import multiprocessing as mp
 
     from nmt.config import apply_overrides
@@ -316,13 +320,16 @@ def bench_train(
     context = mp.get_context("spawn")
     rows = []
     for run in runs:
-        overrides = [*base, *(f"{k}={v}" for k, v in run.items())]
+        settings = {k: v for k, v in run.items() if k != "variant"}
+        overrides = [*base, *(f"{k}={v}" for k, v in settings.items())]
         cfg = apply_overrides(Config(), overrides)
         with context.Pool(1) as pool:
             row = pool.apply(
                 _bench_train_child,
                 ((data_dir, cfg, steps, warmup, device, torch.get_num_threads()),),
             )
+        if "variant" in run:
+            row = {"variant": run["variant"]} | row
         # here, not in the child: oneDNN's kernel is probed once per bench, not per row
         rows.append(row | (_cpu_columns() if row["device"] == "cpu" else {}))
     return rows

@@ -367,6 +367,15 @@ def bench_train(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     out: BenchOut = Path("bench-out"),
     set_: SetOpt = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            metavar="NAME[:KEY=VALUE,...]",
+            help="A named set of config overrides measured beside the others, e.g. "
+            "--variant base --variant ln:model.layer_norm=true (repeatable; a row each).",
+        ),
+    ] = None,
 ) -> None:
     """Training tokens/s, peak memory and model FLOP utilisation per architecture and size.
 
@@ -382,15 +391,33 @@ def bench_train(
             f"expected EMBxHIDDEN pairs, e.g. 256x512,512x1024; got {sizes!r}", "--sizes"
         )
     runs = [
-        {"model.arch": a, "model.emb_size": e, "model.hidden_size": h, "train.precision": p}
+        {"model.arch": a, "model.emb_size": e, "model.hidden_size": h, "train.precision": p} | extra
         for a in archs.split(",")
         for e, h in zip(dims[::2], dims[1::2])
         for p in precisions.split(",")
+        for extra in _variants(variant)
     ]
     rows = bench.bench_train(data, runs, steps, warmup, device, set_ or [])
     settings = {"data": str(data), "steps": steps, "warmup": warmup, "set": set_ or []}
     path = bench.write_report(out, "train", rows, settings)
     typer.echo(f"{bench.table(rows)}\nwrote {path}")
+
+
+def _variants(specs: list[str] | None) -> list[dict[str, str]]:
+    """--variant NAME[:KEY=VALUE,...] → {"variant": NAME, KEY: VALUE, ...} each ([{}] if none);
+    the keys and values are checked when each run's config is built."""
+    variants = []
+    for spec in specs or []:
+        name, _, sets = spec.partition(":")
+        pairs = [item.partition("=") for item in sets.split(",")] if sets else []
+        if not name or any(not key or not eq for key, eq, _ in pairs):
+            raise NmtError(
+                f"expected NAME or NAME:KEY=VALUE,KEY=VALUE; got {spec!r}",
+                "--variant",
+                "e.g. --variant ln:model.layer_norm=true",
+            )
+        variants.append({"variant": name} | {key: value for key, _, value in pairs})
+    return variants or [{}]
 
 
 @_command(bench_app, "distributed")

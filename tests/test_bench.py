@@ -1,5 +1,7 @@
 """The analytic FLOP count used for utilisation agrees with PyTorch's own flop counter."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,20 +12,27 @@ from nmt.config import ModelConfig
 from nmt.model import build_model
 from tests.conftest import SAMPLE
 
+DEEP = {"enc_transition_depth": 2, "dec_transition_depth": 3}
+
 
 @pytest.mark.parametrize(
-    "arch, feed, layers",
+    "arch, feed, layers, options",
     [
-        ("rnnenc", False, 1),
-        ("rnnenc", False, 2),
-        ("rnnsearch", False, 1),
-        ("rnnsearch", False, 3),
-        ("luong", False, 1),
-        ("luong", True, 2),
+        ("rnnenc", False, 1, {}),
+        ("rnnenc", False, 2, {}),
+        ("rnnsearch", False, 1, {}),
+        ("rnnsearch", False, 3, {}),
+        ("luong", False, 1, {}),
+        ("luong", True, 2, {}),
+        ("rnnsearch", False, 2, DEEP),
+        ("luong", False, 1, DEEP),
+        ("rnnenc", False, 2, DEEP),
     ],
 )
-def test_forward_flops_match_the_flop_counter(arch, feed, layers):
-    cfg = ModelConfig(arch=arch, emb_size=16, hidden_size=24, layers=layers, input_feeding=feed)
+def test_forward_flops_match_the_flop_counter(arch, feed, layers, options):
+    cfg = ModelConfig(
+        arch=arch, emb_size=16, hidden_size=24, layers=layers, input_feeding=feed, **options
+    )
     model = build_model(cfg, 50, 60, joint_vocab=False)
     if arch == "rnnsearch":  # the counter does not see the fused loop's matrix-vector products
         model.decoder.fused_recurrence = False
@@ -65,3 +74,20 @@ def test_reports_say_which_bf16_hardware_and_kernel_they_ran_on():
     assert env["cpu_bf16"] == [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     assert env["onednn_isa"]
     assert ("amx" in env["onednn_bf16_matmul"]) == ("amx_bf16" in flags)
+
+
+def test_bench_train_measures_each_variant_in_its_own_row(toy_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    args = ["bench", "train", "--data", str(toy_dir), "--archs", "rnnsearch", "--sizes", "16x24"]
+    args += ["--steps", "2", "--warmup", "1", "--out", str(tmp_path)]
+    args += ["--variant", "base", "--variant", "deep:model.dec_transition_depth=2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert [row["variant"] for row in report["rows"]] == ["base", "deep"]
+    assert all(row["tokens_per_s"] > 0 for row in report["rows"])
+    bad = CliRunner().invoke(app, [*args[:-2], "--variant", "x:model.layer_norm"])
+    assert bad.exit_code == 2 and "NAME:KEY=VALUE" in bad.output

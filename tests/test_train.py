@@ -25,8 +25,22 @@ def _quiet(_):
     pass
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(toy_dir, tmp_path):
-    common = ["model.dropout=0.3", "train.accum_steps=2", "train.max_steps=12"]
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        [  # every model option: parameters the optimizer state and checkpoints must keep
+            "model.layers=2",
+            "model.layer_norm=true",
+            "model.residual=true",
+            "model.enc_transition_depth=2",
+            "model.dec_transition_depth=2",
+        ],
+    ],
+    ids=["recipe", "model-options"],
+)
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(options, toy_dir, tmp_path):
+    common = ["model.dropout=0.3", "train.accum_steps=2", "train.max_steps=12", *options]
     whole, _ = train(_cfg(*common), toy_dir, tmp_path / "a", progress_bar=False, log=_quiet)
     train(
         _cfg(*common, "train.max_steps=5"), toy_dir, tmp_path / "b", progress_bar=False, log=_quiet

@@ -137,3 +137,14 @@ def toy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     preprocess(cfg, root / "data", progress=False)
     return root / "data"
+
+
+def away_from_init(module: torch.nn.Module) -> None:
+    """Layer-norm gains (initialised to 1) to U(0.5, 1.5), and biases (0) to U(-0.5, 0.5): a
+    test of the GRU options then sees each of them, as a missing gain or bias would show."""
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.rpartition(".")[2].startswith("ln_"):
+                param.uniform_(0.5, 1.5)
+            elif "bias" in name:
+                param.uniform_(-0.5, 0.5)

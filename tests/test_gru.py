@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from nmt.model.gru import gru_cell, gru_step
+from tests.conftest import away_from_init
 
 B, IN, H = 4, 5, 3
 
@@ -200,19 +201,12 @@ NO_DEEP = (None, None, None, None)  # GRULayer's deep-transition arguments, for 
 
 
 def _gru(layers, bidirectional, layer_norm=True, depth=1):
-    from nmt.model.gru import GRU
+    from nmt.model.gru import GRU, GRUOptions
 
     torch.manual_seed(5)
-    rnn = GRU(
-        IN, H, layers, batch_first=True, bidirectional=bidirectional, layer_norm=layer_norm,
-        transition_depth=depth,
-    )  # fmt: skip
-    with torch.no_grad():
-        for name, p in rnn.named_parameters():
-            if name.rpartition(".")[2].startswith("ln_"):  # gains away from 1: each counts
-                p.uniform_(0.5, 1.5)
-            elif "bias" in name:  # and biases away from 0
-                p.uniform_(-0.5, 0.5)
+    options = GRUOptions(layer_norm=layer_norm, transition_depth=depth)
+    rnn = GRU(IN, H, layers, batch_first=True, bidirectional=bidirectional, options=options)
+    away_from_init(rnn)
     return rnn
 
 
@@ -322,11 +316,13 @@ def test_residual_layers_add_their_input(residual_from):
     `residual_from` on adding its input to its output; gradients included."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-    from nmt.model.gru import GRU, run_gru
+    from nmt.model.gru import GRU, GRUOptions, run_gru
 
     torch.manual_seed(7)
     size = 2 * H  # a state-sized input, so that layer 0 can be residual too
-    rnn = GRU(size, H, 3, batch_first=True, bidirectional=True, residual_from=residual_from)
+    options = GRUOptions(residual=True)
+    rnn = GRU(size, H, 3, batch_first=True, bidirectional=True, options=options,
+              residual_from=residual_from)  # fmt: skip
     x = torch.randn(B, 6, size, requires_grad=True)
     lengths = torch.tensor([6, 2, 4, 1])
     mask = torch.arange(6).unsqueeze(0) < lengths.unsqueeze(1)

@@ -5,6 +5,7 @@ from nmt.config import ModelConfig
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.model import build_model
 from nmt.search import greedy_search
+from tests.conftest import away_from_init
 
 NORM, SKIP = {"layer_norm": True}, {"residual": True}
 ARCHS = [  # arch, input feeding, layers, other ModelConfig keys
@@ -42,12 +43,7 @@ def _model(
         **(options or {}),
     )
     model = build_model(cfg, V, V, joint_vocab=True).to(dtype)
-    with torch.no_grad():  # layer-norm gains away from their initial 1, so that each counts
-        for name, param in model.named_parameters():
-            if name.rpartition(".")[2].startswith("ln_"):
-                param.uniform_(0.5, 1.5)
-            elif "transition" in name and "bias" in name:  # and biases away from 0
-                param.uniform_(-0.5, 0.5)
+    away_from_init(model)
     return model
 
 

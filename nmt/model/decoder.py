@@ -23,7 +23,16 @@ from torch import nn
 
 from nmt.model.attention import AdditiveAttention, MultiplicativeAttention
 from nmt.model.attention_gru import AttentionGRU
-from nmt.model.gru import GRU, TransitionCells, gru_step, layer_norm, projection, run_gru
+from nmt.model.gru import (
+    GRU,
+    PLAIN_GRU,
+    GRUOptions,
+    TransitionCells,
+    gru_step,
+    layer_norm,
+    projection,
+    run_gru,
+)
 
 
 @dataclass
@@ -119,9 +128,7 @@ class RNNEncDecoder(nn.Module):
         hidden: int,
         layers: int,
         dropout: float,
-        layer_norm: bool = False,
-        residual: bool = False,
-        transition_depth: int = 1,
+        options: GRUOptions = PLAIN_GRU,
     ):
         super().__init__()
         emb = embed.embedding_dim
@@ -135,9 +142,7 @@ class RNNEncDecoder(nn.Module):
             layers,
             batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
-            layer_norm=layer_norm,
-            residual_from=1 if residual else None,
-            transition_depth=transition_depth,
+            options=options,
         )
         self.readout = nn.Linear(hidden + emb + hidden, 2 * emb)
 
@@ -192,9 +197,7 @@ class RNNSearchDecoder(nn.Module):
         hidden: int,
         layers: int,
         dropout: float,
-        layer_norm: bool = False,
-        residual: bool = False,
-        transition_depth: int = 1,
+        options: GRUOptions = PLAIN_GRU,
     ):
         super().__init__()
         emb = embed.embedding_dim
@@ -205,10 +208,12 @@ class RNNSearchDecoder(nn.Module):
         self.cell = nn.GRUCell(emb + enc_size, hidden)
         for name in ("ln_y", "ln_c", "ln_h"):  # the layer-norm gains of W_y E y, W_c c, U s
             self.register_parameter(
-                name, nn.Parameter(torch.ones(3 * hidden)) if layer_norm else None
+                name, nn.Parameter(torch.ones(3 * hidden)) if options.layer_norm else None
             )
         self.transition = (  # a deep transition's cells 2..D after `cell`
-            TransitionCells(hidden, transition_depth, layer_norm) if transition_depth > 1 else None
+            TransitionCells(hidden, options.transition_depth, options.layer_norm)
+            if options.transition_depth > 1
+            else None
         )
         self.upper = (
             GRU(
@@ -217,9 +222,8 @@ class RNNSearchDecoder(nn.Module):
                 layers - 1,
                 batch_first=True,
                 dropout=dropout if layers > 2 else 0.0,
-                layer_norm=layer_norm,
-                residual_from=0 if residual else None,  # its input is the first layer's state
-                transition_depth=transition_depth,
+                options=options,
+                residual_from=0,  # its input is the first layer's state
             )
             if layers > 1
             else None
@@ -424,9 +428,7 @@ class LuongDecoder(nn.Module):
         layers: int,
         dropout: float,
         input_feeding: bool,
-        layer_norm: bool = False,
-        residual: bool = False,
-        transition_depth: int = 1,
+        options: GRUOptions = PLAIN_GRU,
     ):
         super().__init__()
         emb = embed.embedding_dim
@@ -439,9 +441,7 @@ class LuongDecoder(nn.Module):
             layers,
             batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
-            layer_norm=layer_norm,
-            residual_from=1 if residual else None,
-            transition_depth=transition_depth,
+            options=options,
         )
         self.attention = MultiplicativeAttention(hidden, enc_size)
         self.combine = nn.Linear(enc_size + hidden, hidden)  # W_c

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nmt.model.gru import GRU, run_gru
+from nmt.model.gru import GRU, PLAIN_GRU, GRUOptions, run_gru
 
 
 class Encoder(nn.Module):
@@ -18,9 +18,7 @@ class Encoder(nn.Module):
         layers: int,
         dropout: float,
         bidirectional: bool,
-        layer_norm: bool = False,
-        residual: bool = False,
-        transition_depth: int = 1,
+        options: GRUOptions = PLAIN_GRU,
     ):
         super().__init__()
         self.embed = embed
@@ -32,9 +30,7 @@ class Encoder(nn.Module):
             batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
             bidirectional=bidirectional,
-            layer_norm=layer_norm,
-            residual_from=1 if residual else None,
-            transition_depth=transition_depth,
+            options=options,
         )
         self.output_size = hidden * (2 if bidirectional else 1)
 

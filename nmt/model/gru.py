@@ -30,6 +30,8 @@ The hand-written recurrence is in `gru_layer.py`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -140,36 +142,44 @@ class TransitionCells(nn.Module):
         return h
 
 
-class GRU(nn.GRU):
-    """`nn.GRU` with the options PyTorch's kernels lack; run it with `run_gru`.
+@dataclass(frozen=True)
+class GRUOptions:
+    """What a model's GRUs add to PyTorch's (model.layer_norm, residual, *_transition_depth)."""
 
-    - `layer_norm`: each layer and direction has gains `ln_ih{sfx}` and `ln_hh{sfx}` [3H]
+    layer_norm: bool = False
+    residual: bool = False
+    transition_depth: int = 1
+
+
+PLAIN_GRU = GRUOptions()  # PyTorch's GRU
+
+
+class GRU(nn.GRU):
+    """`nn.GRU` with the `GRUOptions` PyTorch's kernels lack; run it with `run_gru`.
+
+    - layer norm: each layer and direction has gains `ln_ih{sfx}` and `ln_hh{sfx}` [3H]
       (sfx = `_l{k}[_reverse]`; initialised to 1; see the module's docstring).
-    - `residual_from` k: layers k and above add their input to their output (Marian's --skip;
-      k = 1 where the first layer's input is not state-sized).
-    - `transition_depth` D > 1: each step of each layer is a deep transition (Miceli Barone et al.
+    - residual: layers `residual_from` and above add their input to their output (Marian's
+      --skip; 1 where the first layer's input is not state-sized, 0 where it is).
+    - transition depth D > 1: each step of each layer is a deep transition (Miceli Barone et al.
       2017), the first cell followed by `transitions[sfx]` (`TransitionCells`).
     """
 
-    def __init__(
-        self,
-        *args,
-        layer_norm: bool = False,
-        residual_from: int | None = None,
-        transition_depth: int = 1,
-        **kwargs,
-    ):
+    def __init__(self, *args, options: GRUOptions = PLAIN_GRU, residual_from: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
-        self.layer_norm, self.residual_from = layer_norm, residual_from
-        residual = residual_from is not None and residual_from < self.num_layers
-        self.own_kernel = layer_norm or residual or transition_depth > 1  # not PyTorch's
+        self.layer_norm, depth = options.layer_norm, options.transition_depth
+        self.residual_from = residual_from if options.residual else None
+        residual = options.residual and residual_from < self.num_layers
+        self.own_kernel = self.layer_norm or residual or depth > 1  # not PyTorch's
         suffixes = [n[len("weight_hh") :] for n in self._flat_weights_names if "weight_hh" in n]
-        for sfx in suffixes if layer_norm else ():
+        for sfx in suffixes if self.layer_norm else ():
             self.register_parameter(f"ln_ih{sfx}", nn.Parameter(torch.ones(3 * self.hidden_size)))
             self.register_parameter(f"ln_hh{sfx}", nn.Parameter(torch.ones(3 * self.hidden_size)))
-        depth = transition_depth if transition_depth > 1 else 0
         self.transitions = nn.ModuleDict(
-            {sfx: TransitionCells(self.hidden_size, depth, layer_norm) for sfx in suffixes if depth}
+            {
+                sfx: TransitionCells(self.hidden_size, depth, self.layer_norm)
+                for sfx in (suffixes if depth > 1 else ())
+            }
         )
 
 

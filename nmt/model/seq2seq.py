@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +18,7 @@ from nmt.model.decoder import (
     RNNSearchDecoder,
 )
 from nmt.model.encoder import Encoder
+from nmt.model.gru import GRUOptions
 from nmt.model.loss import SmoothedCrossEntropy
 
 
@@ -29,28 +32,27 @@ class Seq2Seq(nn.Module):
     def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, share: bool):
         super().__init__()
         emb, hidden, layers, p = cfg.emb_size, cfg.hidden_size, cfg.layers, cfg.dropout
-        gru = {"layer_norm": cfg.layer_norm, "residual": cfg.residual}
-        enc_gru = gru | {"transition_depth": cfg.enc_transition_depth}
-        gru["transition_depth"] = cfg.dec_transition_depth
+        enc_gru = GRUOptions(cfg.layer_norm, cfg.residual, cfg.enc_transition_depth)
+        gru = dataclasses.replace(enc_gru, transition_depth=cfg.dec_transition_depth)
         self.cfg = cfg
         self.src_embed = nn.Embedding(src_vocab, emb, padding_idx=PAD_ID)
         self.tgt_embed = (
             self.src_embed if share else nn.Embedding(tgt_vocab, emb, padding_idx=PAD_ID)
         )
         bidirectional = cfg.arch != "rnnenc"
-        self.encoder = Encoder(self.src_embed, hidden, layers, p, bidirectional, **enc_gru)
+        self.encoder = Encoder(self.src_embed, hidden, layers, p, bidirectional, enc_gru)
         enc_size = self.encoder.output_size
         if cfg.arch == "rnnenc":
             self.decoder: nn.Module = RNNEncDecoder(
-                self.tgt_embed, enc_size, hidden, layers, p, **gru
+                self.tgt_embed, enc_size, hidden, layers, p, gru
             )
         elif cfg.arch == "rnnsearch":
             self.decoder = RNNSearchDecoder(
-                self.tgt_embed, enc_size, hidden, hidden, layers, p, **gru
+                self.tgt_embed, enc_size, hidden, hidden, layers, p, gru
             )
         else:
             self.decoder = LuongDecoder(
-                self.tgt_embed, enc_size, hidden, hidden, layers, p, cfg.input_feeding, **gru
+                self.tgt_embed, enc_size, hidden, hidden, layers, p, cfg.input_feeding, gru
             )
         self.dropout = nn.Dropout(p)
         self.output = nn.Linear(emb, tgt_vocab)

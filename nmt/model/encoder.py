@@ -9,7 +9,8 @@ from nmt.model.gru import GRU, PLAIN_GRU, GRUOptions, run_gru
 
 
 class Encoder(nn.Module):
-    """Embeds the source and runs the GRU over it (`gru.run_gru`: cuDNN on a GPU, packed)."""
+    """Embeds the source and runs the GRU over it (`gru.run_gru`: cuDNN on a GPU, packed, unless
+    the GRU options need nmt's own kernel)."""
 
     def __init__(
         self,

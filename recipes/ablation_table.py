@@ -1,5 +1,6 @@
-"""The table of recipes/bible-ablation.sh: dev BLEU at each validation, test BLEU/chrF of
-best.pt (beam 5) and training speed, one row per variant, in the order given.
+"""The table of recipes/bible-ablation.sh: dev BLEU at each validation and test BLEU/chrF of
+best.pt (beam 5), one row per variant, in the order given. (Not speed: the variants share the
+cores; `nmt bench train --variant` measures that.)
 
 ablation_table.py OUT NAME[=KEY=VALUE,...] ...
 """
@@ -19,25 +20,20 @@ def row(out: Path, spec: str) -> str:
     run = out / name
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     valid = [e for e in events if e["event"] == "valid"]
-    train = [e for e in events if e["event"] == "train"]
     curve = " / ".join(f"{e['bleu']:.2f}" for e in valid)
-    tokens_s = sum(e["tokens_per_s"] for e in train) / max(len(train), 1)
     hyp = (run / "test.hyp.txt").read_text(encoding="utf-8").splitlines()
     ref = (out / "data" / "test.en.txt").read_text(encoding="utf-8").splitlines()
     bleu, chrf = (s.score for s in score_corpus(hyp, [ref], ("bleu", "chrf")))
     steps = "/".join(str(e["step"]) for e in valid)
     return (
         f"| {name} | {sets.replace(',', ', ') or '(the recipe)'} | {curve} ({steps}) "
-        f"| {bleu:.2f} / {chrf:.2f} | {tokens_s:,.0f} |"
+        f"| {bleu:.2f} / {chrf:.2f} |"
     )
 
 
 def main(out: Path, specs: list[str]) -> None:
-    print(
-        "| variant | overrides | dev BLEU, greedy (updates) | test BLEU / chrF, beam 5 "
-        "| train tokens/s (1 thread) |"
-    )
-    print("|---|---|---|---|---|")
+    print("| variant | overrides | dev BLEU, greedy (updates) | test BLEU / chrF, beam 5 |")
+    print("|---|---|---|---|")
     for spec in specs:
         print(row(out, spec))
 

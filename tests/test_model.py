@@ -94,7 +94,11 @@ def test_padding_invariance(arch, feed, layers, options):
     torch.testing.assert_close(logits[1, :4], single[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch, feed, layers, options", ARCHS)
+# learning, for each option once (the other tests check every configuration's computation)
+LEARNS = ARCHS[:6] + [ARCHS[11], ARCHS[13]]
+
+
+@pytest.mark.parametrize("arch, feed, layers, options", LEARNS)
 def test_overfits_a_small_batch(arch, feed, layers, options):
     model = _model(arch, feed, layers, options, dtype=torch.float32, emb=32, hidden=64)
     src, lengths, tgt_in, tgt_out = _batch([8, 6, 7, 5, 8, 4], tgt_len=7)

@@ -100,7 +100,7 @@ class AttentionGRU(torch.autograd.Function):
         d_keys_v = torch.zeros_like(keys)  # d_keys / 4v
         d_proj = states.new_empty(steps, batch, attn + 3 * hidden)  # d[q; U s] per step
         d_gi = states.new_empty(steps, batch, 3 * hidden)
-        # d gh, after U s's norm (the norm's input's is d_proj's part)
+        # the gradient of gh (after U s's norm; d_proj holds that of U s itself)
         d_gh = d_proj[:, :, attn:] if norm_h is None else torch.empty_like(d_gi)
         d_uc = d_gi if norm_c is None else torch.empty_like(d_gi)  # of W_c c, before its norm
         d_c = torch.empty_like(contexts)

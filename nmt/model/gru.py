@@ -56,6 +56,8 @@ def gru_cell(
     for the layer-normalised GRU ("after" only) → [B, H].
     """
     if gains is not None:
+        if reset != "after":
+            raise ValueError("the layer-normalised GRU is the 'after' variant only")
         wx, uh = _normalise(x @ w_ih.T, gains[0]), _normalise(h @ w_hh.T, gains[1])
         (i_r, i_z, i_n), (h_r, h_z, h_n) = (wx + b_ih).chunk(3, 1), (uh + b_hh).chunk(3, 1)
         r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)

@@ -271,7 +271,8 @@ class TrainConfig:
         0,
         "CPU threads per process; 0 follows the cores other processes leave free, re-checked "
         "every 2 s (beside one busy process on 2 cores, 1 thread trains 2.5x faster than 2). "
-        "OMP_NUM_THREADS, when set, fixes it too.",
+        "OMP_NUM_THREADS, when set, fixes it too. Only a fixed count makes a run bit-for-bit "
+        "reproducible: a product summed by 1 thread and by 2 can differ in the last bit.",
         min=0,
     )
     precision: str = option(

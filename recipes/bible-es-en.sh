@@ -3,6 +3,7 @@
 #
 #   recipes/bible-es-en.sh [CORPUS_DIR] [OUT_DIR]      (defaults: ../shared/data/bible-es-en, runs/bible)
 #   ARCH=luong MINUTES=40 recipes/bible-es-en.sh        (architecture and training budget)
+#   recipes/bible-es-en.sh CORPUS OUT --set model.layer_norm=true   (further args go to `nmt train`)
 #
 # Preprocesses once (OUT_DIR/data), trains ARCH with early stopping and a wall-clock budget
 # (OUT_DIR/ARCH), averages the step checkpoints left at the end (the last `train.keep_last`
@@ -12,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${1:-../shared/data/bible-es-en}
 OUT=${2:-runs/bible}
+shift $(( $# < 2 ? $# : 2 ))
 ARCH=${ARCH:-rnnsearch}
 MINUTES=${MINUTES:-40}
 NMT=${NMT:-.venv/bin/nmt}
@@ -23,7 +25,7 @@ if [ ! -f "$OUT/data/manifest.json" ]; then
 fi
 RUN=$OUT/$ARCH
 $NMT train configs/bible-es-en.yaml --data "$OUT/data" --out "$RUN" --overwrite \
-    --set model.arch="$ARCH" --set train.max_minutes="$MINUTES"
+    --set model.arch="$ARCH" --set train.max_minutes="$MINUTES" "$@"
 $NMT average "$RUN"/step-*.pt --out "$RUN/average.pt"
 
 : > "$RUN/scores.jsonl"

@@ -1,8 +1,8 @@
-"""The table of recipes/bible-ablation.sh: dev BLEU at each validation and test BLEU/chrF of
+"""The table of recipes/bible-ablation.sh (and back-translation.sh): dev BLEU at each validation and test BLEU/chrF of
 best.pt (beam 5), one row per variant, in the order given. (Not speed: the variants share the
 cores; `nmt bench train --variant` measures that.)
 
-ablation_table.py OUT NAME[=KEY=VALUE,...] ...
+ablation_table.py OUT NAME[=KEY=VALUE,...|=DESCRIPTION] ...
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def row(out: Path, spec: str) -> str:
 
 
 def main(out: Path, specs: list[str]) -> None:
-    print("| variant | overrides | dev BLEU, greedy (updates) | test BLEU / chrF, beam 5 |")
+    print("| variant | change | dev BLEU, greedy (updates) | test BLEU / chrF, beam 5 |")
     print("|---|---|---|---|")
     for spec in specs:
         print(row(out, spec))

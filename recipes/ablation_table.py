@@ -1,6 +1,6 @@
-"""The table of recipes/bible-ablation.sh (and back-translation.sh): dev BLEU at each validation and test BLEU/chrF of
-best.pt (beam 5), one row per variant, in the order given. (Not speed: the variants share the
-cores; `nmt bench train --variant` measures that.)
+"""The table of recipes/bible-ablation.sh and back-translation.sh: dev BLEU at each validation
+and test BLEU/chrF of best.pt (beam 5), one row per variant, in the order given. (Not speed:
+the variants share the cores; `nmt bench train --variant` measures that.)
 
 ablation_table.py OUT NAME[=KEY=VALUE,...|=DESCRIPTION] ...
 """

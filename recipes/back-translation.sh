@@ -33,7 +33,7 @@ mkdir -p "$OUT"
 
 if [ ! -f "$OUT/b.en.txt" ]; then
     if [ -n "${MONO:-}" ]; then
-        cp "${PARALLEL:?MONO needs PARALLEL, a TSV with es and en columns}" "$OUT/a.tsv"
+        cp "${PARALLEL:?MONO needs PARALLEL, a TSV whose header names es and en}" "$OUT/a.tsv"
         cp "$MONO" "$OUT/b.en.txt.tmp"
     else  # every other chapter (Book.Chapter of `ref`) in corpus order goes to B
         "$PY" - "$CORPUS/train.tsv" "$OUT/a.tsv" "$OUT/b.en.txt.tmp" <<'EOF'
@@ -85,9 +85,21 @@ if [ ! -f "$OUT/b.es.txt" ]; then
         --sampling "$SAMPLING" --seed 1
 fi
 if [ ! -f "$OUT/bt.tsv" ]; then
-    { cat "$OUT/a.tsv"
-      paste "$OUT/b.es.txt" "$OUT/b.en.txt" | awk -F'\t' '$1 != "" {print "bt." NR "\t" $0}'
-    } > "$OUT/bt.tsv.tmp"
+    # A's rows, then a row per drawn pair (none for an empty draw) in A's columns
+    "$PY" - "$OUT/a.tsv" "$OUT/b.es.txt" "$OUT/b.en.txt" "$OUT/bt.tsv.tmp" <<'EOF'
+import sys
+a_path, es_path, en_path, out_path = sys.argv[1:]
+with open(a_path, encoding="utf-8") as a, open(out_path, "w", encoding="utf-8") as out:
+    header = a.readline()
+    out.write(header)
+    out.writelines(a)
+    columns = header.rstrip("\n").split("\t")
+    with open(es_path, encoding="utf-8") as es, open(en_path, encoding="utf-8") as en:
+        for source, target in zip(es, en):
+            pair = {"es": source.rstrip("\n"), "en": target.rstrip("\n")}
+            if pair["es"]:
+                out.write("\t".join(pair.get(c, "bt") for c in columns) + "\n")
+EOF
     mv "$OUT/bt.tsv.tmp" "$OUT/bt.tsv"
 fi
 prep data-bt "$OUT/bt.tsv" es en

@@ -211,8 +211,6 @@ def _gru(layers, bidirectional, layer_norm=True, depth=1):
 
 
 def test_layer_norm_gru_cell_is_the_equations():
-    from nmt.model.gru import gru_cell
-
     rnn = _gru(1, False)
     x, h = torch.randn(B, IN), torch.randn(B, H)
     weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
@@ -220,6 +218,8 @@ def test_layer_norm_gru_cell_is_the_equations():
     expected = ln_by_hand(x, h, *weights, *gains)
     torch.testing.assert_close(gru_cell(x, h, *weights, gains=gains), expected, rtol=0, atol=1e-12)
     assert (expected - by_hand(x, h, *weights)).abs().max() > 1e-3  # the norm does something
+    with pytest.raises(ValueError, match="'after' variant only"):  # not 'after' computed silently
+        gru_cell(x, h, *weights, reset="before", gains=gains)
 
 
 @pytest.mark.parametrize(

@@ -94,8 +94,12 @@ def test_padding_invariance(arch, feed, layers, options):
     torch.testing.assert_close(logits[1, :4], single[0], rtol=1e-5, atol=1e-5)
 
 
-# learning, for each option once (the other tests check every configuration's computation)
-LEARNS = ARCHS[:6] + [ARCHS[11], ARCHS[13]]
+# learning: the plain models, and each option once (the other tests check every
+# configuration's computation)
+LEARNS = [config for config in ARCHS if not config[3]] + [
+    ("rnnsearch", False, 3, {**NORM, **SKIP}),
+    ("rnnsearch", False, 2, {"enc_transition_depth": 2, "dec_transition_depth": 3}),
+]
 
 
 @pytest.mark.parametrize("arch, feed, layers, options", LEARNS)

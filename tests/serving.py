@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -40,13 +41,16 @@ class Server:
             time.sleep(0.01)
 
 
-def start_server(checkpoint: Path, *args: str, timeout: float = 60) -> Server:
+def start_server(
+    checkpoint: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> Server:
     """`nmt serve CHECKPOINT --port 0 ARGS` (fp32: exact against the Translator), once it
-    listens."""
+    listens; `env` adds to this process's environment."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "nmt", "serve", str(checkpoint), "--port", "0",
          "--precision", "fp32", *args],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     log: list[str] = []
     deadline = time.monotonic() + timeout
@@ -64,8 +68,8 @@ def start_server(checkpoint: Path, *args: str, timeout: float = 60) -> Server:
 
 
 @contextlib.contextmanager
-def running(checkpoint: Path, *args: str) -> Iterator[Server]:
-    server = start_server(checkpoint, *args)
+def running(checkpoint: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+    server = start_server(checkpoint, *args, env=env)
     try:
         yield server
     finally:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -316,17 +319,29 @@ def test_start_up_errors_come_before_the_port_is_bound(checkpoint, tmp_path):
 
 
 def test_worker_processes_share_the_port_and_stop_with_their_supervisor(checkpoint, translator):
-    """--workers 2: two processes with a model each answer on one port. SIGKILL to the
-    supervisor: its workers notice within seconds, stop as on SIGTERM (draining) and exit, so
-    the port can be bound again (no orphan keeps serving an old model)."""
+    """--workers 2: two processes with a model each answer on one port, and /metrics counts
+    for both, whichever one a scrape reaches. SIGKILL to the supervisor: its workers notice
+    within seconds, stop as on SIGTERM (draining) and exit, so the port can be bound again (no
+    orphan keeps serving an old model)."""
     want = [r.hypotheses[0].text for r in expected(translator, SENTENCES[:16])]
-    with running(checkpoint, "--workers", "2") as server:
+    # one thread per core, whatever CPUs this test may use: each worker takes half as many
+    env = {"OMP_NUM_THREADS": str(os.cpu_count())}
+    threads = _threads_started_with(env)
+    with running(checkpoint, "--workers", "2", env=env) as server:
+        server.wait_for("nmt_workers", 2)  # both loaded
         pid = server.proc.pid
         workers = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
         assert len(workers) == 2
+        assert server.metric("nmt_threads") == 2 * max(1, threads // 2)
         with ThreadPoolExecutor(8) as pool:
             got = list(pool.map(lambda s: server.post({"text": s}).json(), SENTENCES[:16]))
         assert [g["translation"] for g in got] == want
+        for _ in range(6):  # a new connection each: the kernel hands it to either worker
+            text = httpx.get(server.url + "/metrics", headers={"Connection": "close"}).text
+            assert _series(text, "nmt_workers") == 2
+            assert _series(text, "nmt_sentences_total") == 16
+            assert _series(text, "nmt_queue_depth") == 0
+            assert _series(text, "nmt_step_sentences_sum") >= 16
         server.proc.kill()
         server.proc.wait(10)
         deadline = time.monotonic() + 60
@@ -337,6 +352,21 @@ def test_worker_processes_share_the_port_and_stop_with_their_supervisor(checkpoi
         with socket.socket() as again:
             again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             again.bind((host, int(port)))
+
+
+def _threads_started_with(env: dict[str, str]) -> int:
+    """The intra-op threads a torch process starts with in `env` (torch caps OMP_NUM_THREADS
+    at the cores it sees)."""
+    probe = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+    out = subprocess.run(probe, env={**os.environ, **env}, capture_output=True, text=True)
+    return int(out.stdout)
+
+
+def _series(text: str, name: str) -> float:
+    """The value of one unlabelled series in a Prometheus text exposition."""
+    values = [float(line.split()[1]) for line in text.splitlines() if line.split()[:1] == [name]]
+    assert len(values) == 1, (name, text)
+    return values[0]
 
 
 def _alive(pid: int) -> bool:

@@ -51,7 +51,7 @@ def create_app(
 ) -> tuple[FastAPI, Scheduler]:
     """The ASGI app and its scheduler, whose `run` the caller runs (on the main thread); the
     app closes the scheduler when it shuts down, once its requests are answered."""
-    metrics = ServerMetrics(lambda: scheduler.depth)
+    metrics = ServerMetrics()
     scheduler = Scheduler(translator, cfg.max_wait_ms, cfg.max_queue, metrics.events())
 
     @contextlib.asynccontextmanager

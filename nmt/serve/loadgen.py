@@ -180,7 +180,7 @@ def _one_at_a_time_ms(translator: Any, lines: list[str], beam: int) -> dict[int,
 
 def _steps(port: int) -> tuple[float, float]:
     """The sum of the server's running batch sizes over its search steps, and the number of
-    steps so far (one worker's, with several)."""
+    steps so far (of all its workers)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     values = dict(
         line.split()[:2] for line in text.splitlines() if line.startswith("nmt_step_sentences_")
@@ -261,7 +261,7 @@ def bench_serve(
                 per_step = (after[0] - before[0]) / max(after[1] - before[1], 1)
                 mode = f"serve, {count} worker{'s' if count > 1 else ''}"
                 level(mode, c, latencies, elapsed, errors=errors)
-                levels[-1]["sentences_per_step"] = round(per_step, 1) if count == 1 else ""
+                levels[-1]["sentences_per_step"] = round(per_step, 1)
                 levels[-1]["server_rss_mib"] = _rss_mib(proc.pid)
         finally:
             proc.terminate()

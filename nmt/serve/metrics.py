@@ -1,9 +1,17 @@
-"""What `GET /metrics` reports, in the Prometheus text format (prometheus_client)."""
+"""What `GET /metrics` reports, in the Prometheus text format (prometheus_client).
+
+With `serve.workers` > 1 every worker answers for the whole server: the supervisor gives the
+workers one directory in PROMETHEUS_MULTIPROC_DIR, where prometheus_client keeps each
+process's values (memory-mapped files), and a scrape sums them over the workers, whichever
+of them the connection reached. Without that, each scrape would count only the requests of
+one worker, chosen by the kernel's accept.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 
+import torch
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -13,22 +21,25 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from nmt.serve.scheduler import Events
 
 disable_created_metrics()  # no *_created series: they double the output and say little
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
 class ServerMetrics:
-    """Counters and histograms of one server process, in a registry of its own."""
+    """Counters, gauges and histograms of one server process, in a registry of its own; a
+    scrape reads them from every worker when the process is one of several."""
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, queue_depth: Callable[[], float]):
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -53,8 +64,25 @@ class ServerMetrics:
             "nmt_step_seconds", "Time of one search step of the running batch",
             buckets=STEP_BUCKETS, registry=r,
         )  # fmt: skip
-        depth = Gauge("nmt_queue_depth", "Sentences waiting or being decoded", registry=r)
-        depth.set_function(queue_depth)
+        # gauges summed over the live workers ("livesum"; one process is a sum of one)
+        self.depth = Gauge(
+            "nmt_queue_depth", "Sentences waiting or being decoded",
+            multiprocess_mode="livesum", registry=r,
+        )  # fmt: skip
+        workers = Gauge(
+            "nmt_workers", "Server processes answering on the port (serve.workers)",
+            multiprocess_mode="livesum", registry=r,
+        )  # fmt: skip
+        workers.set(1)
+        self.threads = Gauge(
+            "nmt_threads", "CPU threads the decoders use now (torch's intra-op threads)",
+            multiprocess_mode="livesum", registry=r,
+        )  # fmt: skip
+        self.threads.set(torch.get_num_threads())
+        self._scraped = r
+        if os.environ.get(MULTIPROC_ENV):
+            self._scraped = CollectorRegistry()
+            MultiProcessCollector(self._scraped)
 
     def events(self) -> Events:
         """The scheduler's hooks into these metrics."""
@@ -63,8 +91,9 @@ class ServerMetrics:
             self.step_size.observe(lines)
             self.step_seconds.observe(seconds)
             self.sentences.inc(finished)
+            self.threads.set(torch.get_num_threads())  # as `threads.CoreShare` last chose
 
-        return Events(step=step, dropped=self.dropped.inc)
+        return Events(step=step, dropped=self.dropped.inc, depth=self.depth.set)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._scraped)

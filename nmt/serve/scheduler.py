@@ -78,6 +78,7 @@ class Events:
 
     step: Callable[[int, int, float], None] = lambda lines, finished, seconds: None
     dropped: Callable[[int], None] = lambda lines: None
+    depth: Callable[[int], None] = lambda lines: None  # lines waiting or being decoded, anew
 
 
 class Scheduler:
@@ -102,6 +103,11 @@ class Scheduler:
     def depth(self) -> int:
         return self._depth
 
+    def _add_depth(self, lines: int) -> None:
+        """Count lines in (or out, lines < 0) of the queue; the caller holds the lock."""
+        self._depth += lines
+        self.events.depth(self._depth)
+
     def submit(self, items: list[Prepared], options: DecodeOptions) -> Job:
         """Queue a request's lines (empty ones are answered at once); raises QueueFull."""
         loop = asyncio.get_running_loop()
@@ -113,7 +119,7 @@ class Scheduler:
             if self._depth + len(todo) > self.max_queue:
                 raise QueueFull(max(1, round((self._depth + len(todo)) / self._rate)))
             job.pending = len(todo)
-            self._depth += len(todo)
+            self._add_depth(len(todo))
             self._lines.extend((job, i) for i in todo)
             self._cond.notify()
         if not todo:
@@ -205,7 +211,8 @@ class Scheduler:
             running.drop(gone)  # type: ignore[union-attr]
         dropped = len(self._lines) - len(kept) + len(gone)
         if dropped:
-            self._lines, self._depth = kept, self._depth - dropped
+            self._lines = kept
+            self._add_depth(-dropped)
             self.events.dropped(dropped)
 
     def _step(self, running: TranslationBatch) -> None:
@@ -218,13 +225,13 @@ class Scheduler:
             jobs = {id(job): job for job, _ in running.items}
             running.drop(list(running.items))
             with self._cond:
-                self._depth -= lines
+                self._add_depth(-lines)
             for job in jobs.values():
                 job.finish(exc)
             return
         seconds = time.perf_counter() - start
         with self._cond:
-            self._depth -= len(done)
+            self._add_depth(-len(done))
             self._rate = 0.95 * self._rate + 0.05 * len(done) / max(seconds, 1e-3)
         self.events.step(lines, len(done), seconds)
         for (job, i), result in done:

@@ -4,7 +4,7 @@ The model is loaded (and the API key read) before the port is bound, so a broken
 is an error at start-up, not on the first request. In each server process the decoder runs on
 the main thread and uvicorn on another (see `Scheduler.run` for why). With `serve.workers` > 1,
 this process binds the socket and starts that many worker processes on it, each with its own
-copy of the model, and passes them its signals.
+copy of the model, and passes them its signals; /metrics sums over them (`metrics`).
 """
 
 from __future__ import annotations
@@ -18,17 +18,20 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import uvicorn
 
 from nmt.config import ServeConfig, apply_overrides
 from nmt.errors import NmtError
 from nmt.serve.app import create_app
+from nmt.serve.metrics import MULTIPROC_ENV
 from nmt.translate import Translator
 
 ENV = "NMT_SERVE_SETTINGS"
@@ -163,21 +166,23 @@ def serve_on(
 
 def _supervise(sock: socket.socket, settings: ServeSettings, access_log: bool) -> None:
     """`serve.workers` processes on the one socket (the kernel hands each connection to one
-    of them); signals are passed on to them, and this returns when they have all exited."""
-    env = {**os.environ, ENV: json.dumps(dataclasses.asdict(settings))}
+    of them); signals are passed on to them, and this returns when they have all exited.
+    They keep their metrics in one fresh directory, so that each answers /metrics for all."""
     command = [sys.executable, "-m", "nmt.serve.server", str(sock.fileno())]
     command += ["--access-log"] if access_log else []
-    workers = [  # in sessions of their own: a Ctrl-C reaches them once, from here
-        subprocess.Popen(command, env=env, pass_fds=[sock.fileno()], start_new_session=True)
-        for _ in range(settings.cfg.workers)
-    ]
+    with tempfile.TemporaryDirectory(prefix="nmt-serve-metrics-") as metrics:
+        env = {**os.environ, ENV: json.dumps(dataclasses.asdict(settings)), MULTIPROC_ENV: metrics}
+        workers = [  # in sessions of their own: a Ctrl-C reaches them once, from here
+            subprocess.Popen(command, env=env, pass_fds=[sock.fileno()], start_new_session=True)
+            for _ in range(settings.cfg.workers)
+        ]
 
-    def forward(signum: int, frame: object) -> None:
-        for worker in workers:
-            worker.send_signal(signum)
+        def forward(signum: int, frame: object) -> None:
+            for worker in workers:
+                worker.send_signal(signum)
 
-    with _handlers(forward):
-        codes = [worker.wait() for worker in workers]
+        with _handlers(forward):
+            codes = [worker.wait() for worker in workers]
     if any(codes):
         raise NmtError(f"a server process failed (exit codes {codes})", "nmt serve")
 
@@ -208,6 +213,9 @@ def _worker(fd: int, access_log: bool) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=orphaned, daemon=True).start()
+    # each worker's share of the cores, before the runtime counts them (`threads.core_share`):
+    # N workers that each took every core would spin-wait on each other at every operation
+    torch.set_num_threads(max(1, torch.get_num_threads() // settings.cfg.workers))
     serve_on(sock, load_translator(settings), settings.cfg, key, access_log)
 
 

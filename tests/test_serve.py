@@ -4,6 +4,7 @@ read from a real headless browser (Debian's chromium, driven by Selenium)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -25,8 +26,10 @@ from typer.testing import CliRunner  # noqa: E402
 
 from nmt.cli import app  # noqa: E402
 from nmt.config import Config, apply_overrides  # noqa: E402
+from nmt.errors import NmtError  # noqa: E402
 from nmt.serve.loadgen import bench_serve  # noqa: E402
 from nmt.serve.scheduler import Events, Scheduler  # noqa: E402
+from nmt.serve.server import bind  # noqa: E402
 from nmt.train import train  # noqa: E402
 from nmt.translate import Translator  # noqa: E402
 from tests.serving import running  # noqa: E402
@@ -352,6 +355,34 @@ def test_worker_processes_share_the_port_and_stop_with_their_supervisor(checkpoi
         with socket.socket() as again:
             again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             again.bind((host, int(port)))
+
+
+def test_workers_sockets_share_the_port_and_the_connections():
+    """Each worker gets a socket of its own on the one port, and the kernel spreads new
+    connections over them (on one shared socket a burst went to one worker). 64 connections
+    all on one of two sockets: a chance of 2^-63."""
+    socks = bind("127.0.0.1", 0, 2)
+    clients: list[socket.socket] = []
+    try:
+        assert len({s.fileno() for s in socks}) == 2
+        assert len({s.getsockname() for s in socks}) == 1
+        for _ in range(64):
+            clients.append(socket.create_connection(socks[0].getsockname()))
+        accepted = []
+        for sock in socks:
+            sock.setblocking(False)
+            count = 0
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sock.accept()[0].close()
+                    count += 1
+            accepted.append(count)
+        assert sum(accepted) == 64 and min(accepted) > 0, accepted
+        with pytest.raises(NmtError, match="cannot listen on"):  # taken, by others than us
+            bind("127.0.0.1", socks[0].getsockname()[1])
+    finally:
+        for s in socks + clients:
+            s.close()
 
 
 def _threads_started_with(env: dict[str, str]) -> int:

@@ -3,8 +3,9 @@
 The model is loaded (and the API key read) before the port is bound, so a broken checkpoint
 is an error at start-up, not on the first request. In each server process the decoder runs on
 the main thread and uvicorn on another (see `Scheduler.run` for why). With `serve.workers` > 1,
-this process binds the socket and starts that many worker processes on it, each with its own
-copy of the model, and passes them its signals; /metrics sums over them (`metrics`).
+this process binds that many sockets on the port (`bind`) and starts a worker process on each,
+with its own copy of the model, and passes them its signals; /metrics sums over them
+(`metrics`).
 """
 
 from __future__ import annotations
@@ -88,24 +89,37 @@ def announced_url(line: str) -> str | None:
     return match.group(1) if match else None
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket; a port in use or an address not of this machine is an error."""
+def bind(host: str, port: int, count: int = 1) -> list[socket.socket]:
+    """`count` listening sockets on one port, one per server process; a port in use or an
+    address not of this machine is an error.
+
+    Several are bound with SO_REUSEPORT, so the kernel spreads new connections over them by
+    their addresses. Workers sharing one socket instead take connections as they wake: an idle
+    one accepted a whole burst (8 clients, all on one of 2 workers, in `nmt bench serve`), and
+    keep-alive connections stay where they land. Without SO_REUSEPORT they share one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
-    # without it each answer waited ~40 ms for a delayed ACK (Nagle) on keep-alive connections
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise NmtError(
-            f"cannot listen on {host}:{port}: {exc.strerror}",
-            "--host/--port",
-            "choose another port (or stop the process that holds it)",
-        ) from None
-    sock.listen(2048)
-    return sock
+    reuse_port = count > 1 and hasattr(socket, "SO_REUSEPORT")
+    socks: list[socket.socket] = []
+    for _ in range(count if reuse_port else 1):
+        # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
+        # without it each answer waited ~40 ms for a delayed ACK (Nagle) on keep-alive
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, socks[0].getsockname()[1] if socks else port))
+        except OSError as exc:
+            for s in [sock, *socks]:
+                s.close()
+            raise NmtError(
+                f"cannot listen on {host}:{port}: {exc.strerror}",
+                "--host/--port",
+                "choose another port (or stop the process that holds it)",
+            ) from None
+        sock.listen(2048)
+        socks.append(sock)
+    return socks * (count // len(socks))
 
 
 def serve(settings: ServeSettings, access_log: bool = False) -> None:
@@ -113,8 +127,8 @@ def serve(settings: ServeSettings, access_log: bool = False) -> None:
     cfg = settings.cfg
     translator = load_translator(settings)  # errors come now, before the port is bound
     key = read_api_key(settings.api_key_file)
-    sock = bind(cfg.host, cfg.port)
-    host, port = sock.getsockname()[:2]
+    socks = bind(cfg.host, cfg.port, cfg.workers)
+    host, port = socks[0].getsockname()[:2]
     where = f"[{host}]" if ":" in host else host
     print(
         f"serving {', '.join(settings.checkpoints)} at http://{where}:{port}/ "
@@ -124,10 +138,10 @@ def serve(settings: ServeSettings, access_log: bool = False) -> None:
         flush=True,
     )
     if cfg.workers == 1:
-        serve_on(sock, translator, cfg, key, access_log)
+        serve_on(socks[0], translator, cfg, key, access_log)
     else:
         del translator  # each worker loads its own
-        _supervise(sock, settings, access_log)
+        _supervise(socks, settings, access_log)
 
 
 def serve_on(
@@ -164,17 +178,21 @@ def serve_on(
         raise NmtError("the server did not start (see the log above)", str(sock.getsockname()))
 
 
-def _supervise(sock: socket.socket, settings: ServeSettings, access_log: bool) -> None:
-    """`serve.workers` processes on the one socket (the kernel hands each connection to one
-    of them); signals are passed on to them, and this returns when they have all exited.
-    They keep their metrics in one fresh directory, so that each answers /metrics for all."""
-    command = [sys.executable, "-m", "nmt.serve.server", str(sock.fileno())]
-    command += ["--access-log"] if access_log else []
+def _supervise(socks: list[socket.socket], settings: ServeSettings, access_log: bool) -> None:
+    """A worker process on each of `socks` (sockets on one port, see `bind`); signals are
+    passed on to them, and this returns when they have all exited. They keep their metrics in
+    one fresh directory, so that each answers /metrics for all."""
+    log = ["--access-log"] if access_log else []
     with tempfile.TemporaryDirectory(prefix="nmt-serve-metrics-") as metrics:
         env = {**os.environ, ENV: json.dumps(dataclasses.asdict(settings)), MULTIPROC_ENV: metrics}
         workers = [  # in sessions of their own: a Ctrl-C reaches them once, from here
-            subprocess.Popen(command, env=env, pass_fds=[sock.fileno()], start_new_session=True)
-            for _ in range(settings.cfg.workers)
+            subprocess.Popen(
+                [sys.executable, "-m", "nmt.serve.server", str(sock.fileno()), *log],
+                env=env,
+                pass_fds=[sock.fileno()],
+                start_new_session=True,
+            )  # fmt: skip
+            for sock in socks
         ]
 
         def forward(signum: int, frame: object) -> None:
@@ -198,7 +216,7 @@ def _handlers(handler: Callable[[int, object], None]) -> Iterator[None]:
 
 
 def _worker(fd: int, access_log: bool) -> None:
-    """One of `serve.workers` processes: the settings from the environment, the socket
+    """One of `serve.workers` processes: the settings from the environment, its socket
     inherited from the supervisor."""
     for sig in STOP_SIGNALS:  # told to stop while starting: nothing is in flight yet
         signal.signal(sig, lambda signum, frame: sys.exit(0))

@@ -4,7 +4,7 @@ With `serve.workers` > 1 every worker answers for the whole server: the supervis
 workers one directory in PROMETHEUS_MULTIPROC_DIR, where prometheus_client keeps each
 process's values (memory-mapped files), and a scrape sums them over the workers, whichever
 of them the connection reached. Without that, each scrape would count only the requests of
-one worker, chosen by the kernel's accept.
+the one worker it reached.
 """
 
 from __future__ import annotations

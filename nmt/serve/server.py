@@ -96,13 +96,15 @@ def bind(host: str, port: int, count: int = 1) -> list[socket.socket]:
     Several are bound with SO_REUSEPORT, so the kernel spreads new connections over them by
     their addresses. Workers sharing one socket instead take connections as they wake: an idle
     one accepted a whole burst (8 clients, all on one of 2 workers, in `nmt bench serve`), and
-    keep-alive connections stay where they land. Without SO_REUSEPORT they share one."""
+    keep-alive connections stay where they land. (Linux lets only processes of the same user
+    join such a group of sockets.) Without SO_REUSEPORT they share one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     reuse_port = count > 1 and hasattr(socket, "SO_REUSEPORT")
     socks: list[socket.socket] = []
     for _ in range(count if reuse_port else 1):
         # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
         # without it each answer waited ~40 ms for a delayed ACK (Nagle) on keep-alive
+        # connections
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
@@ -191,7 +193,7 @@ def _supervise(socks: list[socket.socket], settings: ServeSettings, access_log: 
                 env=env,
                 pass_fds=[sock.fileno()],
                 start_new_session=True,
-            )  # fmt: skip
+            )
             for sock in socks
         ]
 

@@ -340,7 +340,7 @@ def test_worker_processes_share_the_port_and_stop_with_their_supervisor(checkpoi
             got = list(pool.map(lambda s: server.post({"text": s}).json(), SENTENCES[:16]))
         assert [g["translation"] for g in got] == want
         for _ in range(6):  # a new connection each: the kernel hands it to either worker
-            text = httpx.get(server.url + "/metrics", headers={"Connection": "close"}).text
+            text = _scrape(server.url)
             assert _series(text, "nmt_workers") == 2
             assert _series(text, "nmt_sentences_total") == 16
             assert _series(text, "nmt_queue_depth") == 0
@@ -355,6 +355,35 @@ def test_worker_processes_share_the_port_and_stop_with_their_supervisor(checkpoi
         with socket.socket() as again:
             again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             again.bind((host, int(port)))
+
+
+def test_a_killed_worker_leaves_its_share_to_the_others(checkpoint, translator):
+    """SIGKILL to one of two workers: new connections all reach the other (none is left
+    waiting on a socket nobody accepts on), `nmt_workers` drops to 1, and SIGTERM still stops
+    the server, which reports the dead worker's exit code."""
+    want = [r.hypotheses[0].text for r in expected(translator, SENTENCES[:16])]
+    with running(checkpoint, "--workers", "2") as server:
+        server.wait_for("nmt_workers", 2)
+        pid = server.proc.pid
+        workers = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _series(_scrape(server.url), "nmt_workers") != 1:
+            assert time.monotonic() < deadline, "nmt_workers still counts the killed worker"
+            time.sleep(0.1)
+        got = []
+        for text in SENTENCES[:16]:  # a new connection each: the kernel chooses the socket
+            with httpx.Client(base_url=server.url, timeout=30) as fresh:
+                got.append(fresh.post("/v1/translate", json={"text": text}).json()["translation"])
+        assert got == want
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(60) == 2
+    assert "exit codes [-9, 0]" in "".join(server.log)
+
+
+def _scrape(url: str) -> str:
+    """/metrics over a connection of its own."""
+    return httpx.get(url + "/metrics", headers={"Connection": "close"}).text
 
 
 def test_workers_sockets_share_the_port_and_the_connections():

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 
 from nmt.config import ServeConfig, apply_overrides
 from nmt.errors import NmtError
@@ -183,7 +184,8 @@ def serve_on(
 def _supervise(socks: list[socket.socket], settings: ServeSettings, access_log: bool) -> None:
     """A worker process on each of `socks` (sockets on one port, see `bind`); signals are
     passed on to them, and this returns when they have all exited. They keep their metrics in
-    one fresh directory, so that each answers /metrics for all."""
+    one fresh directory, so that each answers /metrics for all. A worker that dies (killed,
+    out of memory) takes its socket with it, and the others serve its share."""
     log = ["--access-log"] if access_log else []
     with tempfile.TemporaryDirectory(prefix="nmt-serve-metrics-") as metrics:
         env = {**os.environ, ENV: json.dumps(dataclasses.asdict(settings)), MULTIPROC_ENV: metrics}
@@ -196,15 +198,30 @@ def _supervise(socks: list[socket.socket], settings: ServeSettings, access_log: 
             )
             for sock in socks
         ]
+        for sock in socks:  # the workers' now: open here, a dead worker's would still be
+            sock.close()  # handed connections that nobody accepts
 
         def forward(signum: int, frame: object) -> None:
             for worker in workers:
                 worker.send_signal(signum)
 
         with _handlers(forward):
-            codes = [worker.wait() for worker in workers]
+            codes = _wait(workers, metrics)
     if any(codes):
         raise NmtError(f"a server process failed (exit codes {codes})", "nmt serve")
+
+
+def _wait(workers: list[subprocess.Popen], metrics: str) -> list[int]:
+    """The workers' exit codes, once all have exited. Each that exits leaves the metrics' live
+    gauges at once (`nmt_workers` counts one fewer), also while the others go on."""
+    gone: set[int] = set()
+    while len(gone) < len(workers):
+        for worker in workers:
+            if worker.pid not in gone and worker.poll() is not None:
+                mark_process_dead(worker.pid, metrics)
+                gone.add(worker.pid)
+        time.sleep(0.1)
+    return [worker.returncode for worker in workers]
 
 
 @contextlib.contextmanager

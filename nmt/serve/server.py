@@ -97,32 +97,44 @@ def bind(host: str, port: int, count: int = 1) -> list[socket.socket]:
     Several are bound with SO_REUSEPORT, so the kernel spreads new connections over them by
     their addresses. Workers sharing one socket instead take connections as they wake: an idle
     one accepted a whole burst (8 clients, all on one of 2 workers, in `nmt bench serve`), and
-    keep-alive connections stay where they land. (Linux lets only processes of the same user
-    join such a group of sockets.) Without SO_REUSEPORT they share one."""
+    keep-alive connections stay where they land. A plain socket is bound first and closed:
+    a second server started on the port is refused as before, where with SO_REUSEPORT alone
+    it would join the group and take a share of the connections. Without SO_REUSEPORT the
+    workers share one socket."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    reuse_port = count > 1 and hasattr(socket, "SO_REUSEPORT")
+    if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        return [_listening(family, host, port, reuse_port=False)] * count
+    with _listening(family, host, port, reuse_port=False) as probe:
+        port = probe.getsockname()[1]  # the free one, for port 0
     socks: list[socket.socket] = []
-    for _ in range(count if reuse_port else 1):
-        # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
-        # without it each answer waited ~40 ms for a delayed ACK (Nagle) on keep-alive
-        # connections
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, socks[0].getsockname()[1] if socks else port))
-        except OSError as exc:
-            for s in [sock, *socks]:
-                s.close()
-            raise NmtError(
-                f"cannot listen on {host}:{port}: {exc.strerror}",
-                "--host/--port",
-                "choose another port (or stop the process that holds it)",
-            ) from None
-        sock.listen(2048)
-        socks.append(sock)
-    return socks * (count // len(socks))
+    try:
+        for _ in range(count):
+            socks.append(_listening(family, host, port, reuse_port=True))
+    except NmtError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _listening(family: int, host: str, port: int, reuse_port: bool) -> socket.socket:
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
+    # without it each answer waited ~40 ms for a delayed ACK (Nagle) on keep-alive connections
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise NmtError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            "--host/--port",
+            "choose another port (or stop the process that holds it)",
+        ) from None
+    sock.listen(2048)
+    return sock
 
 
 def serve(settings: ServeSettings, access_log: bool = False) -> None:

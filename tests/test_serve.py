@@ -378,7 +378,8 @@ def test_a_killed_worker_leaves_its_share_to_the_others(checkpoint, translator):
         assert got == want
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(60) == 2
-    assert "exit codes [-9, 0]" in "".join(server.log)
+    log = "".join(server.log)  # the workers in the order started, the killed one either
+    assert "exit codes [-9, 0]" in log or "exit codes [0, -9]" in log, log
 
 
 def _scrape(url: str) -> str:

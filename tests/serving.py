@@ -29,16 +29,20 @@ class Server:
 
     def metric(self, name: str) -> float:
         """The value of one unlabelled series of /metrics."""
-        for line in self.client.get("/metrics").text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        raise KeyError(name)
+        return series(self.client.get("/metrics").text, name)
 
     def wait_for(self, name: str, at_least: float, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while self.metric(name) < at_least:
             assert time.monotonic() < deadline, (name, at_least, self.metric(name))
             time.sleep(0.01)
+
+
+def series(text: str, name: str) -> float:
+    """The value of one unlabelled series in a Prometheus text exposition."""
+    values = [float(line.split()[1]) for line in text.splitlines() if line.split()[:1] == [name]]
+    assert len(values) == 1, (name, text)
+    return values[0]
 
 
 def start_server(

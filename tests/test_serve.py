@@ -32,7 +32,7 @@ from nmt.serve.scheduler import Events, Scheduler  # noqa: E402
 from nmt.serve.server import bind  # noqa: E402
 from nmt.train import train  # noqa: E402
 from nmt.translate import Translator  # noqa: E402
-from tests.serving import running  # noqa: E402
+from tests.serving import running, series  # noqa: E402
 
 TINY = [
     "train.precision=fp32",
@@ -341,10 +341,10 @@ def test_worker_processes_share_the_port_and_stop_with_their_supervisor(checkpoi
         assert [g["translation"] for g in got] == want
         for _ in range(6):  # a new connection each: the kernel hands it to either worker
             text = _scrape(server.url)
-            assert _series(text, "nmt_workers") == 2
-            assert _series(text, "nmt_sentences_total") == 16
-            assert _series(text, "nmt_queue_depth") == 0
-            assert _series(text, "nmt_step_sentences_sum") >= 16
+            assert series(text, "nmt_workers") == 2
+            assert series(text, "nmt_sentences_total") == 16
+            assert series(text, "nmt_queue_depth") == 0
+            assert series(text, "nmt_step_sentences_sum") >= 16
         server.proc.kill()
         server.proc.wait(10)
         deadline = time.monotonic() + 60
@@ -369,7 +369,7 @@ def test_a_killed_worker_leaves_its_share_to_the_others(checkpoint, translator):
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 30
         # until it is gone, a connection handed to its socket is reset, as by any dying server
-        while _alive(workers[0]) or _series(_scrape(server.url), "nmt_workers") != 1:
+        while _alive(workers[0]) or series(_scrape(server.url), "nmt_workers") != 1:
             assert time.monotonic() < deadline, "nmt_workers still counts the killed worker"
             time.sleep(0.1)
         got = []
@@ -423,13 +423,6 @@ def _threads_started_with(env: dict[str, str]) -> int:
     probe = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
     out = subprocess.run(probe, env={**os.environ, **env}, capture_output=True, text=True)
     return int(out.stdout)
-
-
-def _series(text: str, name: str) -> float:
-    """The value of one unlabelled series in a Prometheus text exposition."""
-    values = [float(line.split()[1]) for line in text.splitlines() if line.split()[:1] == [name]]
-    assert len(values) == 1, (name, text)
-    return values[0]
 
 
 def _alive(pid: int) -> bool:

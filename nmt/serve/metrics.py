@@ -40,8 +40,7 @@ class ServerMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        r = CollectorRegistry()
         self.requests = Counter(
             "nmt_requests", "HTTP requests answered, by route and status", ["route", "status"],
             registry=r,
@@ -79,7 +78,7 @@ class ServerMetrics:
             multiprocess_mode="livesum", registry=r,
         )  # fmt: skip
         self.threads.set(torch.get_num_threads())
-        self._scraped = r
+        self._scraped = r  # this process's values, or with several workers all of theirs:
         if os.environ.get(MULTIPROC_ENV):
             self._scraped = CollectorRegistry()
             MultiProcessCollector(self._scraped)

@@ -332,7 +332,7 @@ class ServeConfig:
         "CPU each takes its share of the cores (cores / workers threads, fewer beside busy "
         "processes): one per core gives the most sentences/s (on 2 cores, 64 clients: "
         "0.83-1.08x the file rate against 0.56-0.93x for 1), one answers a lone request "
-        "soonest.",
+        "soonest. A worker that dies is replaced (up to 3 starts a minute per place).",
         min=1,
     )
     max_batch_tokens: int = option(

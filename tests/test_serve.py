@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -332,8 +333,7 @@ def test_worker_processes_share_the_port_and_stop_with_their_supervisor(checkpoi
     threads = _threads_started_with(env)
     with running(checkpoint, "--workers", "2", env=env) as server:
         server.wait_for("nmt_workers", 2)  # both loaded
-        pid = server.proc.pid
-        workers = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        workers = _children(server.proc.pid)
         assert len(workers) == 2
         assert server.metric("nmt_threads") == 2 * max(1, threads // 2)
         with ThreadPoolExecutor(8) as pool:
@@ -347,40 +347,63 @@ def test_worker_processes_share_the_port_and_stop_with_their_supervisor(checkpoi
             assert series(text, "nmt_step_sentences_sum") >= 16
         server.proc.kill()
         server.proc.wait(10)
-        deadline = time.monotonic() + 60
-        while any(_alive(w) for w in workers):
-            assert time.monotonic() < deadline, "the workers outlived their supervisor"
-            time.sleep(0.1)
+        _until(lambda: not any(_alive(w) for w in workers), "gone with their supervisor")
         host, port = server.url.removeprefix("http://").split(":")
         with socket.socket() as again:
             again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             again.bind((host, int(port)))
 
 
-def test_a_killed_worker_leaves_its_share_to_the_others(checkpoint, translator):
-    """SIGKILL to one of two workers: new connections all reach the other (none is left
-    waiting on a socket nobody accepts on), `nmt_workers` drops to 1, and SIGTERM still stops
-    the server, which reports the dead worker's exit code."""
+def test_a_killed_worker_is_replaced_until_its_place_keeps_failing(
+    checkpoint, translator, tmp_path
+):
+    """SIGKILL to one of two workers: a fresh worker takes its place (`nmt_workers` back to
+    2), and meanwhile new connections all reach the other (none waits on a socket nobody
+    accepts on). A place whose workers keep dying is given up (here: the checkpoint is gone,
+    so its replacement cannot load), the other serves on, and SIGTERM ends with exit 2."""
     want = [r.hypotheses[0].text for r in expected(translator, SENTENCES[:16])]
-    with running(checkpoint, "--workers", "2") as server:
+    model = tmp_path / "model.pt"
+    shutil.copy(checkpoint, model)
+    with running(model, "--workers", "2") as server:
         server.wait_for("nmt_workers", 2)
-        pid = server.proc.pid
-        workers = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        os.kill(workers[0], signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        # until it is gone, a connection handed to its socket is reset, as by any dying server
-        while _alive(workers[0]) or series(_scrape(server.url), "nmt_workers") != 1:
-            assert time.monotonic() < deadline, "nmt_workers still counts the killed worker"
-            time.sleep(0.1)
-        got = []
-        for text in SENTENCES[:16]:  # a new connection each: the kernel chooses the socket
-            with httpx.Client(base_url=server.url, timeout=30) as fresh:
-                got.append(fresh.post("/v1/translate", json={"text": text}).json()["translation"])
-        assert got == want
+        first = _children(server.proc.pid)
+        os.kill(first[0], signal.SIGKILL)
+        _until(lambda: len(set(_children(server.proc.pid)) - set(first)) == 1, "replaced")
+        replacement = (set(_children(server.proc.pid)) - set(first)).pop()
+        assert not _alive(first[0])
+        _until(lambda: series(_scrape(server.url), "nmt_workers") == 2, "the new worker loaded")
+        assert _translate_fresh(server.url, SENTENCES[:16]) == want
+        model.rename(tmp_path / "moved.pt")
+        os.kill(replacement, signal.SIGKILL)  # its place's second death within a minute
+        _until(lambda: "so no more" in "".join(server.log), "given up")
+        assert series(_scrape(server.url), "nmt_workers") == 1
+        assert _translate_fresh(server.url, SENTENCES[:16]) == want
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(60) == 2
-    log = "".join(server.log)  # the workers in the order started, the killed one either
-    assert "exit codes [-9, 0]" in log or "exit codes [0, -9]" in log, log
+    log = "".join(server.log)
+    assert f"worker 1 (pid {first[0]}) was killed (SIGKILL); starting another" in log, log
+    assert f"worker 1 (pid {replacement}) was killed (SIGKILL); starting another" in log, log
+    assert "model.pt" in log and "exited with 2; 3 started in its place within 60 s" in log, log
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _until(done: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"not {what} after {timeout} s"
+        time.sleep(0.1)
+
+
+def _translate_fresh(url: str, sentences: list[str]) -> list[str]:
+    """Translations over a new connection each: the kernel chooses the worker's socket."""
+    got = []
+    for text in sentences:
+        with httpx.Client(base_url=url, timeout=30) as fresh:
+            got.append(fresh.post("/v1/translate", json={"text": text}).json()["translation"])
+    return got
 
 
 def _scrape(url: str) -> str:

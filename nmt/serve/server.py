@@ -4,8 +4,8 @@ The model is loaded (and the API key read) before the port is bound, so a broken
 is an error at start-up, not on the first request. In each server process the decoder runs on
 the main thread and uvicorn on another (see `Scheduler.run` for why). With `serve.workers` > 1,
 this process binds that many sockets on the port (`bind`) and starts a worker process on each,
-with its own copy of the model, and passes them its signals; /metrics sums over them
-(`metrics`).
+with its own copy of the model, passes them its signals and replaces one that dies; /metrics
+sums over them (`metrics`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from nmt.translate import Translator
 ENV = "NMT_SERVE_SETTINGS"
 ANNOUNCED = re.compile(r"^serving .* at (http://\S+:(\d+))/ ")  # the line `serve` prints
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+BACKLOG = 2048  # connections a socket holds before they are accepted (uvicorn's default)
 
 
 @dataclass
@@ -99,11 +100,15 @@ def bind(host: str, port: int, count: int = 1) -> list[socket.socket]:
     one accepted a whole burst (8 clients, all on one of 2 workers, in `nmt bench serve`), and
     keep-alive connections stay where they land. A plain socket is bound first and closed:
     a second server started on the port is refused as before, where with SO_REUSEPORT alone
-    it would join the group and take a share of the connections. Without SO_REUSEPORT the
-    workers share one socket."""
+    it would join the group and take a share of the connections."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
-        return [_listening(family, host, port, reuse_port=False)] * count
+    if count == 1:
+        return [_listening(family, host, port, reuse_port=False)]
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise NmtError(
+            "serve.workers > 1 needs SO_REUSEPORT, which this system lacks", "--workers",
+            "run one worker (--workers 1), or several servers behind a proxy",
+        )  # fmt: skip
     with _listening(family, host, port, reuse_port=False) as probe:
         port = probe.getsockname()[1]  # the free one, for port 0
     socks: list[socket.socket] = []
@@ -118,6 +123,15 @@ def bind(host: str, port: int, count: int = 1) -> list[socket.socket]:
 
 
 def _listening(family: int, host: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = _bound(family, host, port, reuse_port)
+    sock.listen(BACKLOG)
+    return sock
+
+
+def _bound(family: int, host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A socket bound to the address, not yet listening: the kernel hands a port's
+    connections only to its listening sockets, and uvicorn (asyncio) makes it one when its
+    server starts, after the model has loaded."""
     # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
     # without it each answer waited ~40 ms for a delayed ACK (Nagle) on keep-alive connections
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -133,7 +147,6 @@ def _listening(family: int, host: str, port: int, reuse_port: bool) -> socket.so
             "--host/--port",
             "choose another port (or stop the process that holds it)",
         ) from None
-    sock.listen(2048)
     return sock
 
 
@@ -194,46 +207,95 @@ def serve_on(
 
 
 def _supervise(socks: list[socket.socket], settings: ServeSettings, access_log: bool) -> None:
-    """A worker process on each of `socks` (sockets on one port, see `bind`); signals are
-    passed on to them, and this returns when they have all exited. They keep their metrics in
-    one fresh directory, so that each answers /metrics for all. A worker that dies (killed,
-    out of memory) takes its socket with it, and the others serve its share."""
-    log = ["--access-log"] if access_log else []
+    """A worker process on each of `socks` (sockets on one port, see `bind`), until a signal
+    has stopped them all. They keep their metrics in one fresh directory, so that each answers
+    /metrics for all."""
     with tempfile.TemporaryDirectory(prefix="nmt-serve-metrics-") as metrics:
         env = {**os.environ, ENV: json.dumps(dataclasses.asdict(settings)), MULTIPROC_ENV: metrics}
-        workers = [  # in sessions of their own: a Ctrl-C reaches them once, from here
-            subprocess.Popen(
-                [sys.executable, "-m", "nmt.serve.server", str(sock.fileno()), *log],
-                env=env,
-                pass_fds=[sock.fileno()],
-                start_new_session=True,
-            )
-            for sock in socks
-        ]
-        for sock in socks:  # the workers' now: open here, a dead worker's would still be
-            sock.close()  # handed connections that nobody accepts
-
-        def forward(signum: int, frame: object) -> None:
-            for worker in workers:
-                worker.send_signal(signum)
-
-        with _handlers(forward):
-            codes = _wait(workers, metrics)
-    if any(codes):
+        command = [sys.executable, "-m", "nmt.serve.server"]
+        supervisor = _Supervisor(socks, command + (["--access-log"] if access_log else []), env)
+        with _handlers(supervisor.forward):
+            codes = supervisor.run(metrics)
+    if any(codes) or supervisor.given_up:
         raise NmtError(f"a server process failed (exit codes {codes})", "nmt serve")
 
 
-def _wait(workers: list[subprocess.Popen], metrics: str) -> list[int]:
-    """The workers' exit codes, once all have exited. Each that exits leaves the metrics' live
-    gauges at once (`nmt_workers` counts one fewer), also while the others go on."""
-    gone: set[int] = set()
-    while len(gone) < len(workers):
-        for worker in workers:
-            if worker.pid not in gone and worker.poll() is not None:
-                mark_process_dead(worker.pid, metrics)
-                gone.add(worker.pid)
-        time.sleep(0.1)
-    return [worker.returncode for worker in workers]
+class _Supervisor:
+    """The workers of one port. Signals are passed on to them. A worker that dies while no
+    signal was given (killed, out of memory) takes its socket with it, and the others serve its
+    share until a fresh worker on a fresh socket replaces it, as gunicorn replaces its workers.
+    A place whose workers keep dying (RESTARTS starts within RESTART_WINDOW seconds) is given
+    up, and the server's exit status says so when it stops."""
+
+    RESTARTS, RESTART_WINDOW = 3, 60.0
+
+    def __init__(self, socks: list[socket.socket], command: list[str], env: dict[str, str]):
+        self.command, self.env = command, env
+        self.family, self.address = socks[0].family, socks[0].getsockname()[:2]
+        self.workers = [self._start(sock) for sock in socks]
+        self.starts = [[time.monotonic()] for _ in socks]
+        self.signal: int | None = None  # the stop signal, once given
+        self.given_up: list[int] = []  # places not restarted
+
+    def _start(self, sock: socket.socket) -> subprocess.Popen:
+        """A worker on `sock`, in a session of its own (a Ctrl-C reaches it once, from here);
+        the socket is then the worker's alone: open here, a dead worker's socket would still
+        be handed connections that nobody accepts."""
+        with sock:
+            return subprocess.Popen(
+                [*self.command, str(sock.fileno())],
+                env=self.env,
+                pass_fds=[sock.fileno()],
+                start_new_session=True,
+            )
+
+    def forward(self, signum: int, frame: object) -> None:
+        self.signal = signum
+        for worker in self.workers:
+            worker.send_signal(signum)
+
+    def run(self, metrics: str) -> list[int]:
+        """The last workers' exit codes, once all have exited. Each that exits leaves the
+        metrics' live gauges at once (`nmt_workers` counts one fewer until its replacement
+        has loaded the model)."""
+        live = set(range(len(self.workers)))
+        while live:
+            for place in sorted(live):
+                if self.workers[place].poll() is not None:
+                    mark_process_dead(self.workers[place].pid, metrics)
+                    if self.signal is not None or not self._restart(place):
+                        live.discard(place)
+            time.sleep(0.1)
+        return [worker.returncode for worker in self.workers]
+
+    def _restart(self, place: int) -> bool:
+        """A fresh worker in the dead one's place, unless the place's workers keep dying."""
+        dead, now = self.workers[place], time.monotonic()
+        self.starts[place] = [t for t in self.starts[place] if now - t < self.RESTART_WINDOW]
+        what = f"nmt serve: worker {place + 1} (pid {dead.pid}) {_exit_reason(dead.returncode)}"
+        if len(self.starts[place]) >= self.RESTARTS:
+            why = f"{self.RESTARTS} started in its place within {self.RESTART_WINDOW:.0f} s"
+            return self._give_up(place, f"{what}; {why}, so no more")
+        try:
+            # listening once the worker has loaded the model: until then the others take all
+            sock = _bound(self.family, *self.address, reuse_port=True)
+        except NmtError as err:  # all workers dead, and the port taken since
+            return self._give_up(place, f"{what}; cannot start another: {err}")
+        print(f"{what}; starting another", file=sys.stderr, flush=True)
+        self.workers[place] = self._start(sock)
+        self.starts[place].append(now)
+        if self.signal is not None:  # given while it started
+            self.workers[place].send_signal(self.signal)
+        return True
+
+    def _give_up(self, place: int, why: str) -> bool:
+        self.given_up.append(place)
+        print(f"{why}: the others serve on without it", file=sys.stderr, flush=True)
+        return False
+
+
+def _exit_reason(code: int) -> str:
+    return f"was killed ({signal.Signals(-code).name})" if code < 0 else f"exited with {code}"
 
 
 @contextlib.contextmanager
@@ -269,4 +331,8 @@ def _worker(fd: int, access_log: bool) -> None:
 
 
 if __name__ == "__main__":
-    _worker(int(sys.argv[1]), "--access-log" in sys.argv)
+    try:
+        _worker(int(sys.argv[1]), "--access-log" in sys.argv)
+    except NmtError as err:  # e.g. the checkpoint gone when a worker is replaced
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -440,6 +440,15 @@ def test_workers_sockets_share_the_port_and_the_connections():
             s.close()
 
 
+def test_workers_need_reuseport(monkeypatch):
+    """Where the system has no SO_REUSEPORT, several workers are refused with a way out."""
+    monkeypatch.delattr(socket, "SO_REUSEPORT")
+    with pytest.raises(NmtError, match="needs SO_REUSEPORT") as err:
+        bind("127.0.0.1", 0, 2)
+    assert "--workers 1" in str(err.value)
+    bind("127.0.0.1", 0, 1)[0].close()
+
+
 def _threads_started_with(env: dict[str, str]) -> int:
     """The intra-op threads a torch process starts with in `env` (torch caps OMP_NUM_THREADS
     at the cores it sees)."""

@@ -29,6 +29,7 @@ CONFIG=${CONFIG:-configs/bible-es-en.yaml}
 NMT=${NMT:-.venv/bin/nmt}
 PY=${PY:-.venv/bin/python}
 [ -x "$NMT" ] || make install
+source recipes/steps.sh
 mkdir -p "$OUT"
 
 if [ ! -f "$OUT/b.en.txt" ]; then
@@ -63,21 +64,15 @@ prep() {  # NAME TSV SRC TGT: a preprocessed store of TSV, translating SRC into 
         --out "$OUT/$1"
 }
 
-train() {  # DATA RUN THREADS [CPU]: STEPS updates of the recipe's model
-    [ -f "$OUT/$2/trained" ] && return
-    local pin=()
-    [ $# -ge 4 ] && pin=(taskset -c "$4")
-    OMP_NUM_THREADS=$3 "${pin[@]}" $NMT train "$CONFIG" --data "$OUT/$1" \
-        --out "$OUT/$2" --overwrite --set train.max_minutes=0 --set train.max_steps="$STEPS" \
-        --set train.valid_every=$((STEPS / 4)) --set train.threads="$3" > "$OUT/$2.log" 2>&1
-    touch "$OUT/$2/trained"
+train() {  # DATA RUN CPUS: STEPS updates of the recipe's model
+    train_steps "$CONFIG" "$OUT/$1" "$OUT/$2" "$3"
 }
 
 prep data-a "$OUT/a.tsv" es en
 prep data-rev "$OUT/a.tsv" en es
-train data-a base 1 0 &
+train data-a base 0 &
 base=$!
-train data-rev reverse 1 1
+train data-rev reverse 1
 wait $base
 
 if [ ! -f "$OUT/b.es.txt" ]; then
@@ -103,7 +98,7 @@ EOF
     mv "$OUT/bt.tsv.tmp" "$OUT/bt.tsv"
 fi
 prep data-bt "$OUT/bt.tsv" es en
-train data-bt bt 2
+train data-bt bt 0,1
 
 for run in base bt; do  # test translations, beam 5
     data=data-a

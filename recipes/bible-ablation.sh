@@ -18,6 +18,7 @@ STEPS=${STEPS:-1000}
 NMT=${NMT:-.venv/bin/nmt}
 PY=${PY:-.venv/bin/python}
 [ -x "$NMT" ] || make install
+source recipes/steps.sh
 [ $# -gt 0 ] || { echo "usage: $0 NAME[=KEY=VALUE[,KEY=VALUE...]] ..." >&2; exit 2; }
 
 if [ ! -f "$OUT/data/manifest.json" ]; then
@@ -32,13 +33,7 @@ variant() {  # SPEC CPU: train one variant on one core, then translate the test 
         IFS=, read -ra kv <<< "${1#*=}"
         for pair in "${kv[@]}"; do sets+=(--set "$pair"); done
     fi
-    if [ ! -f "$run/trained" ]; then
-        OMP_NUM_THREADS=1 taskset -c "$2" $NMT train configs/bible-es-en.yaml --data "$OUT/data" \
-            --out "$run" --overwrite --set train.max_minutes=0 --set train.max_steps="$STEPS" \
-            --set train.valid_every=$((STEPS / 4)) --set train.threads=1 "${sets[@]}" \
-            > "$run.log" 2>&1
-        touch "$run/trained"
-    fi
+    train_steps configs/bible-es-en.yaml "$OUT/data" "$run" "$2" "${sets[@]}"
     if [ ! -f "$run/test.hyp.txt" ]; then
         OMP_NUM_THREADS=1 taskset -c "$2" $NMT translate "$run/best.pt" -i "$OUT/data/test.es.txt" \
             -o "$run/test.hyp.txt" --beam 5 2>> "$run.log"

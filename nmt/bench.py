@@ -7,6 +7,7 @@ measured and on what, so that docs/benchmarks.md can quote the command and its f
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import platform
@@ -96,6 +97,14 @@ def bench_preprocess(
 
 def _take(lines: Any, n: int) -> list[str]:
     return [line for _, line in zip(range(n), lines)]
+
+
+def bench_sentences(path: Path, n: int) -> list[str]:
+    """The first n non-empty lines of `path`: what the translation benchmarks decode."""
+    lines = list(itertools.islice((line for line in read_lines(path) if line.strip()), n))
+    if not lines:
+        raise NmtError("no sentence to measure: the file has no non-empty line", str(path))
+    return lines
 
 
 def bench_batching(
@@ -424,7 +433,7 @@ def bench_translate(
     `vs one at a time` is the batched rate over the one-at-a-time rate of the same beam."""
     from nmt.translate import Translator
 
-    lines = _take(read_lines(input_path), n_lines)
+    lines = bench_sentences(input_path, n_lines)
     translator = Translator.from_checkpoint(checkpoint, device, precision)
     translator.translate(lines[:8])  # warm-up: allocator, kernels, weight caches
     rows = []

@@ -362,8 +362,8 @@ def bench_train(
     ),
     sizes: Annotated[str, typer.Option(help="Comma-separated EMBxHIDDEN sizes.")] = "256x512",
     precisions: Annotated[str, typer.Option(help="Comma-separated: fp32, bf16, fp16.")] = "fp32",
-    steps: Annotated[int, typer.Option(help="Timed updates per configuration.")] = 20,
-    warmup: Annotated[int, typer.Option(help="Untimed updates first.")] = 3,
+    steps: Annotated[int, typer.Option(min=1, help="Timed updates per configuration.")] = 20,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed updates first.")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     out: BenchOut = Path("bench-out"),
     set_: SetOpt = None,
@@ -427,7 +427,7 @@ def bench_distributed(
     processes: Annotated[
         str, typer.Option(help="Comma-separated process counts to launch under torchrun.")
     ] = "1,2",
-    steps: Annotated[int, typer.Option(help="Updates per run (4 logged windows).")] = 60,
+    steps: Annotated[int, typer.Option(min=4, help="Updates per run (4 logged windows).")] = 60,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     out: BenchOut = Path("bench-out"),
     set_: SetOpt = None,
@@ -452,7 +452,7 @@ def bench_serve(
     input: Annotated[
         Path, typer.Option("--input", "-i", help="Source text, one sentence per line.")
     ],
-    lines: Annotated[int, typer.Option(help="Sentences to take from --input.")] = 500,
+    lines: Annotated[int, typer.Option(min=1, help="Non-empty lines to take from --input.")] = 500,
     clients: Annotated[
         str, typer.Option(help="Comma-separated concurrent clients.")
     ] = "1,8,64,256",
@@ -506,7 +506,7 @@ def bench_translate(
     input: Annotated[
         Path, typer.Option("--input", "-i", help="Source text, one sentence per line.")
     ],
-    lines: Annotated[int, typer.Option(help="Sentences to take from --input.")] = 1000,
+    lines: Annotated[int, typer.Option(min=1, help="Non-empty lines to take from --input.")] = 1000,
     beams: Annotated[str, typer.Option(help="Comma-separated beam sizes.")] = "1,5",
     batch_tokens: Annotated[
         str, typer.Option(help="Comma-separated batch sizes (source subwords x beam).")

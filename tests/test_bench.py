@@ -91,3 +91,27 @@ def test_bench_train_measures_each_variant_in_its_own_row(toy_dir, tmp_path):
     assert all(row["tokens_per_s"] > 0 for row in report["rows"])
     bad = CliRunner().invoke(app, [*args[:-2], "--variant", "x:model.layer_norm"])
     assert bad.exit_code == 2 and "NAME:KEY=VALUE" in bad.output
+
+
+def test_benchmarks_with_nothing_to_measure_are_errors(tmp_path):
+    """No sentence or no timed update: `error:` and exit 2 before any work (was a
+    ZeroDivisionError traceback, or a table of zeros with exit 0)."""
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n \n", encoding="utf-8")
+    model = str(tmp_path / "never-read.pt")
+    cases = [
+        (["bench", "translate", model, "-i", str(blank)], "no sentence to measure"),
+        (["bench", "serve", model, "-i", str(blank)], "no sentence to measure"),
+        (["bench", "translate", model, "-i", str(blank), "--lines", "0"], "--lines"),
+        (["bench", "train", "--data", str(tmp_path), "--steps", "0"], "--steps"),
+        (["bench", "train", "--data", str(tmp_path), "--warmup", "-1"], "--warmup"),
+    ]
+    for args, says in cases:
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2, (args, result.output)
+        assert says in result.output, (args, result.output)
+    assert not (tmp_path / "out").exists()

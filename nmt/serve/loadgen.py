@@ -23,12 +23,11 @@ import sys
 import threading
 import time
 import urllib.request
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from nmt.bench import bench_sentences
 from nmt.config import default
-from nmt.data.corpus import read_lines
 from nmt.errors import NmtError
 from nmt.serve.server import announced_url
 
@@ -219,7 +218,7 @@ def bench_serve(
     client count, then each (workers, clients) level of a real server."""
     from nmt.translate import Translator
 
-    lines = [line for line in islice(read_lines(input_path), n_lines) if line.strip()]
+    lines = bench_sentences(input_path, n_lines)
     translator = Translator.from_checkpoint(checkpoint, None, precision)
     translator.translate(lines[:8], beam=beam)  # warm-up
     file_before = _file_rate(translator, lines, beam)

@@ -25,7 +25,7 @@ import typer
 from nmt import __version__
 from nmt.config import Config, default, dump_config, load_config, reference_markdown, set_value
 from nmt.errors import NmtError
-from nmt.fileio import os_error
+from nmt.fileio import os_error, refuse_input_as_output
 
 app = typer.Typer(
     help="Neural machine translation with GRU encoder-decoders "
@@ -600,6 +600,7 @@ def average(
     """Average the weights of several checkpoints (e.g. RUN_DIR/step-*.pt) into one."""
     from nmt.checkpoint import average_checkpoints
 
+    refuse_input_as_output(out, checkpoints)
     average_checkpoints(checkpoints, out)
     typer.echo(f"wrote {out}: the average of {len(checkpoints)} checkpoints")
 
@@ -712,6 +713,7 @@ def translate(
     from nmt.translate import Translator
 
     _check_translate_options(format, nbest, attention, errors)
+    refuse_input_as_output(output, [input, prefix_file, glossary, *checkpoints])
     if markup not in (None, "xml"):
         raise NmtError(
             f"unknown markup {markup!r}", "--markup", "use --markup xml, or leave it out"
@@ -798,6 +800,7 @@ def score(
         raise NmtError(
             "the source and the target cannot both be stdin", "--source/--target", "name a file"
         )
+    refuse_input_as_output(output, [source, target, *checkpoints])
     translator = Translator.from_checkpoint(checkpoints, device, precision)
     translator.warn = lambda message: typer.echo(message, err=True)
     api.run_files(

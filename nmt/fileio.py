@@ -24,7 +24,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -97,6 +97,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def refuse_input_as_output(output: str | Path, inputs: Iterable[str | Path | None]) -> None:
+    """An output that is one of the command's input files (the same file under any name)
+    would replace it when the command completes: an error, before any work."""
+    try:
+        written = os.stat(output)
+    except OSError:
+        return  # not there yet (or unreadable: the write will say so)
+    for given in inputs:
+        if given is None or str(given) == "-":
+            continue
+        with contextlib.suppress(OSError):  # a missing input is reported where it is read
+            read = os.stat(given)
+            if stat.S_ISREG(read.st_mode) and os.path.samestat(read, written):
+                raise NmtError(
+                    f"the output is also an input ({given}): it would be replaced",
+                    str(output),
+                    "write to another file (and rename it afterwards if you mean to)",
+                )
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from nmt.errors import NmtError
-from nmt.fileio import atomic_open
+from nmt.fileio import atomic_open, refuse_input_as_output
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -47,3 +47,42 @@ def test_missing_directories_are_created_and_a_directory_is_refused(tmp_path):
     with pytest.raises(NmtError, match="is a directory"), atomic_open(tmp_path / "a") as fh:
         fh.write("never")
     assert os.listdir(tmp_path / "a") == ["b"]
+
+
+def test_an_output_that_is_an_input_is_refused_under_any_name(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("hola\n", encoding="utf-8")
+    (tmp_path / "hard.txt").hardlink_to(source)
+    (tmp_path / "soft.txt").symlink_to(source)
+    for name in ("in.txt", "hard.txt", "soft.txt", "./in.txt"):
+        with pytest.raises(NmtError, match="the output is also an input"):
+            refuse_input_as_output(tmp_path / name, [None, "-", tmp_path / "other", source])
+    (tmp_path / "copy.txt").write_text("hola\n", encoding="utf-8")
+    refuse_input_as_output(tmp_path / "copy.txt", [source])  # equal, not the same file
+    refuse_input_as_output(tmp_path / "new.txt", [source])
+    refuse_input_as_output("/dev/stdout", [source, "-"])
+
+
+def test_commands_refuse_to_write_over_their_inputs(tmp_path):
+    """translate, score and average: `error:`, exit 2, the input unchanged (it was replaced
+    by the output, exit 0)."""
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    text = tmp_path / "text.txt"
+    text.write_text("hola\n", encoding="utf-8")
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    cases = [
+        ["translate", str(model), "-i", str(text), "-o", str(text)],
+        ["score", str(model), "-s", str(text), "-t", str(text), "-o", str(text)],
+        ["score", str(model), "-s", "-", "-t", str(text), "-o", str(text)],
+        ["average", str(model), str(model), "-o", str(model)],
+    ]
+    for args in cases:
+        result = CliRunner().invoke(app, args, input="hola\n")
+        assert result.exit_code == 2, (args, result.output)
+        assert "the output is also an input" in result.output, result.output
+    assert text.read_text(encoding="utf-8") == "hola\n"
+    assert model.read_bytes() == b"weights"

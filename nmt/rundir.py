@@ -49,7 +49,9 @@ def prepare(run_dir: Path, resume: bool, overwrite: bool) -> None:
             raise NmtError(
                 "--resume, but there is no last.pt to resume from",
                 str(run_dir),
-                "start the run without --resume",
+                "start the run over with --overwrite (instead of --resume)"
+                if holds_run
+                else "start the run without --resume",
             )
         return
     if holds_run and not overwrite:

@@ -363,14 +363,21 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.skipped += 1
         step = self.progress.step + 1
-        self.log(f"warning: update {step} skipped: the gradient is not finite (NaN or overflow)")
+        self.log(
+            f"warning: update {step} skipped ({self.skipped} in a row): the gradient is not "
+            "finite (NaN or overflow)"
+        )
         if self.skipped >= MAX_SKIPPED:
+            saved = (self.run_dir / "last.pt").is_file()
             raise NmtError(
-                f"training diverged: {MAX_SKIPPED} updates in a row up to {step} had a gradient "
-                "that is not finite; nothing was saved after the last good checkpoint",
+                f"training diverged: {MAX_SKIPPED} batches in a row at update {step} gave a "
+                "gradient that is not finite; "
+                + ("nothing was saved after the last good checkpoint" if saved else "no "
+                   "checkpoint was saved yet"),
                 str(self.run_dir),
-                "lower train.lr (or raise train.warmup_steps, or use fp32), then --resume",
-            )
+                "lower train.lr (or raise train.warmup_steps, or use fp32), then "
+                + ("--resume" if saved else "start again with --overwrite"),
+            )  # fmt: skip
 
     def _after_update(self, window: dict[str, Any], bar: tqdm) -> str | None:
         """Log, validate, checkpoint; return a stop reason (the same on every rank) or None."""

@@ -214,13 +214,26 @@ def test_finding_10_nan_is_refused_and_a_non_finite_gradient_never_reaches_a_che
     monkeypatch.setattr(train_module._Loss, "forward", poisoned)
     out, log = tmp_path / "r", []
     cfg = apply_overrides(Config(), [*TINY, "train.max_steps=100"])
-    with pytest.raises(NmtError, match=f"training diverged: {MAX_SKIPPED} updates in a row"):
+    with pytest.raises(NmtError, match=f"diverged: {MAX_SKIPPED} batches in a row") as err:
         train(cfg, store, out, progress_bar=False, log=log.append)
-    assert sum("skipped: the gradient is not finite" in m for m in log) == 1 + MAX_SKIPPED
+    assert "then --resume" in str(err.value)
+    assert sum("the gradient is not finite" in m for m in log) == 1 + MAX_SKIPPED
+    assert f"({MAX_SKIPPED} in a row)" in log[-1]
     last = load_checkpoint(out / "last.pt")  # saved at the validation of step 2 (3 calls)
     assert last["train"]["progress"]["step"] == 2
     assert all(torch.isfinite(w).all() for w in last["model"].values())
     assert "NaN" not in (out / "metrics.jsonl").read_text()
+    # diverged before any checkpoint: both messages lead to --overwrite, which works
+    fresh = tmp_path / "fresh"
+    with pytest.raises(NmtError, match="no checkpoint was saved yet") as err:
+        train(cfg, store, fresh, progress_bar=False, log=log.append)
+    assert "start again with --overwrite" in str(err.value)
+    with pytest.raises(NmtError, match=r"with --overwrite \(instead of --resume\)"):
+        train(cfg, store, fresh, resume=True, progress_bar=False, log=log.append)
+    monkeypatch.setattr(train_module._Loss, "forward", original)
+    cfg = apply_overrides(cfg, ["train.max_steps=1"])
+    train(cfg, store, fresh, overwrite=True, progress_bar=False, log=log.append)
+    assert load_checkpoint(fresh / "last.pt")["train"]["progress"]["step"] == 1
 
 
 def test_finding_11_flipped_checkpoint_and_cut_references_are_errors(store, run, tmp_path):

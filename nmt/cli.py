@@ -718,7 +718,13 @@ def translate(
         raise NmtError(
             f"unknown markup {markup!r}", "--markup", "use --markup xml, or leave it out"
         )
+    if input == "-" and str(prefix_file) == "-":
+        raise NmtError(
+            "the input and the prefix file cannot both be stdin", "--input/--prefix-file",
+            "name a file",
+        )  # fmt: skip
     terms = read_glossary(glossary) if glossary else None
+    prefixes = textfiles.read_prefixes(prefix_file, errors) if prefix_file else None
     translator = Translator.from_checkpoint(checkpoints, device, precision)
     translator.warn = lambda message: typer.echo(message, err=True)
     if terms is not None or markup:
@@ -726,6 +732,14 @@ def translate(
     translator.decode_options(  # every option checked before any line is read
         beam, nbest, alpha, penalty, batch_tokens, attention, sampling, temperature, seed
     )
+    if (attention or plot_attention) and not translator.has_attention:
+        raise NmtError(
+            "this model has no attention weights to show (rnnenc reads a fixed summary)",
+            "--attention" if attention else "--plot-attention",
+            "leave the option out, or use an rnnsearch or luong model",
+        )
+    if plot_attention:
+        textfiles.plot_directory(plot_attention)
     textfiles.run_files(
         translator,
         input,
@@ -743,7 +757,7 @@ def translate(
         sampling=sampling,
         temperature=temperature,
         seed=seed,
-        prefixes=textfiles.read_prefixes(prefix_file) if prefix_file else None,
+        prefixes=prefixes,
     )
 
 

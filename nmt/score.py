@@ -26,7 +26,7 @@ from nmt.data.store import pad_rows
 from nmt.errors import NmtError
 from nmt.fileio import json_line
 from nmt.search import length_penalty
-from nmt.textfiles import chunks, line_output
+from nmt.textfiles import UTF8_FIX, chunks, line_output
 from nmt.translate import Prepared, Translator
 
 FORMATS = ("text", "tsv", "jsonl")
@@ -152,12 +152,11 @@ def run_files(
     atomically with a progress bar, or stdout; one output line per pair, in order."""
     if fmt not in FORMATS:
         raise NmtError(f"unknown format {fmt!r}", "--format", f"use one of {', '.join(FORMATS)}")
-    fix = "convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or pass --errors replace"
     with open_input(source) as (src_stream, src_name, regular), open_input(target) as tgt:
         tgt_stream, tgt_name, _ = tgt
         pairs = _pairs(
-            decode_lines(src_stream, src_name, errors, fix),
-            decode_lines(tgt_stream, tgt_name, errors, fix),
+            decode_lines(src_stream, src_name, errors, UTF8_FIX),
+            decode_lines(tgt_stream, tgt_name, errors, UTF8_FIX),
             (src_name, tgt_name),
         )
         total = count_lines(Path(source)) if regular else None

@@ -173,7 +173,7 @@ class Prefixes:
         if end > len(self.lines) or (count == 0 and start != len(self.lines)):
             raise NmtError(
                 f"the prefix file has {len(self.lines)} lines, the input "
-                + (f"more than {len(self.lines)}" if end > len(self.lines) else f"{start}"),
+                + (f"{start}" if count == 0 else f"more than {len(self.lines)}"),
                 self.name,
                 "give one prefix per input line (an empty line for none)",
             )
@@ -192,10 +192,25 @@ def _plot(results: list[Result], first_line: int, plot_dir: Path) -> None:
             plot_attention(best.attention, r.source_pieces, [*best.pieces, "</s>"], path)
 
 
-def read_prefixes(path: Path) -> Prefixes:
+def read_prefixes(path: Path, errors: str = "strict") -> Prefixes:
     """A prefix file: UTF-8 lines (errors name the line)."""
     with open_input(str(path)) as (stream, name, _):
-        return Prefixes(list(decode_lines(stream, name)), name)
+        return Prefixes(list(decode_lines(stream, name, errors, UTF8_FIX)), name)
+
+
+def plot_directory(path: Path) -> None:
+    """Create the directory for attention heatmaps before any line is translated, so that a
+    path that cannot be one fails at once."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NmtError(
+            "this path is a file; the heatmaps need a directory", str(path),
+            "name a directory (it is created)",
+        ) from None  # fmt: skip
+
+
+UTF8_FIX = "convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or pass --errors replace"
 
 
 def run_files(
@@ -208,11 +223,12 @@ def run_files(
 ) -> int:
     """`nmt translate`: from a file or stdin ("-") to a file (written atomically, with a
     progress bar) or stdout (flushed after every chunk). Options go to `translate_stream`."""
-    fix = "convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or pass --errors replace"
     with open_input(input) as (stream, name, regular):
-        lines = decode_lines(stream, name, errors, fix)
+        lines = decode_lines(stream, name, errors, UTF8_FIX)
         if regular:  # a file: large chunks sort well by length; its size sets the progress bar
             total, chunked = count_lines(Path(input)), chunks(lines, chunk_lines)
+            if options.get("prefixes") is not None:  # line counts compared before any work
+                options["prefixes"].take(total, 0)
         else:  # a pipe or a terminal: translate each line as soon as it has arrived
             total, chunked = None, live_chunks(lines, chunk_lines)
         return _write_output(translator, chunked, output, total, options)

@@ -183,6 +183,11 @@ class Translator:
                 self.warn(f"warning: {no_translation(first_line + i)}")
         return results
 
+    @property
+    def has_attention(self) -> bool:
+        """Whether every model attends (rnnenc's decoder reads a fixed summary instead)."""
+        return all(hasattr(model.decoder, "attention") for model in self.models)
+
     def decode_options(
         self,
         beam: int | None = None,

@@ -245,3 +245,38 @@ def test_a_prefix_file_begins_each_translation_with_its_line(checkpoint, tmp_pat
               "-o", str(out)],
     )  # fmt: skip
     assert result.exit_code == 2 and str(short) in result.stderr and not out.exists()
+    result = runner.invoke(  # to stdout: refused before the first line is written
+        app, ["translate", str(checkpoint), "-i", str(src), "--prefix-file", str(short)]
+    )
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert "the prefix file has 1 lines, the input 4" in result.stderr
+    result = runner.invoke(
+        app, ["translate", str(checkpoint), "-i", "-", "--prefix-file", "-"], input="hola\n"
+    )
+    assert result.exit_code == 2 and "cannot both be stdin" in result.stderr
+    latin = tmp_path / "latin.en"
+    latin.write_bytes(b"caf\xe9\n\n\n\n")
+    args = ["translate", str(checkpoint), "-i", str(src), "--prefix-file", str(latin)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--errors replace" in result.stderr
+    assert runner.invoke(app, [*args, "--errors", "replace"]).exit_code == 0
+
+
+def test_attention_options_are_checked_before_any_line(checkpoint, sample_dir, tmp_path):
+    """A --plot-attention path that cannot be a directory, and attention asked of a model
+    without it (rnnenc), are errors before decoding: no output file, nothing on stdout."""
+    (tmp_path / "a-file").write_text("mine", encoding="utf-8")
+    result, out = _translate(checkpoint, tmp_path, b"Dios\n", "--plot-attention",
+                             str(tmp_path / "a-file"))  # fmt: skip
+    assert result.exit_code == 2 and "the heatmaps need a directory" in result.stderr
+    assert not out.exists() and (tmp_path / "a-file").read_text(encoding="utf-8") == "mine"
+    run = tmp_path / "rnnenc"
+    cfg = apply_overrides(Config(), [*TINY, "model.arch=rnnenc", "train.max_steps=1"])
+    train(cfg, sample_dir, run, progress_bar=False, log=lambda _: None)
+    for options in (["--plot-attention", str(tmp_path / "plots")], ["--attention", "--format",
+                                                                      "jsonl"]):  # fmt: skip
+        result = runner.invoke(app, ["translate", str(run / "last.pt"), "-i", "-", *options],
+                               input="Dios\n")  # fmt: skip
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        assert "no attention weights to show" in result.stderr
+    assert not (tmp_path / "plots").exists()

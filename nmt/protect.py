@@ -262,20 +262,29 @@ class Protector:
         """`tgt` masked with the placeholders of its already masked source (see `mask_pair`);
         None if their spans differ as multisets."""
         target = self.find(tgt)
-        if source.unprotected:
-            return None
         if Counter(s.source for s in source.spans) != Counter(s.source for _, _, s in target):
             return None
-        if not target:
-            return tgt
+        return self.mask_prefix(source, tgt)
+
+    def mask_prefix(self, source: Masked, prefix: str) -> str | None:
+        """The start of a translation masked with its source's placeholders, the k-th
+        occurrence of a span as the source's k-th; None if it holds a span more often than
+        the source does (the translation could not keep every span exactly once)."""
+        found = self.find(prefix)
+        if not found:
+            return prefix
+        if source.unprotected:
+            return None
         slots: dict[str, list[int]] = {}
         for i, s in enumerate(source.spans):
             slots.setdefault(s.source, []).append(i)
         out, last = [], 0
-        for start, end, span in target:
-            out += [tgt[last:start], placeholder(slots[span.source].pop(0))]
+        for start, end, span in found:
+            if not slots.get(span.source):
+                return None
+            out += [prefix[last:start], placeholder(slots[span.source].pop(0))]
             last = end
-        out.append(tgt[last:])
+        out.append(prefix[last:])
         return "".join(out)
 
 

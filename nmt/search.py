@@ -209,11 +209,20 @@ def limits(
     constraints: Constraints | None,
     prefix: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Output length limits [B], raised where the constraints or a prefix need more."""
+    """Output length limits [B], raised where the constraints or a prefix need more (with
+    both, room for every placeholder after the prefix)."""
     limit = max_lengths(src_lengths, a, b)
-    if prefix is not None:
-        limit = torch.maximum(limit.to(prefix.device), (prefix >= 0).sum(1))
-    return limit if constraints is None else constraints.limits(limit.to(constraints.need.device))
+    forced = None if prefix is None else (prefix >= 0).sum(1)  # [B]
+    if forced is not None:
+        limit = torch.maximum(limit.to(prefix.device), forced)
+    if constraints is None:
+        return limit
+    limit = constraints.limits(limit.to(constraints.need.device))
+    return (
+        limit
+        if forced is None
+        else torch.maximum(limit, forced.to(limit.device) + constraints.count)
+    )
 
 
 def on_device(constraints: Constraints | None, device: torch.device) -> Constraints | None:

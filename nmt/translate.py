@@ -41,7 +41,7 @@ from nmt.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from nmt.device import Runtime, resolve_runtime
 from nmt.errors import NmtError
 from nmt.model import Seq2Seq
-from nmt.protect import MAX_SPANS, Masked, Protector, model_protection
+from nmt.protect import MAX_SPANS, PLACEHOLDER, Masked, Protector, model_protection
 from nmt.sampling import Sampler
 from nmt.search import Hypothesis, greedy_search, length_penalty
 
@@ -212,7 +212,8 @@ class Translator:
     ) -> list[Prepared]:
         """Normalise, mask the protected spans and split into subwords, truncated to the
         model's limit; what was cut or left unprotected is in each item's warnings. A text's
-        prefix (target language) is normalised and split into target subwords."""
+        prefix (target language) is masked like its text, normalised and split into target
+        subwords."""
         limit = self.cfg.decode.max_input_len or self.cfg.train.max_len
         masked = [self.protector.mask(normalize(t)) for t in texts]
         ids = self.src_tokenizer.encode([m.text for m in masked])
@@ -232,10 +233,39 @@ class Translator:
                 seq = seq[:limit]
             items.append(Prepared(m, seq, warnings, line))
         if prefixes is not None:
-            encoded = self.tgt_tokenizer.encode([normalize(p) for p in prefixes])
-            for item, prefix in zip(items, encoded, strict=True):
-                item.prefix = prefix
+            for item, prefix in zip(items, prefixes, strict=True):
+                item.prefix_text = self._masked_prefix(item, prefix)
+            encoded = self.tgt_tokenizer.encode([normalize(item.prefix_text) for item in items])
+            for item, prefix_ids in zip(items, encoded):
+                item.prefix = prefix_ids
         return items
+
+    def _masked_prefix(self, item: Prepared, prefix: str) -> str:
+        """A prefix with its source line's placeholders: forced as given, its spans count as
+        emitted, and the search places the rest."""
+        if self.symbols is None:
+            return prefix
+        masked = (
+            None if PLACEHOLDER.search(prefix) else self.protector.mask_prefix(item.masked, prefix)
+        )
+        if masked is None:
+            raise NmtError(
+                "the prefix holds a protected span (placeholder, tag, URL, term) that its "
+                "source line does not hold as often, or a placeholder symbol",
+                f"the prefix of line {item.line}",
+                "give a prefix whose spans all come from its source line",
+            )
+        return masked
+
+    def _text(self, item: Prepared, tokens: list[int]) -> str:
+        """A hypothesis's text (placeholders in) beginning with its prefix as given, where
+        the subwords spell the prefix normalised, with unknown characters as ⁇."""
+        text = self.tgt_tokenizer.decode(tokens)
+        head = self.tgt_tokenizer.decode(item.prefix) if item.prefix else None
+        if head is None or not text.startswith(head):
+            return text
+        rest = text[len(head) :]
+        return item.prefix_text + (rest.lstrip() if item.prefix_text[-1:].isspace() else rest)
 
     def translate_prepared(self, items: Sequence[Prepared], options: DecodeOptions) -> list[Result]:
         """Decode prepared lines in length-sorted batches; results in input order. An empty
@@ -264,11 +294,12 @@ class Translator:
         use it as a context (`with translator.batch(options) as batch:`)."""
         return TranslationBatch(self, options)
 
-    def result(self, seq: list[int], masked: Masked, hyps: list[Hypothesis], nbest: int) -> Result:
+    def result(self, item: Prepared, hyps: list[Hypothesis], nbest: int) -> Result:
         """One line's result: its n-best list with the spans put back. With placeholders, a
         hypothesis that spells out a span of its own from ordinary subwords (`%` then `d`,
         which a printf would read as an argument) goes after those that do not."""
-        texts = [self.tgt_tokenizer.decode(h.tokens) for h in hyps]
+        masked = item.masked
+        texts = [self._text(item, h.tokens) for h in hyps]
         if self.symbols is not None:
             spelled = [not self.protector.keeps(masked, masked.restore(t)) for t in texts]
             order = sorted(range(len(hyps)), key=spelled.__getitem__)  # stable: by score
@@ -284,7 +315,7 @@ class Translator:
         ]
         terms = [(s.source, s.target) for s in masked.spans if s.term]
         return Result(
-            self.src_tokenizer.pieces(seq) + ["</s>"],
+            self.src_tokenizer.pieces(item.ids) + ["</s>"],
             translations,
             terms if self.protector.glossary else None,
         )
@@ -357,7 +388,7 @@ class TranslationBatch:
 
     def _result(self, key: Hashable, hyps: list[Hypothesis]) -> Result:
         item = self._forget(key)
-        return self.translator.result(item.ids, item.masked, hyps, self.options.nbest)
+        return self.translator.result(item, hyps, self.options.nbest)
 
     def _forget(self, key: Hashable) -> Prepared:
         item = self.items.pop(key)
@@ -374,6 +405,7 @@ class Prepared:
     warnings: list[str]  # what was truncated or left unprotected ("line N ...")
     line: int = 1  # its line number in the input (sampling draws by it)
     prefix: list[int] = field(default_factory=list)  # what its translation must begin with
+    prefix_text: str = ""  # the prefix as given, its spans masked
 
 
 @torch.no_grad()
@@ -397,7 +429,7 @@ def sample_lines(
     for item, tokens, total in zip(items, outputs, totals.tolist()):
         score = total / length_penalty(len(tokens) + 1, options.penalty, options.alpha)
         hyps = [Hypothesis(tokens, score)] if math.isfinite(score) else []
-        results.append(translator.result(item.ids, item.masked, hyps, 1))
+        results.append(translator.result(item, hyps, 1))
     return results
 
 

@@ -13,12 +13,13 @@ from nmt.cli import app
 from nmt.config import Config, apply_overrides
 from nmt.data.store import read_manifest
 from nmt.data.tokenizer import Tokenizer
+from nmt.errors import NmtError
 from nmt.preprocess import preprocess
 from nmt.protect import Protector, placeholder_symbols, span_fidelity, spans_of
 from nmt.score import score_pairs
 from nmt.search import Hypothesis
 from nmt.train import train
-from nmt.translate import Translator
+from nmt.translate import Prepared, Translator
 from tests.conftest import SAMPLE, data_config, with_spans, write_tsv
 from tests.test_translate import TINY as TRANSLATE_TINY
 
@@ -99,6 +100,24 @@ def test_every_output_keeps_the_sources_spans_and_would_not_without_the_constrai
     monkeypatch.setattr(Translator, "constraints", lambda self, batch, masked: None)
     unconstrained = translator.translate(LINES, beam=4)
     assert span_fidelity(LINES, unconstrained, everything) < 0.5, unconstrained
+
+
+def test_a_prefix_keeps_its_spans_once_and_is_written_as_given(protected):
+    """A prefix's spans are its source's placeholders, emitted once in all (the prefix's and
+    the search's); a prefix that holds a span its source does not, or a placeholder symbol,
+    is an error, not an empty or doubled line."""
+    translator = Translator.from_checkpoint(protected / "run" / "best.pt")
+    sources = ["Copiar %s en {0}", "Abrir %s y %s"]
+    prefixes = ["Copy  %s into", "Open %s"]
+    for beam in (1, 4):
+        results = translator.translate_nbest(sources, beam=beam, prefixes=prefixes)
+        outputs = [r.hypotheses[0].text for r in results]
+        assert [o.startswith(p) for o, p in zip(outputs, prefixes)] == [True, True], outputs
+        assert span_fidelity(sources, outputs, Protector("all")) == 1.0, outputs
+    for source, prefix in (("Copiar %s", "Copy %d"), ("Copiar %s", "Copy %s %s"),
+                           ("Copiar", "Copy ｟0｠")):  # fmt: skip
+        with pytest.raises(NmtError, match="the prefix of line 1"):
+            translator.translate_nbest([source], prefixes=[prefix])
 
 
 def test_validation_restores_the_spans_it_kept(protected):
@@ -191,7 +210,7 @@ def test_a_hypothesis_that_spells_out_a_span_goes_after_those_that_do_not(protec
     masked = translator.protector.mask("Copiar %s")
     tokens = translator.tgt_tokenizer.encode(["Copy ｟0｠ and www.dios.org", "Copy ｟0｠"])
     hyps = [Hypothesis(tokens[0], -1.0), Hypothesis(tokens[1], -2.0)]
-    result = translator.result([], masked, hyps, nbest=2)
+    result = translator.result(Prepared(masked, [], []), hyps, nbest=2)
     assert [t.text for t in result.hypotheses] == ["Copy %s", "Copy %s and www.dios.org"]
     assert translator.protector.keeps(masked, "Copia %s")
     assert not translator.protector.keeps(masked, "Copia")

@@ -237,6 +237,11 @@ def test_a_prefix_file_begins_each_translation_with_its_line(checkpoint, tmp_pat
         for i in (0, 3):
             forced = tok.pieces(tok.encode([lines[i]])[0])
             assert records[i]["hypotheses"][0]["pieces"][: len(forced)] == forced
+    translator = Translator.from_checkpoint(checkpoint, "cpu", "fp32")
+    given = ["Costs 5€ — 漢字 ok", "Two  spaces and\ttab ", "In the"]
+    results = translator.translate_nbest(["hola"] * 3, beam=2, prefixes=given)
+    for prefix, result in zip(given, results):  # as given, not as the subwords spell it
+        assert result.hypotheses[0].text.startswith(prefix), result.hypotheses[0].text
     short = tmp_path / "short.en"
     short.write_text("In the\n", encoding="utf-8")
     out = tmp_path / "out.en"

@@ -26,7 +26,7 @@ from nmt.data.store import pad_rows
 from nmt.errors import NmtError
 from nmt.fileio import json_line
 from nmt.search import length_penalty
-from nmt.textfiles import UTF8_FIX, chunks, line_output
+from nmt.textfiles import UTF8_FIX, chunks, line_output, tsv_field
 from nmt.translate import Prepared, Translator
 
 FORMATS = ("text", "tsv", "jsonl")
@@ -111,7 +111,7 @@ def format_scored(scored: Scored, fmt: str, line: int, source: str, target: str)
     if fmt == "text":
         return f"{scored.score:.6f}"
     if fmt == "tsv":
-        return f"{source}\t{target}\t{scored.score:.6f}"
+        return f"{tsv_field(source)}\t{tsv_field(target)}\t{scored.score:.6f}"
     return json_line(
         {
             "line": line,

@@ -87,7 +87,7 @@ def format_result(result: Result, fmt: str, line: int, source: str, attention: b
     if fmt == "text":  # no hypothesis only if the model's scores were not finite
         return result.hypotheses[0].text if result.hypotheses else ""
     if fmt == "tsv":
-        return "\t".join(f"{h.text}\t{h.score:.4f}" for h in result.hypotheses)
+        return "\t".join(f"{tsv_field(h.text)}\t{h.score:.4f}" for h in result.hypotheses)
     record = {
         "line": line,
         "source": source,
@@ -109,6 +109,12 @@ def format_result(result: Result, fmt: str, line: int, source: str, attention: b
     if result.terms is not None:
         record["glossary"] = [{"source": src, "target": tgt} for src, tgt in result.terms]
     return json_line(record)
+
+
+def tsv_field(text: str) -> str:
+    """Text as one TSV column: a tab inside it (a source or prefix may hold one) becomes a
+    space, so that every line keeps its number of columns."""
+    return text.replace("\t", " ")
 
 
 def _rounded(matrix: list[list[float]]) -> list[list[float]]:

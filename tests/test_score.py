@@ -62,6 +62,7 @@ def _score(*args):
 
 def test_formats_agree_and_keep_one_line_per_pair(checkpoints, sources, tmp_path):
     src, tgt = tmp_path / "src.es", tmp_path / "tgt.en"
+    sources = [*sources[:-1], sources[-1] + "\tal\tfinal"]  # tsv: a tab inside is a space
     targets = ["", *sources[1:]]  # an empty target is eos alone, still scored
     src.write_text("\n".join(sources) + "\n", encoding="utf-8")
     tgt.write_text("\n".join(targets) + "\n", encoding="utf-8")
@@ -73,7 +74,8 @@ def test_formats_agree_and_keep_one_line_per_pair(checkpoints, sources, tmp_path
         assert len(out[fmt]) == len(sources)
     text = [float(x) for x in out["text"]]
     tsv = [line.split("\t") for line in out["tsv"]]
-    assert [(s, t) for s, t, _ in tsv] == list(zip(sources, targets))
+    spaced = [[x.replace("\t", " ") for x in pair] for pair in zip(sources, targets)]
+    assert [[s, t] for s, t, _ in tsv] == spaced
     assert [float(x) for _, _, x in tsv] == text
     records = [json.loads(line) for line in out["jsonl"]]
     assert [r["line"] for r in records] == list(range(1, len(sources) + 1))

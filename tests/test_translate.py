@@ -242,6 +242,7 @@ def test_a_prefix_file_begins_each_translation_with_its_line(checkpoint, tmp_pat
     results = translator.translate_nbest(["hola"] * 3, beam=2, prefixes=given)
     for prefix, result in zip(given, results):  # as given, not as the subwords spell it
         assert result.hypotheses[0].text.startswith(prefix), result.hypotheses[0].text
+    assert format_result(results[1], "tsv", 2, "hola").count("\t") == 1  # its tab a space
     short = tmp_path / "short.en"
     short.write_text("In the\n", encoding="utf-8")
     out = tmp_path / "out.en"

@@ -132,6 +132,11 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a checkpoint; anything that is not one is an NmtError."""
     path = Path(path)
+    if path.is_dir():
+        raise NmtError(
+            "this is a directory, not a checkpoint", str(path), f"name a .pt file in it, e.g. "
+            f"{path / 'best.pt'}",
+        )  # fmt: skip
     if not path.is_file():
         raise NmtError("checkpoint not found", str(path), "check the path (e.g. RUN_DIR/best.pt)")
     try:

@@ -290,7 +290,8 @@ def evaluate(
     """Score detokenised hypotheses against references with sacrebleu (with signatures)."""
     from nmt.metrics import bleu_gate, score_files
 
-    scores = score_files(hyp, refs, [m.strip() for m in metrics.split(",") if m.strip()])
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    scores = score_files(hyp, refs, list(dict.fromkeys(names)))  # each once
     failure = bleu_gate(scores, min_bleu) if min_bleu is not None else None
     if as_json:
         typer.echo(json.dumps([s.as_dict() for s in scores], indent=2))
@@ -713,6 +714,12 @@ def translate(
     from nmt.translate import Translator
 
     _check_translate_options(format, nbest, attention, errors)
+    _check_needed(
+        ("--temperature", temperature != 1.0, "--sampling", sampling),
+        ("--seed", seed != 1, "--sampling", sampling),
+        ("--plot-lines", plot_lines != 10, "--plot-attention", plot_attention),
+        ("--glossary-ignore-case", glossary_ignore_case, "--glossary", glossary),
+    )
     refuse_input_as_output(output, [input, prefix_file, glossary, *checkpoints])
     if markup not in (None, "xml"):
         raise NmtError(
@@ -947,6 +954,18 @@ def _check_translate_options(fmt: str, nbest: int, attention: bool, errors: str)
         raise NmtError(
             "attention weights are written in jsonl only", "--attention", "add --format jsonl"
         )
+
+
+def _check_needed(*rules: tuple[str, bool, str, object]) -> None:
+    """(option, given, the option it works with, that option's value): an option given
+    without the one it works with would be ignored silently."""
+    for option, given, needed, value in rules:
+        if given and value is None:
+            raise NmtError(
+                f"{option} only applies with {needed}",
+                option,
+                f"add {needed}, or leave {option} out",
+            )
 
 
 def _terminate(signum: int, frame: object) -> None:

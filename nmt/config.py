@@ -457,16 +457,26 @@ def set_value(cfg: Config, key: str, value: Any, where: str) -> None:
 
 
 def _yaml_lines(text: str) -> dict[str, int]:
-    """Line number (1-based) of every `section` and `section.key` in a YAML text, for errors."""
+    """Line number (1-based) of every `section` and `section.key` in a YAML text, for errors;
+    one that appears twice is a YAMLError (YAML would keep the last one silently)."""
     lines: dict[str, int] = {}
     root = yaml.compose(text)
     if not isinstance(root, yaml.MappingNode):
         return lines
+
+    def note(name: str, node: yaml.Node) -> None:
+        if name in lines:
+            raise yaml.constructor.ConstructorError(
+                problem=f"{name} appears twice (also on line {lines[name]})",
+                problem_mark=node.start_mark,
+            )
+        lines[name] = node.start_mark.line + 1
+
     for sec_key, sec_val in root.value:
-        lines[sec_key.value] = sec_key.start_mark.line + 1
+        note(sec_key.value, sec_key)
         if isinstance(sec_val, yaml.MappingNode):
             for key, _ in sec_val.value:
-                lines[f"{sec_key.value}.{key.value}"] = key.start_mark.line + 1
+                note(f"{sec_key.value}.{key.value}", key)
     return lines
 
 

@@ -183,3 +183,22 @@ def test_evaluate_refuses_empty_files_instead_of_failing_the_gate(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "nothing to score" in proc.stderr, proc.stderr
+
+
+def test_options_that_would_be_ignored_are_errors(tmp_path):
+    """An option given without the one it works with (it used to be dropped silently), a
+    directory given as the checkpoint, and a metric named twice (scored once)."""
+    (tmp_path / "in.txt").write_text("hola\n", encoding="utf-8")
+    base = ["translate", str(tmp_path / "model.pt"), "-i", str(tmp_path / "in.txt")]
+    for option in (["--temperature", "0.5"], ["--seed", "5"], ["--plot-lines", "3"],
+                   ["--glossary-ignore-case"]):  # fmt: skip
+        result = CliRunner().invoke(app, [*base, *option])
+        assert result.exit_code == 2 and f"{option[0]} only applies with" in result.output
+    result = CliRunner().invoke(app, ["translate", str(tmp_path), "-i", str(tmp_path / "in.txt")])
+    assert result.exit_code == 2 and "a directory, not a checkpoint" in result.output
+    assert str(tmp_path / "best.pt") in result.output
+    result = CliRunner().invoke(
+        app, ["evaluate", str(tmp_path / "in.txt"), str(tmp_path / "in.txt"), "--metrics",
+              "bleu,chrf,bleu"],
+    )  # fmt: skip
+    assert result.exit_code == 0 and result.output.count("BLEU") == 1, result.output

@@ -88,6 +88,17 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_a_key_or_section_given_twice_is_an_error_naming_both_lines(tmp_path):
+    """YAML itself keeps the last of two equal keys, silently dropping the first."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  emb_size: 16\ntrain:\n  lr: 0.1\nmodel:\n  hidden_size: 8\n")
+    with pytest.raises(NmtError, match=r"c.yaml:5: .*model appears twice \(also on line 1\)"):
+        load_config(path)
+    path.write_text("train:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(NmtError, match=r"c.yaml:3: .*train.lr appears twice \(also on line 2\)"):
+        load_config(path)
+
+
 @pytest.mark.parametrize("name", ["sample.yaml", "bible-es-en.yaml"])
 def test_shipped_configs_load(name):
     cfg = load_config(ROOT / "configs" / name)

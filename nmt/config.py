@@ -501,7 +501,10 @@ def config_from_dict(
         if values is None:
             continue
         if not isinstance(values, dict):
-            raise NmtError(f"section `{section}` must be a mapping of keys to values", where)
+            raise NmtError(
+                f"section `{section}` must be a mapping of keys to values", where,
+                f"write `{section}:` and under it indented `key: value` lines",
+            )  # fmt: skip
         for name, value in values.items():
             key = f"{section}.{name}"
             set_value(cfg, key, value, f"{source}:{lines[key]}" if key in lines else source)
@@ -545,8 +548,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         except UnicodeDecodeError as exc:
             line = text_line(path.read_bytes(), exc.start)
             raise NmtError(
-                "not UTF-8 text (corrupt, or another kind of file)", f"{path}:{line}"
-            ) from None
+                "not UTF-8 text (corrupt, or another kind of file)", f"{path}:{line}",
+                "name a YAML config saved as UTF-8",
+            ) from None  # fmt: skip
         except OSError as exc:
             raise NmtError(f"cannot read it: {exc.strerror}", str(path)) from None
         try:
@@ -554,7 +558,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise NmtError(f"not valid YAML: {getattr(exc, 'problem', exc)}", where) from None
+            raise NmtError(
+                f"not valid YAML: {getattr(exc, 'problem', exc)}", where,
+                "check the indentation, colons and quotes on that line and the one before",
+            ) from None  # fmt: skip
         cfg = config_from_dict(raw, str(path), lines)
     return apply_overrides(cfg, overrides)
 

@@ -343,8 +343,9 @@ def read_glossary(path: Path) -> dict[str, str]:
         fields = line.split("\t")
         where = f"{path}:{lineno}"
         if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+            got = f"{len(fields)} field(s)" if len(fields) != 2 else "an empty term"
             raise NmtError(
-                f"a glossary line is `source<TAB>target`, got {len(fields)} field(s): {line!r}",
+                f"a glossary line is `source<TAB>target`, got {got}: {line!r}",
                 where,
                 "one term pair per line, separated by one tab",
             )

@@ -82,8 +82,13 @@ def test_bad_value_in_yaml_names_its_line(tmp_path):
 def test_invalid_yaml_and_missing_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data: [unclosed\n")
-    with pytest.raises(NmtError, match="not valid YAML"):
+    with pytest.raises(NmtError, match="not valid YAML") as err:
         load_config(path)
+    assert err.value.fix is not None  # every config error says what to do
+    path.write_text("model: 3\n")
+    with pytest.raises(NmtError, match="section `model` must be a mapping") as err:
+        load_config(path)
+    assert "indented `key: value`" in str(err.value)
     with pytest.raises(NmtError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
 

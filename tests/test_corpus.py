@@ -137,6 +137,9 @@ def test_tsv_missing_column_and_short_row(tmp_path):
     path = write_tsv(tmp_path / "c.tsv", [("a", "b")], header="id\tes\tde")
     with pytest.raises(NmtError, match=rf"{path}:1: the header has no column named 'en'"):
         TsvCorpus(str(path), "es", "en")
+    path.write_text("")
+    with pytest.raises(NmtError, match=rf"{path}: the file is empty"):
+        TsvCorpus(str(path), "es", "en")
     path.write_text("id\tes\ten\n1\ta\tb\n2\tonly-two\n")
     with pytest.raises(NmtError, match=rf"{path}:3: expected 3 tab-separated fields, found 2"):
         list(TsvCorpus(str(path), "es", "en"))

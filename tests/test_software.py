@@ -163,6 +163,7 @@ def test_glossary_terms_are_translated_as_given_and_reported(protected, tmp_path
     [
         ("Dios\n", "got 1 field"),
         ("Dios\tGOD\tDIEU\n", "got 3 field"),
+        ("\tGOD\n", "got an empty term"),
         ("Dios\tGOD\nDios\tDIEU\n", "given twice"),
         ("\n# nothing\n", "no terms"),
     ],

@@ -187,7 +187,12 @@ class TsvCorpus:
     def __init__(self, path: str, src: str, tgt: str):
         self.path = Path(path)
         _require_file(self.path)
-        header = next(read_lines(self.path), "").split("\t")
+        first = next(read_lines(self.path), None)
+        if first is None:
+            raise NmtError(
+                "the file is empty", str(self.path), "give a TSV file with a header line"
+            )
+        header = first.split("\t")
         missing = [lang for lang in (src, tgt) if lang not in header]
         if missing:
             raise NmtError(

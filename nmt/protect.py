@@ -120,6 +120,16 @@ class Masked:
     spans: list[Span] = field(default_factory=list)
     unprotected: int = 0  # spans past the MAX_SPANS-th, left as text
 
+    def unpaired_tags(self) -> list[str]:
+        """Tags with no partner in the line (a `<p>` never closed, a `</b>` never opened): XML
+        markup holding one is not well-formed, and neither is its translation."""
+        opened = {s.partner for s in self.spans if s.partner >= 0}
+        return [
+            s.source
+            for i, s in enumerate(self.spans)
+            if s.partner < 0 and i not in opened and _pairable(s)
+        ]
+
     def restore(self, output: str, escape_xml: bool = False) -> str:
         """`output` (a translation of `text`) with each placeholder replaced by its span's
         target. A span that no word touched in the source touches none in the output (a URL
@@ -288,6 +298,12 @@ class Protector:
         return "".join(out)
 
 
+def _pairable(span: Span) -> bool:
+    """An opening or closing tag (not a self-closing one, nor a glossary term)."""
+    m = _TAG.fullmatch(span.source)
+    return m is not None and not span.term and not m[3]
+
+
 def _pair_tags(spans: Sequence[Span]) -> list[Span]:
     """Spans with each closing tag pointing at its opening tag (`partner`) and each paired
     opening tag at the paired tag that encloses it (`parent`). Names compare without case; a
@@ -296,9 +312,9 @@ def _pair_tags(spans: Sequence[Span]) -> list[Span]:
     stack: list[tuple[str, int]] = []
     partner = {}
     for i, span in enumerate(spans):
-        m = _TAG.fullmatch(span.source)
-        if m is None or span.term or m[3]:
+        if not _pairable(span):
             continue
+        m = _TAG.fullmatch(span.source)
         name = m[2].casefold()
         if not m[1]:
             stack.append((name, i))

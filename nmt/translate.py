@@ -225,6 +225,11 @@ class Translator:
                     f"line {line} has more than {MAX_SPANS} protected spans; the last "
                     f"{m.unprotected} are translated as ordinary text"
                 )
+            if self.markup == "xml" and (unpaired := m.unpaired_tags()):
+                warnings.append(
+                    f"line {line}: {', '.join(unpaired)} has no partner tag; the line is not "
+                    "well-formed XML, and its translation will not be either"
+                )
             if len(seq) > limit:
                 warnings.append(
                     f"line {line} has {len(seq)} subwords; truncated to the first {limit} "

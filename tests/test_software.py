@@ -194,13 +194,19 @@ def test_markup_xml_gives_well_formed_xml_with_the_same_tags(protected, tmp_path
         "Sea <b>la <i>luz</i> y</b> fue <br/> la luz",
         "Sin etiquetas & con un signo <",
         "<emph>Dios</emph>",
+        "<p>sin cerrar y </b> sin abrir",  # not well-formed: said, not hidden
     ]
     result, out = _translate(protected / "run" / "best.pt", tmp_path, lines, "--markup", "xml")
     assert result.exit_code == 0, result.output
-    outputs = out.read_text(encoding="utf-8").splitlines()
+    warned = [line for line in result.output.splitlines() if "no partner tag" in line]
+    assert warned == [
+        "warning: line 5: <p>, </b> has no partner tag; the line is not well-formed XML, and "
+        "its translation will not be either"
+    ], result.output
+    outputs = out.read_text(encoding="utf-8").splitlines()[:4]
     for line in outputs:
         ET.fromstring(f"<p>{line}</p>")  # raises if not well-formed
-    assert span_fidelity(lines[:2] + lines[3:], outputs[:2] + outputs[3:], Protector("xml")) == 1.0
+    assert span_fidelity(lines[:2] + lines[3:4], outputs[:2] + outputs[3:], Protector("xml")) == 1.0
 
 
 def test_a_hypothesis_that_spells_out_a_span_goes_after_those_that_do_not(protected):

@@ -274,7 +274,7 @@ class Translator:
 
     def translate_prepared(self, items: Sequence[Prepared], options: DecodeOptions) -> list[Result]:
         """Decode prepared lines in length-sorted batches; results in input order. An empty
-        line gets an empty translation; a line whose search found nothing (non-finite
+        line gets empty translations (n-best of them); a line whose search found nothing (non-finite
         scores), an empty n-best list."""
         results: list[Result | None] = [None] * len(items)
         lengths = [len(item.ids) for item in items]
@@ -292,7 +292,8 @@ class Translator:
                         for i, result in batch.step():
                             results[i] = result  # type: ignore[index]
         terms = [] if self.protector.glossary else None
-        return [r or Result([], [Translation("", 0.0, [])], terms) for r in results]
+        empty = [Translation("", 0.0, [])] * options.nbest  # an n-best list of the same shape
+        return [r or Result([], empty, terms) for r in results]
 
     def batch(self, options: DecodeOptions) -> TranslationBatch:
         """An empty search that prepared lines can join at any step (continuous batching);

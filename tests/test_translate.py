@@ -95,7 +95,7 @@ def test_nbest_jsonl_and_tsv(checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in records] == [1, 2, 3]
-    assert records[1]["hypotheses"] == [{"text": "", "score": 0.0, "pieces": []}]
+    assert records[1]["hypotheses"] == [{"text": "", "score": 0.0, "pieces": []}] * 3
     for r in (records[0], records[2]):
         hyps = r["hypotheses"]
         assert len(hyps) == 3 and len({tuple(h["pieces"]) for h in hyps}) == 3
@@ -105,7 +105,7 @@ def test_nbest_jsonl_and_tsv(checkpoint, tmp_path):
         assert all(len(row) == len(r["source_pieces"]) for row in weights)
     result, tsv = _translate(checkpoint, tmp_path, data, "--format", "tsv", "--nbest", "2")
     rows = tsv.read_text(encoding="utf-8").split("\n")[:-1]
-    assert len(rows) == 3 and len(rows[0].split("\t")) == 4
+    assert len(rows) == 3 and [len(row.split("\t")) for row in rows] == [4, 4, 4]
     text = [h["text"] for h in records[0]["hypotheses"][:2]]
     assert rows[0].split("\t")[::2] == text
 

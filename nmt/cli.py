@@ -725,11 +725,7 @@ def translate(
         raise NmtError(
             f"unknown markup {markup!r}", "--markup", "use --markup xml, or leave it out"
         )
-    if input == "-" and str(prefix_file) == "-":
-        raise NmtError(
-            "the input and the prefix file cannot both be stdin", "--input/--prefix-file",
-            "name a file",
-        )  # fmt: skip
+    _not_both_stdin(("--input", input), ("--prefix-file", prefix_file))
     terms = read_glossary(glossary) if glossary else None
     prefixes = textfiles.read_prefixes(prefix_file, errors) if prefix_file else None
     translator = Translator.from_checkpoint(checkpoints, device, precision)
@@ -817,10 +813,7 @@ def score(
     from nmt.translate import Translator
 
     _check_translate_options(format, 1, False, errors)
-    if source == "-" and target == "-":
-        raise NmtError(
-            "the source and the target cannot both be stdin", "--source/--target", "name a file"
-        )
+    _not_both_stdin(("--source", source), ("--target", target))
     refuse_input_as_output(output, [source, target, *checkpoints])
     translator = Translator.from_checkpoint(checkpoints, device, precision)
     translator.warn = lambda message: typer.echo(message, err=True)
@@ -954,6 +947,16 @@ def _check_translate_options(fmt: str, nbest: int, attention: bool, errors: str)
         raise NmtError(
             "attention weights are written in jsonl only", "--attention", "add --format jsonl"
         )
+
+
+def _not_both_stdin(
+    first: tuple[str, str | Path | None], second: tuple[str, str | Path | None]
+) -> None:
+    """Two inputs given as "-" (flag, value each) would both read one stdin."""
+    (flag_a, a), (flag_b, b) = first, second
+    if str(a) == "-" and str(b) == "-":
+        raise NmtError(f"{flag_a} and {flag_b} cannot both be stdin", f"{flag_a}/{flag_b}",
+                       "name a file for one of them")  # fmt: skip
 
 
 def _check_needed(*rules: tuple[str, bool, str, object]) -> None:

@@ -127,7 +127,7 @@ class Masked:
         return [
             s.source
             for i, s in enumerate(self.spans)
-            if s.partner < 0 and i not in opened and _pairable(s)
+            if s.partner < 0 and i not in opened and _pairable_tag(s)
         ]
 
     def restore(self, output: str, escape_xml: bool = False) -> str:
@@ -298,10 +298,11 @@ class Protector:
         return "".join(out)
 
 
-def _pairable(span: Span) -> bool:
-    """An opening or closing tag (not a self-closing one, nor a glossary term)."""
+def _pairable_tag(span: Span) -> re.Match[str] | None:
+    """The tag's match if the span is an opening or closing tag (not a self-closing one, nor
+    a glossary term)."""
     m = _TAG.fullmatch(span.source)
-    return m is not None and not span.term and not m[3]
+    return m if m is not None and not span.term and not m[3] else None
 
 
 def _pair_tags(spans: Sequence[Span]) -> list[Span]:
@@ -312,9 +313,9 @@ def _pair_tags(spans: Sequence[Span]) -> list[Span]:
     stack: list[tuple[str, int]] = []
     partner = {}
     for i, span in enumerate(spans):
-        if not _pairable(span):
+        m = _pairable_tag(span)
+        if m is None:
             continue
-        m = _TAG.fullmatch(span.source)
         name = m[2].casefold()
         if not m[1]:
             stack.append((name, i))

@@ -262,15 +262,14 @@ class Translator:
             )
         return masked
 
-    def _text(self, item: Prepared, tokens: list[int]) -> str:
-        """A hypothesis's text (placeholders in) beginning with its prefix as given, where
-        the subwords spell the prefix normalised, with unknown characters as ⁇."""
-        text = self.tgt_tokenizer.decode(tokens)
-        head = self.tgt_tokenizer.decode(item.prefix) if item.prefix else None
-        if head is None or not text.startswith(head):
-            return text
-        rest = text[len(head) :]
-        return item.prefix_text + (rest.lstrip() if item.prefix_text[-1:].isspace() else rest)
+    def _texts(self, item: Prepared, hyps: list[Hypothesis]) -> list[str]:
+        """The hypotheses' texts (placeholders in), each beginning with the line's prefix as
+        given, where the subwords spell the prefix normalised, with unknown characters as ⁇."""
+        texts = [self.tgt_tokenizer.decode(h.tokens) for h in hyps]
+        if not item.prefix:
+            return texts
+        head = self.tgt_tokenizer.decode(item.prefix)
+        return [_as_given(item.prefix_text, head, text) for text in texts]
 
     def translate_prepared(self, items: Sequence[Prepared], options: DecodeOptions) -> list[Result]:
         """Decode prepared lines in length-sorted batches; results in input order. An empty
@@ -305,7 +304,7 @@ class Translator:
         hypothesis that spells out a span of its own from ordinary subwords (`%` then `d`,
         which a printf would read as an argument) goes after those that do not."""
         masked = item.masked
-        texts = [self._text(item, h.tokens) for h in hyps]
+        texts = self._texts(item, hyps)
         if self.symbols is not None:
             spelled = [not self.protector.keeps(masked, masked.restore(t)) for t in texts]
             order = sorted(range(len(hyps)), key=spelled.__getitem__)  # stable: by score
@@ -412,6 +411,15 @@ class Prepared:
     line: int = 1  # its line number in the input (sampling draws by it)
     prefix: list[int] = field(default_factory=list)  # what its translation must begin with
     prefix_text: str = ""  # the prefix as given, its spans masked
+
+
+def _as_given(prefix: str, head: str, text: str) -> str:
+    """`text` with its start `head` (the prefix as its subwords spell it) replaced by the
+    prefix as given; unchanged if it does not start so."""
+    if not text.startswith(head):
+        return text
+    rest = text[len(head) :]
+    return prefix + (rest.lstrip() if prefix[-1:].isspace() else rest)
 
 
 @torch.no_grad()

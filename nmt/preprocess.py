@@ -44,6 +44,7 @@ from nmt.data.corpus import (
     open_corpus,
     read_lines,
 )
+from nmt.data.protect import Protector, placeholder_symbols
 from nmt.data.store import (
     MANIFEST,
     TokenArrayWriter,
@@ -55,7 +56,6 @@ from nmt.data.store import (
 from nmt.data.tokenizer import Tokenizer, train_sentencepiece
 from nmt.errors import NmtError
 from nmt.fileio import is_internal, locked_dir, staged_dir
-from nmt.protect import Protector, placeholder_symbols
 
 CHUNK = 10_000  # pairs per job: bounds memory, amortises the hand-over to a worker
 PARALLEL_MIN = 50_000  # training pairs from which cleaning and encoding use worker processes

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from nmt.metrics import score_corpus
+from nmt.evaluate import score_corpus
 
 
 def row(out: Path, spec: str) -> str:

@@ -11,8 +11,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from nmt.metrics import score_corpus
-from nmt.protect import Protector, span_fidelity, spans_of
+from nmt.data.protect import Protector, span_fidelity, spans_of
+from nmt.evaluate import score_corpus
 
 TAGS = [
     ("<emph>", "</emph>"),

@@ -6,9 +6,9 @@ import torch
 from test_constraints import SYMBOLS
 from test_search import ARCHS, _exhaustive, _model, _sources
 
-from nmt.beam import BeamBatch, beam_search
-from nmt.constraints import Constraints
-from nmt.search import greedy_search
+from nmt.decode.beam import BeamBatch, beam_search
+from nmt.decode.constraints import Constraints
+from nmt.decode.greedy import greedy_search
 
 LENGTHS = [3, 11, 7, 2, 9, 5, 12, 4]
 JOINS = {0: [0, 1], 2: [2], 3: [3, 4, 5], 7: [6], 8: [7]}  # step → the sentences joining then

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nmt.bench import _generate_corpus, bench_preprocess, forward_flops, table
+from nmt.bench.preprocess import _generate_corpus, bench_preprocess
+from nmt.bench.report import table
+from nmt.bench.train import forward_flops
 from nmt.config import ModelConfig
 from nmt.model import build_model
 from tests.conftest import SAMPLE
@@ -66,7 +68,7 @@ def test_reports_say_which_bf16_hardware_and_kernel_they_ran_on():
     """bf16 figures differ several-fold between AVX512-BF16 and AMX CPUs: every report names
     the CPU's bf16 flags (as /proc/cpuinfo lists them) and the kernel oneDNN ran a bf16
     product with, which names AMX exactly when the CPU has it."""
-    from nmt.bench import environment
+    from nmt.bench.report import environment
 
     with open("/proc/cpuinfo", encoding="utf-8") as fh:
         flags = next(line for line in fh if line.startswith("flags")).split()

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_search import _exhaustive, _model, _sources
 
-from nmt.beam import beam_search
-from nmt.constraints import Constraints
-from nmt.search import greedy_search
+from nmt.decode.beam import beam_search
+from nmt.decode.constraints import Constraints
+from nmt.decode.greedy import greedy_search
 
 SYMBOLS = [4, 5, 6]  # in these tiny vocabularies, ids 4-6 play the placeholders ｟0｠-｟2｠
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from nmt.bench import bench_distributed
-from nmt.checkpoint import load_checkpoint
+from nmt.bench.distributed import bench_distributed
 from nmt.config import Config, apply_overrides
 from nmt.data.batching import TokenBatchSampler
 from nmt.distributed import Dist, setup, torchrun_command
 from nmt.errors import NmtError
+from nmt.model.checkpoint import load_checkpoint
 from nmt.train import train
 from tests.conftest import SMALL
 

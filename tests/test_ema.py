@@ -5,10 +5,10 @@ and a resumed run continues the average exactly."""
 import pytest
 import torch
 
-from nmt.checkpoint import load_checkpoint
 from nmt.config import Config
-from nmt.ema import WeightAverage
+from nmt.model.checkpoint import load_checkpoint
 from nmt.train import Trainer, train
+from nmt.train.ema import WeightAverage
 from tests.test_train import _cfg, _quiet
 
 

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from nmt.cli import app
 from nmt.errors import NmtError
-from nmt.metrics import bleu_gate, score_corpus, score_files
+from nmt.evaluate import bleu_gate, score_corpus, score_files
 from tests.conftest import SAMPLE
 
 REFS = [

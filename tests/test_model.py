@@ -3,8 +3,8 @@ import torch
 
 from nmt.config import ModelConfig
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decode.greedy import greedy_search
 from nmt.model import build_model
-from nmt.search import greedy_search
 from tests.conftest import away_from_init
 
 NORM, SKIP = {"layer_norm": True}, {"residual": True}

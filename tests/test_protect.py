@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nmt.errors import NmtError
-from nmt.protect import (
+from nmt.data.protect import (
     MAX_SPANS,
     PLACEHOLDER,
     Protector,
@@ -16,6 +15,7 @@ from nmt.protect import (
     span_fidelity,
     spans_of,
 )
+from nmt.errors import NmtError
 
 ALL = Protector("all")
 

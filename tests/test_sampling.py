@@ -6,9 +6,9 @@ import torch
 from test_search import _model, _sources
 
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decode.greedy import greedy_search
+from nmt.decode.sampling import Sampler, uniform
 from nmt.errors import NmtError
-from nmt.sampling import Sampler, uniform
-from nmt.search import greedy_search
 
 DRAWS = 6000
 

@@ -7,10 +7,10 @@ from typer.testing import CliRunner
 
 from nmt.cli import app
 from nmt.config import Config, apply_overrides
-from nmt.score import score_pairs
-from nmt.search import length_penalty
+from nmt.decode.hypothesis import length_penalty
 from nmt.train import train
 from nmt.translate import Translator
+from nmt.translate.forced import score_pairs
 from tests.test_translate import TINY as TRANSLATE_TINY
 
 runner = CliRunner()

@@ -5,12 +5,13 @@ import itertools
 import pytest
 import torch
 
-from nmt import search
-from nmt.beam import beam_search
 from nmt.config import ModelConfig
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decode import ensemble
+from nmt.decode.beam import beam_search
+from nmt.decode.greedy import greedy_search
+from nmt.decode.hypothesis import length_penalty
 from nmt.model import build_model
-from nmt.search import greedy_search, length_penalty
 
 ARCHS = [("rnnenc", False), ("rnnsearch", False), ("luong", True)]
 
@@ -113,7 +114,7 @@ def test_scoring_a_few_rows_per_pass_changes_nothing(monkeypatch, models):
     model = [_model("rnnsearch", vocab, seed=1), _model("luong", vocab, True, seed=2)][:models]
     src, lengths = _sources([3, 11, 7, 2, 9, 5, 12, 4], vocab, seed=1)
     whole = beam_search(model, src, lengths, beam=4, nbest=4, max_len_b=5)
-    monkeypatch.setattr(search, "CPU_SCORES_PER_PASS", 3 * vocab)  # 32 rows: 11 passes
+    monkeypatch.setattr(ensemble, "CPU_SCORES_PER_PASS", 3 * vocab)  # 32 rows: 11 passes
     passes = beam_search(model, src, lengths, beam=4, nbest=4, max_len_b=5)
     for a, b in zip(itertools.chain(*passes), itertools.chain(*whole), strict=True):
         assert a.tokens == b.tokens

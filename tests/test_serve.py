@@ -25,10 +25,10 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 import httpx  # noqa: E402 - after the skip: httpx comes with the serve extra
 from typer.testing import CliRunner  # noqa: E402
 
+from nmt.bench.serve import bench_serve  # noqa: E402
 from nmt.cli import app  # noqa: E402
 from nmt.config import Config, apply_overrides  # noqa: E402
 from nmt.errors import NmtError  # noqa: E402
-from nmt.serve.loadgen import bench_serve  # noqa: E402
 from nmt.serve.scheduler import Events, Scheduler  # noqa: E402
 from nmt.serve.server import bind  # noqa: E402
 from nmt.train import train  # noqa: E402

@@ -11,15 +11,15 @@ from typer.testing import CliRunner
 
 from nmt.cli import app
 from nmt.config import Config, apply_overrides
+from nmt.data.protect import Protector, placeholder_symbols, span_fidelity, spans_of
 from nmt.data.store import read_manifest
 from nmt.data.tokenizer import Tokenizer
+from nmt.decode.hypothesis import Hypothesis
 from nmt.errors import NmtError
 from nmt.preprocess import preprocess
-from nmt.protect import Protector, placeholder_symbols, span_fidelity, spans_of
-from nmt.score import score_pairs
-from nmt.search import Hypothesis
 from nmt.train import train
 from nmt.translate import Prepared, Translator
+from nmt.translate.forced import score_pairs
 from tests.conftest import SAMPLE, data_config, with_spans, write_tsv
 from tests.test_translate import TINY as TRANSLATE_TINY
 

@@ -11,11 +11,11 @@ import torch
 
 from nmt.config import Config, apply_overrides
 from nmt.data.batching import ParallelDataset
+from nmt.data.protect import placeholder_symbols
 from nmt.data.store import load_tokenizers, read_manifest, write_manifest
 from nmt.data.subword_sampling import SubwordSampler
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.errors import NmtError
-from nmt.protect import placeholder_symbols
 from nmt.train import train
 from tests.conftest import SMALL
 

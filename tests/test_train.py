@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from nmt import fileio
-from nmt.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
 from nmt.config import Config, TrainConfig, apply_overrides
 from nmt.errors import NmtError
+from nmt.model.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
 from nmt.train import learning_rate, train
 from tests.conftest import SMALL
 

@@ -12,14 +12,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.cli import app
 from nmt.config import Config, apply_overrides
 from nmt.errors import NmtError
-from nmt.plot import figure_size
-from nmt.textfiles import format_result
+from nmt.model.checkpoint import load_checkpoint, save_checkpoint
 from nmt.train import train
 from nmt.translate import Translator
+from nmt.translate.files import format_result
+from nmt.translate.plot import figure_size
 
 runner = CliRunner()
 TINY = [

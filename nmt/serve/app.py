@@ -29,8 +29,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nmt import __version__
 from nmt.config import ServeConfig, config_to_dict
 from nmt.errors import NmtError
-from nmt.serve.metrics import ServerMetrics
 from nmt.serve.middleware import Guard, error_response
+from nmt.serve.prometheus import ServerMetrics
 from nmt.serve.scheduler import QueueFull, Scheduler
 from nmt.serve.schemas import (
     ErrorBody,

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nmt.config import ServeConfig
-from nmt.serve.metrics import ServerMetrics
+from nmt.serve.prometheus import ServerMetrics
 
 ROUTES = ("/", "/health", "/metrics", "/v1/translate", "/v1/model", "/docs", "/openapi.json")
 OPEN = ("/health",)  # answered without the API key (load balancers probe it)

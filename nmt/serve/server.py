@@ -33,7 +33,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from nmt.config import ServeConfig, apply_overrides
 from nmt.errors import NmtError
 from nmt.serve.app import create_app
-from nmt.serve.metrics import MULTIPROC_ENV
+from nmt.serve.prometheus import MULTIPROC_ENV
 from nmt.translate import Translator
 
 ENV = "NMT_SERVE_SETTINGS"

@@ -14,15 +14,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nmt import train as train_module
-from nmt.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
 from nmt.cli import app
 from nmt.config import Config, apply_overrides
 from nmt.data.corpus import TsvCorpus
 from nmt.errors import NmtError
+from nmt.evaluate import score_corpus
 from nmt.fileio import json_line
-from nmt.metrics import score_corpus
+from nmt.model.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
 from nmt.train import MAX_SKIPPED, train
+from nmt.train import trainer as train_module
 from tests.faults.conftest import (
     NMT,
     TINY,

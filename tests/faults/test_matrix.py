@@ -23,11 +23,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nmt.checkpoint import load_checkpoint
 from nmt.cli import app
 from nmt.config import Config, apply_overrides
 from nmt.data.store import open_split, read_manifest
 from nmt.fileio import read_json_lines
+from nmt.model.checkpoint import load_checkpoint
 from nmt.train import train
 from tests.conftest import write_tsv
 from tests.faults.conftest import (

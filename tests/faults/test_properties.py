@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from nmt.data.corpus import TextCorpus, TsvCorpus, count_lines, decode_lines, read_lines
 from nmt.errors import NmtError
-from nmt.textfiles import run_files
 from nmt.translate import Translator
+from nmt.translate.files import run_files
 
 BOM = b"\xef\xbb\xbf"
 # Characters that some line splitter (str.splitlines, a terminal, a JSON reader) treats as a

@@ -20,20 +20,12 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from nmt.constraints import Constraints
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from nmt.model import Seq2Seq
-from nmt.model.decoder import DecoderState, resize
-from nmt.search import (
-    Ensemble,
-    Hypothesis,
-    length_penalty,
-    limits,
-    on_device,
-    rules,
-    select,
-    strip,
-)
+from nmt.decode.constraints import Constraints
+from nmt.decode.ensemble import Ensemble, select
+from nmt.decode.hypothesis import Hypothesis, length_penalty, strip
+from nmt.decode.rules import limits, on_device, rules
+from nmt.model import DecoderState, Seq2Seq, resize
 
 NEG = float("-inf")
 WIDTH_CHUNK = 8  # token columns added to the history at a time
@@ -102,7 +94,7 @@ class BeamBatch:
         prefix: torch.Tensor | None = None,
     ) -> None:
         """Sentences src [n, S] with src_lengths [n] join the batch; `step` hands each back
-        under its key. Constraints (`nmt.constraints`) are given for every sentence or none;
+        under its key. Constraints (`nmt.decode.constraints`) are given for every sentence or none;
         `prefix` [n, P] (-1 after each row's end) holds what each output must begin with."""
         n, k, device = src.shape[0], self.k, self.device
         if n == 0:
@@ -308,7 +300,7 @@ def beam_search(
 
     src [B, S], src_lengths [B]. See the module docstring for the algorithm. With `attention`,
     each hypothesis carries its attention weights (averaged over an ensemble); with
-    `constraints`, every hypothesis obeys them (see `nmt.constraints`); with `prefix` [B, P]
+    `constraints`, every hypothesis obeys them (see `nmt.decode.constraints`); with `prefix` [B, P]
     (-1 after each row's end), every hypothesis begins with its row.
     """
     batch = BeamBatch(model, beam, nbest, alpha, penalty, max_len_a, max_len_b, attention)

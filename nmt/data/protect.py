@@ -4,7 +4,7 @@ Software strings hold printf conversions (`%s`, `%1$d`), brace fields (`{0}`), s
 XML tags and entities, URLs and e-mail addresses; a translation that drops or alters one crashes
 a program or breaks a page. Each span is replaced by an indexed placeholder token (`｟0｠`,
 `｟1｠`, ... in order of appearance) that SentencePiece keeps whole (a user-defined symbol), so
-the model learns where placeholders go; `nmt.constraints` makes the search emit each of the
+the model learns where placeholders go; `nmt.decode.constraints` makes the search emit each of the
 source's placeholders exactly once (tags properly nested), and `Masked.restore` puts the
 original text back. Glossary terms go through the same mechanism: the span is the source term,
 and what is put back is the target term.

@@ -11,16 +11,16 @@ from typing import Any
 import torch
 
 from nmt.config import Config
-from nmt.constraints import Constraints
 from nmt.data.batching import ParallelDataset, TokenBatchSampler, length_batches
 from nmt.data.corpus import normalize, read_lines
+from nmt.data.protect import model_protection
 from nmt.data.store import verify_file
 from nmt.data.tokenizer import Tokenizer
+from nmt.decode.constraints import Constraints
+from nmt.decode.greedy import greedy_search
 from nmt.device import Runtime
 from nmt.errors import NmtError
-from nmt.metrics import score_corpus
-from nmt.protect import model_protection
-from nmt.search import greedy_search
+from nmt.evaluate import score_corpus
 
 
 class DevSet:

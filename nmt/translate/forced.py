@@ -23,11 +23,11 @@ import torch
 from nmt.data.batching import length_batches
 from nmt.data.corpus import count_lines, decode_lines, normalize, open_input
 from nmt.data.store import pad_rows
+from nmt.decode.hypothesis import length_penalty
 from nmt.errors import NmtError
 from nmt.fileio import json_line
-from nmt.search import length_penalty
-from nmt.textfiles import UTF8_FIX, chunks, line_output, tsv_field
 from nmt.translate import Prepared, Translator
+from nmt.translate.files import UTF8_FIX, chunks, line_output, tsv_field
 
 FORMATS = ("text", "tsv", "jsonl")
 

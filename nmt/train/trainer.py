@@ -37,8 +37,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from nmt import rundir
-from nmt.checkpoint import (
+from nmt.config import Config, TrainConfig, apply_overrides, dump_config
+from nmt.data.batching import ParallelDataset, TokenBatchSampler
+from nmt.data.store import load_tokenizers, read_manifest
+from nmt.data.subword_sampling import SubwordSampler
+from nmt.device import Runtime, resolve_runtime
+from nmt.distributed import Dist, setup, teardown
+from nmt.errors import NmtError
+from nmt.fileio import atomic_write_bytes, locked_dir
+from nmt.model import build_model
+from nmt.model.checkpoint import (
     check_weights,
     checkpoint_config,
     load_checkpoint,
@@ -48,18 +56,10 @@ from nmt.checkpoint import (
     vocab_entry,
     vocabulary_id,
 )
-from nmt.config import Config, TrainConfig, apply_overrides, dump_config
-from nmt.data.batching import ParallelDataset, TokenBatchSampler
-from nmt.data.store import load_tokenizers, read_manifest
-from nmt.data.subword_sampling import SubwordSampler
-from nmt.device import Runtime, resolve_runtime
-from nmt.distributed import Dist, setup, teardown
-from nmt.ema import WeightAverage
-from nmt.errors import NmtError
-from nmt.fileio import atomic_write_bytes, locked_dir
-from nmt.model import build_model
 from nmt.model.seq2seq import count_parameters
-from nmt.validation import DevSet
+from nmt.train import rundir
+from nmt.train.ema import WeightAverage
+from nmt.train.validation import DevSet
 
 MAX_SKIPPED = 5  # updates in a row with a non-finite gradient before the run stops
 

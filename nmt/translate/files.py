@@ -188,7 +188,7 @@ class Prefixes:
 
 def _plot(results: list[Result], first_line: int, plot_dir: Path) -> None:
     """Heatmaps of the best hypotheses' attention (lines without attention are skipped)."""
-    from nmt.plot import plot_attention
+    from nmt.translate.plot import plot_attention
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     for i, r in enumerate(results):

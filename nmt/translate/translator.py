@@ -4,13 +4,13 @@
     translator.translate(["Hola, mundo."], beam=5)  # ["Hello, world."]
 
 Several checkpoints with the same vocabulary decode as an ensemble. Input lines are normalised
-like the training data, their protected spans masked (`nmt.protect`: as preprocessing masked
+like the training data, their protected spans masked (`nmt.data.protect`: as preprocessing masked
 them, plus glossary terms and markup when asked), split into subwords, sorted by length and cut
 into batches of at most `batch_tokens` source tokens (counting every beam), decoded with
-`nmt.beam` (constrained to keep every placeholder, `nmt.constraints`; or sampled,
-`nmt.sampling`), put back together and returned in input order. An empty line gives an empty
+`nmt.decode.beam` (constrained to keep every placeholder, `nmt.decode.constraints`; or sampled,
+`nmt.decode.sampling`), put back together and returned in input order. An empty line gives an empty
 translation; a line longer than the model's limit is truncated, with a warning naming its
-position. Files and pipes, line for line: `nmt.textfiles`.
+position. Files and pipes, line for line: `nmt.translate.files`.
 """
 
 from __future__ import annotations
@@ -26,24 +26,25 @@ from typing import Any
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from nmt.beam import BeamBatch
-from nmt.checkpoint import (
+from nmt.config import Config, DecodeConfig, checked
+from nmt.data.batching import length_batches
+from nmt.data.corpus import normalize
+from nmt.data.protect import MAX_SPANS, PLACEHOLDER, Masked, Protector, model_protection
+from nmt.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from nmt.decode.beam import BeamBatch
+from nmt.decode.constraints import Constraints
+from nmt.decode.greedy import greedy_search
+from nmt.decode.hypothesis import Hypothesis, length_penalty
+from nmt.decode.sampling import Sampler
+from nmt.device import Runtime, resolve_runtime
+from nmt.errors import NmtError
+from nmt.model import Seq2Seq
+from nmt.model.checkpoint import (
     checkpoint_config,
     load_checkpoint,
     model_from_checkpoint,
     vocabulary_id,
 )
-from nmt.config import Config, DecodeConfig, checked
-from nmt.constraints import Constraints
-from nmt.data.batching import length_batches
-from nmt.data.corpus import normalize
-from nmt.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
-from nmt.device import Runtime, resolve_runtime
-from nmt.errors import NmtError
-from nmt.model import Seq2Seq
-from nmt.protect import MAX_SPANS, PLACEHOLDER, Masked, Protector, model_protection
-from nmt.sampling import Sampler
-from nmt.search import Hypothesis, greedy_search, length_penalty
 
 
 @dataclass
@@ -333,8 +334,8 @@ class Translator:
 
 
 class TranslationBatch:
-    """Prepared lines in one running beam search (`nmt.beam.BeamBatch`): lines join with `add`
-    while others are being decoded, and `step` hands back each line's result as soon as its
+    """Prepared lines in one running beam search (`nmt.decode.BeamBatch`): lines join with
+    `add` while others are being decoded, and `step` hands back each line's result as soon as its
     search is done. `translate_prepared` and the server's scheduler both decode through it.
 
     It is a context: the runtime's precision holds from `with` to its end, on the thread that
@@ -426,7 +427,7 @@ def _as_given(prefix: str, head: str, text: str) -> str:
 def sample_lines(
     translator: Translator, items: list[Prepared], options: DecodeOptions
 ) -> list[Result]:
-    """One translation drawn per line of one batch (`nmt.sampling`), scored like a search's
+    """One translation drawn per line of one batch (`nmt.decode.sampling`), scored like a search's
     hypothesis."""
     src, lengths = source_tensors(items, translator.runtime.device)
     masked = [item.masked for item in items]

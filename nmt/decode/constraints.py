@@ -1,7 +1,7 @@
 """Placeholder constraints for the search: every placeholder of the source exactly once.
 
-A sentence's source holds placeholders ｟i｠ (see `nmt.protect`). At every step of greedy or beam
-search, a hypothesis may emit placeholder i only if the source holds it and the hypothesis has
+A sentence's source holds placeholders ｟i｠ (see `nmt.data.protect`). At every step of greedy or
+beam search, a hypothesis may emit placeholder i only if the source holds it and the hypothesis has
 not emitted it yet; a closing tag only when its opening tag is the innermost tag still open; and
 eos only once every placeholder is out. A hypothesis whose remaining length would not fit its
 missing placeholders is forced: from then on it may emit only those (or eos, once complete). So
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from nmt.protect import Masked
+    from nmt.data.protect import Masked
 
 
 @dataclass

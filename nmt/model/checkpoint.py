@@ -29,7 +29,7 @@ from nmt.config import Config, config_from_dict, config_to_dict
 from nmt.data.tokenizer import Tokenizer, vocabulary_sha256
 from nmt.errors import NmtError
 from nmt.fileio import atomic_write_bytes
-from nmt.model import Seq2Seq, build_model
+from nmt.model.seq2seq import Seq2Seq, build_model
 
 FORMAT_VERSION = 1
 _VOCAB_KEYS = ("src", "tgt", "joint", "src_size", "tgt_size", "tokenizers")

@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from nmt.bench import bench_sentences
+from nmt.bench.report import bench_sentences
 from nmt.config import default
 from nmt.errors import NmtError
 from nmt.serve.server import announced_url

@@ -1,0 +1,86 @@
+"""`nmt score`: the model's score of given translations (`nmt.translate.forced`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nmt.cli.app import (
+    AlphaOpt,
+    DeviceOpt,
+    ErrorsOpt,
+    PenaltyOpt,
+    PrecisionOpt,
+    app,
+    command,
+)
+from nmt.fileio import refuse_input_as_output
+from nmt.translate.options import check_output_options, not_both_stdin
+
+
+@command(app)
+def score(
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="Checkpoint(s); several score as an ensemble.")
+    ],
+    source: Annotated[
+        str,
+        typer.Option("--source", "-s", help="Source sentences, one per line; - is stdin."),
+    ],
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target", "-t", help="Their translations, one per line, line for line; - is stdin."
+        ),
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Where to write; - is stdout.")
+    ] = "-",
+    format: Annotated[
+        str,
+        typer.Option(
+            help="text: the score alone; tsv: source<TAB>target<TAB>score; jsonl: a JSON object "
+            "per pair with the score, the target's subwords and each one's log-probability."
+        ),
+    ] = "text",
+    alpha: AlphaOpt = None,
+    penalty: PenaltyOpt = None,
+    batch_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Batch size in target subwords (default: decode.batch_tokens / beam)."
+        ),
+    ] = None,
+    errors: ErrorsOpt = "strict",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+) -> None:
+    """The model's score of given translations (forced decoding): one line per pair.
+
+    A score is the sum of the log-probabilities of the target's subwords and eos, divided by
+    the length penalty as the search does (same --penalty and --alpha), so the best
+    hypothesis of `nmt translate` gets its search score. Use it to filter a noisy corpus
+    (drop the lowest) or to rerank n-best lists. Writing to a file shows a progress bar, and
+    the file appears only when complete.
+    """
+    from nmt.translate import Translator
+    from nmt.translate import forced as api
+
+    check_output_options(format, 1, False, errors)
+    not_both_stdin(("--source", source), ("--target", target))
+    refuse_input_as_output(output, [source, target, *checkpoints])
+    translator = Translator.from_checkpoint(checkpoints, device, precision)
+    translator.warn = lambda message: typer.echo(message, err=True)
+    api.run_files(
+        translator,
+        source,
+        target,
+        output,
+        fmt=format,
+        errors=errors,
+        penalty=penalty,
+        alpha=alpha,
+        batch_tokens=batch_tokens,
+    )

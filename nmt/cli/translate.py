@@ -1,0 +1,180 @@
+"""`nmt translate`: translate a file or stdin, line for line (`nmt.translate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nmt.cli.app import (
+    AlphaOpt,
+    DeviceOpt,
+    ErrorsOpt,
+    PenaltyOpt,
+    PrecisionOpt,
+    app,
+    command,
+    shown,
+)
+from nmt.errors import NmtError
+from nmt.fileio import refuse_input_as_output
+from nmt.translate.options import check_needed, check_output_options, not_both_stdin
+
+
+@command(app)
+def translate(
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="Checkpoint(s); several decode as an ensemble.")
+    ],
+    input: Annotated[
+        str,
+        typer.Option("--input", "-i", help="Text to translate, one sentence per line; - is stdin."),
+    ] = "-",
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Where to write; - is stdout.")
+    ] = "-",
+    beam: Annotated[
+        int | None,
+        typer.Option(min=1, help="Beam width (1: greedy).", show_default=shown("decode.beam_size")),
+    ] = None,
+    alpha: AlphaOpt = None,
+    penalty: PenaltyOpt = None,
+    nbest: Annotated[
+        int, typer.Option(min=1, help="Hypotheses per line (≤ beam; needs --format tsv or jsonl).")
+    ] = 1,
+    batch_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Batch size: source subwords x beam.",
+            show_default=shown("decode.batch_tokens"),
+        ),
+    ] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            help="text: the best translation; tsv: translation<TAB>score per hypothesis; "
+            "jsonl: a JSON object per line with every hypothesis, its score and subwords."
+        ),
+    ] = "text",
+    attention: Annotated[
+        bool, typer.Option("--attention", help="Add attention weights to --format jsonl.")
+    ] = False,
+    plot_attention: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", help="Write attention heatmaps (line-N.png) for the first lines."
+        ),
+    ] = None,
+    plot_lines: Annotated[
+        int, typer.Option(min=1, help="How many lines --plot-attention draws.")
+    ] = 10,
+    errors: ErrorsOpt = "strict",
+    glossary: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Terms to translate as given: a TSV file of source<TAB>target lines. A term is "
+            "found as whole words, longest first, and carried like a placeholder (needs a model "
+            "preprocessed with --protect); jsonl output lists the terms applied per line.",
+        ),
+    ] = None,
+    glossary_ignore_case: Annotated[
+        bool, typer.Option("--glossary-ignore-case", help="Match glossary terms in any case.")
+    ] = False,
+    markup: Annotated[
+        str | None,
+        typer.Option(
+            help="xml: the input holds inline XML (e.g. help pages); its tags and entities are "
+            "carried through, nested as in the input, and the rest is escaped, so the output "
+            "is well-formed XML with the same tags (needs a model preprocessed with --protect)."
+        ),
+    ] = None,
+    sampling: Annotated[
+        str | None,
+        typer.Option(
+            metavar="full|topk:K|topp:P",
+            help="Draw one translation per line from the model instead of searching: from the "
+            "whole distribution, the K most probable tokens, or the smallest set holding "
+            "probability P (e.g. for back-translation). A line gets the same draw for a --seed "
+            "whatever its batch.",
+        ),
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option(help="Divides the log-probabilities before --sampling draws.")
+    ] = 1.0,
+    prefix_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Target-language text each translation must begin with, one line per input "
+            "line (empty: none), as interactive translation needs: the prefix is forced, the "
+            "rest searched (or sampled).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="The draws of --sampling.")] = 1,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+) -> None:
+    """Translate a file or stdin with trained checkpoint(s): exactly one output line per line.
+
+    Lines are batched by length and decoded with beam search; empty lines stay empty, overlong
+    lines are truncated with a warning. A model preprocessed with --protect keeps every
+    placeholder, tag and URL of the input, exactly once each. Reading from a pipe, each
+    translation is written as soon as its line has arrived. Writing to a file shows a progress
+    bar, and the file appears only when complete.
+    """
+    from nmt.data.protect import read_glossary
+    from nmt.translate import Translator
+    from nmt.translate import files as textfiles
+
+    check_output_options(format, nbest, attention, errors)
+    check_needed(
+        ("--temperature", temperature != 1.0, "--sampling", sampling),
+        ("--seed", seed != 1, "--sampling", sampling),
+        ("--plot-lines", plot_lines != 10, "--plot-attention", plot_attention),
+        ("--glossary-ignore-case", glossary_ignore_case, "--glossary", glossary),
+    )
+    refuse_input_as_output(output, [input, prefix_file, glossary, *checkpoints])
+    if markup not in (None, "xml"):
+        raise NmtError(
+            f"unknown markup {markup!r}", "--markup", "use --markup xml, or leave it out"
+        )
+    not_both_stdin(("--input", input), ("--prefix-file", prefix_file))
+    terms = read_glossary(glossary) if glossary else None
+    prefixes = textfiles.read_prefixes(prefix_file, errors) if prefix_file else None
+    translator = Translator.from_checkpoint(checkpoints, device, precision)
+    translator.warn = lambda message: typer.echo(message, err=True)
+    if terms is not None or markup:
+        translator.protect(terms, glossary_ignore_case, markup)
+    translator.decode_options(  # every option checked before any line is read
+        beam, nbest, alpha, penalty, batch_tokens, attention, sampling, temperature, seed
+    )
+    if (attention or plot_attention) and not translator.has_attention:
+        raise NmtError(
+            "this model has no attention weights to show (rnnenc reads a fixed summary)",
+            "--attention" if attention else "--plot-attention",
+            "leave the option out, or use an rnnsearch or luong model",
+        )
+    if plot_attention:
+        textfiles.plot_directory(plot_attention)
+    textfiles.run_files(
+        translator,
+        input,
+        output,
+        fmt=format,
+        errors=errors,
+        attention=attention,
+        plot_dir=plot_attention,
+        plot_lines=plot_lines,
+        beam=beam,
+        nbest=nbest,
+        alpha=alpha,
+        penalty=penalty,
+        batch_tokens=batch_tokens,
+        sampling=sampling,
+        temperature=temperature,
+        seed=seed,
+        prefixes=prefixes,
+    )

@@ -1,0 +1,104 @@
+"""One decoder step of one model or an ensemble: the k best next tokens that a rule allows.
+
+Greedy search, beam search, sampling and validation all step through `Ensemble.topk`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import torch
+
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.decode.constraints import StepRule
+from nmt.model import DecoderState, Seq2Seq
+
+CPU_SCORES_PER_PASS = 1 << 20  # scores computed, normalised and searched at once on the CPU
+
+
+class Ensemble:
+    """Several models with one vocabulary decoding together: per step, the mean of their
+    log-probabilities and of their attention weights. One model is an ensemble of one."""
+
+    def __init__(self, models: Seq2Seq | Sequence[Seq2Seq]):
+        self.models = [models] if isinstance(models, Seq2Seq) else list(models)
+        self.has_attention = any(m.cfg.arch != "rnnenc" for m in self.models)
+        # scores are accumulated in float32, or float64 for a float64 model
+        self.dtype = torch.promote_types(next(self.models[0].parameters()).dtype, torch.float32)
+        self.vocab = self.models[0].output.out_features
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> list[DecoderState]:
+        """Each model's initial state, in the form its steps take (`Seq2Seq.search_state`);
+        under autocast the source side is stored in the autocast dtype once, instead of being
+        cast again at every step."""
+        states = [model.encode(src, src_lengths) for model in self.models]
+        device = src.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+
+            def cast(x: torch.Tensor | None) -> torch.Tensor | None:
+                return None if x is None else x.to(dtype)
+
+            states = [
+                dataclasses.replace(s, memory=cast(s.memory), keys=cast(s.keys)) for s in states
+            ]
+        return [model.search_state(s) for model, s in zip(self.models, states)]
+
+    def topk(
+        self,
+        y_prev: torch.Tensor,
+        states: list[DecoderState],
+        k: int,
+        rule: StepRule,
+        keys: Callable[[torch.Tensor, slice], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[DecoderState], torch.Tensor | None]:
+        """The k most probable next tokens after y_prev [N] that `rule` allows:
+        log-probabilities [N, k] (sorted, -inf where fewer are allowed) and ids [N, k], the new
+        states, attention [N, S] or None. pad and bos are never generated; rows the rule forces
+        take only its candidates (eos at the length limit). With `keys` (scores [n, V] of the
+        rows `chunk` → what to rank them by: `Sampler.keys`), the k best by those keys, with
+        their log-probabilities."""
+        outputs = [model.decoder.step(y_prev, s) for model, s in zip(self.models, states)]
+        states = [s for _, s, _ in outputs]
+        weights = [w for _, _, w in outputs if w is not None]
+        rows, device = y_prev.shape[0], y_prev.device
+        values = torch.empty(rows, min(k, self.vocab), dtype=self.dtype, device=device)
+        tokens = torch.empty(values.shape, dtype=torch.long, device=device)
+        special = rule.candidates(EOS_ID)  # [C]: what forced rows choose from
+        forced = torch.empty(rows, len(special), dtype=self.dtype, device=device)
+        # on the CPU, a few rows at a time: their [rows, V] scores stay in the cache from the
+        # output layer through the softmax to the top-k (one pass over all rows is memory-bound)
+        per_pass = max(1, CPU_SCORES_PER_PASS // self.vocab if device.type == "cpu" else rows)
+        for start in range(0, rows, per_pass):
+            chunk = slice(start, start + per_pass)
+            scores = self._scores([f[chunk] for f, _, _ in outputs])  # [chunk, V]
+            scores[:, PAD_ID] = scores[:, BOS_ID] = float("-inf")
+            rule.apply(scores, chunk, EOS_ID)
+            forced[chunk] = scores[:, special]
+            if keys is None:
+                torch.topk(scores, values.shape[1], -1, out=(values[chunk], tokens[chunk]))
+            else:
+                tokens[chunk] = keys(scores, chunk).topk(values.shape[1], -1).indices
+                values[chunk] = scores.gather(1, tokens[chunk])
+        if bool(rule.forced.any()):
+            best, pick = forced[rule.forced].topk(min(k, len(special)), 1)  # [f, k']
+            values[rule.forced] = float("-inf")
+            values[rule.forced, : best.shape[1]] = best
+            tokens[rule.forced, : best.shape[1]] = special[pick]
+        attention = torch.stack([w.to(self.dtype) for w in weights]).mean(0) if weights else None
+        return values, tokens, states, attention
+
+    def _scores(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Each model's features [n, E] → the ensemble's log-probabilities [n, V]."""
+        if len(self.models) == 1:
+            return self.models[0].log_probs(features[0]).to(self.dtype)
+        return torch.stack(
+            [m.log_probs(f).to(self.dtype) for m, f in zip(self.models, features)]
+        ).mean(0)
+
+
+def select(
+    states: list[DecoderState], index: torch.Tensor, sources: torch.Tensor | None = None
+) -> list[DecoderState]:
+    return [state.select(index, sources) for state in states]

@@ -29,9 +29,14 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal -m "not slow"
 
+# Style, the import-layer contract (tests/test_layout.py: cli > bench > serve > train | translate |
+# preprocess > decode | evaluate > model > config > data > base), and the size picture: the five
+# largest files, classes and functions, printed so that growth is seen while it happens.
 lint: install
-	$(BIN)/ruff check nmt tests data recipes
-	$(BIN)/ruff format --check nmt tests data recipes
+	$(BIN)/ruff check nmt tests data recipes scripts
+	$(BIN)/ruff format --check nmt tests data recipes scripts
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layout.py
+	$(BIN)/python scripts/sizes.py nmt
 
 docs: install
 	$(BIN)/nmt config --reference > docs/config.md

@@ -72,8 +72,8 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # /proc/cpuinfo names
 
 @functools.cache
 def cpu_bf16_features() -> tuple[str, ...]:
-    """The CPU's bf16 features, of `BF16_FLAGS`: AVX512-BF16 multiplies bf16 at about twice the
-    fp32 rate, AMX's tiles (amx_bf16 with amx_tile) at 4-6 times (issue 18's measurements)."""
+    """The CPU's bf16 features, of `BF16_FLAGS`: AVX512-BF16 and AMX's tiles (amx_bf16 with
+    amx_tile) multiply bf16 faster than fp32 (docs/notes/2026-11-28-bf16-without-amx.md)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             flags = next((line for line in fh if line.startswith("flags")), "").split()
@@ -84,9 +84,8 @@ def cpu_bf16_features() -> tuple[str, ...]:
 
 def cpu_has_native_bf16() -> bool:
     """Whether the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); without it bf16 is
-    emulated and slower than fp32. On the Bible corpus, rnnsearch 256/512 trained 10 minutes
-    reached dev BLEU 26.2 in bf16 against 15.4 in fp32, with equal loss per step
-    (docs/benchmarks.md), so `auto` picks bf16 where it is native."""
+    emulated and slower than fp32. Native bf16 gives the same loss per update and more updates
+    per minute (docs/notes/2026-11-24-fp32-against-bf16.md), so `auto` picks it."""
     return bool(cpu_bf16_features())
 
 
@@ -96,7 +95,7 @@ def keep_freed_memory() -> bool:
 
     Training allocates and frees the same large buffers every step; by default glibc serves
     blocks over 32 MiB with fresh mmap()s, so every step pays page faults to zero them again
-    (on the CPU this was 10% of luong's training time). Peak memory is unchanged; memory is
+    (a measurable share of a CPU training step). Peak memory is unchanged; memory is
     simply not handed back between steps. Linux/glibc only; elsewhere nothing happens.
     """
     if not sys.platform.startswith("linux"):
@@ -122,12 +121,10 @@ ONEDNN_CACHE = 8  # entries kept in oneDNN's and in ideep's caches (their defaul
 def bound_onednn_cache() -> None:
     """Keep few oneDNN primitives, and few of ideep's (PyTorch's layer over oneDNN). In bf16
     on the CPU both cache one entry per matrix-product shape, with reordered weights and
-    scratch memory, and batches come in many shapes. With the defaults (1,024 each) the demo's
-    training grew to 2.65 GB resident; with oneDNN's bounded alone, 1.29 GB after 200 updates;
-    with both, 0.71 GB, and no slower (docs/benchmarks.md, "Where the demo's memory went").
-    Beam search, whose batch shrinks at every step, ran at the same speed within noise.
-    Both libraries read their setting when they first build a product; a value the user set
-    in the environment wins."""
+    scratch memory, and batches come in many shapes: with the defaults (1,024 each) resident
+    memory grows several-fold, and bounding both costs no speed, in training or in beam search
+    (docs/notes/2026-11-27-demo-memory-onednn-ideep-caches.md). Both libraries read their
+    setting when they first build a product; a value the user set in the environment wins."""
     for variable in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
         os.environ.setdefault(variable, str(ONEDNN_CACHE))
 

@@ -38,7 +38,7 @@ class Score:
         }
 
 
-def score_corpus(
+def corpus_metrics(
     hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics: Sequence[str] = ("bleu", "chrf")
 ) -> list[Score]:
     """Score `hyps` against one or more reference streams, each exactly as long as `hyps`
@@ -72,7 +72,7 @@ def _read(path: Path) -> list[str]:
         return list(decode_lines(stream, name))
 
 
-def score_files(hyp: Path, refs: Sequence[Path], metrics: Sequence[str]) -> list[Score]:
+def file_metrics(hyp: Path, refs: Sequence[Path], metrics: Sequence[str]) -> list[Score]:
     """Score a hypothesis file against reference files; line counts must match."""
     hyps = _read(hyp)
     ref_lines = [_read(r) for r in refs]
@@ -89,7 +89,7 @@ def score_files(hyp: Path, refs: Sequence[Path], metrics: Sequence[str]) -> list
             str(hyp),
             "check that the translation step wrote its output",
         )
-    return score_corpus(hyps, ref_lines, metrics)
+    return corpus_metrics(hyps, ref_lines, metrics)
 
 
 def bleu_gate(scores: Sequence[Score], min_bleu: float) -> str | None:

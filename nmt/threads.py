@@ -2,10 +2,9 @@
 
 A torch process with one thread per core loses far more than its share when another process
 runs beside it: its OpenMP threads spin-wait for each other at every operation, and one
-descheduled thread stalls the whole step. Measured on this 2-core machine (rnnsearch 128/256,
-bf16, `nmt bench train`): 6,414 target tokens/s alone with 2 threads, 1,724 beside one busy
-single-threaded process, but 4,342 there with 1 thread. Making the threads wait passively
-instead (OMP_WAIT_POLICY=PASSIVE) costs a quarter of the speed when alone.
+descheduled thread stalls the whole step; fewer threads beside a busy process run faster than
+all of them, and passive waiting (OMP_WAIT_POLICY=PASSIVE) would cost speed when alone
+(measured: docs/notes/2026-11-27-shared-machine-threads.md).
 
 So `CoreShare` re-counts, every few seconds, the CPU time that other processes took on the
 cores this process may run on (/proc/stat, less this process's own time) and sets torch's

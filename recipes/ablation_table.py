@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from nmt.evaluate import score_corpus
+from nmt.evaluate import corpus_metrics
 
 
 def row(out: Path, spec: str) -> str:
@@ -23,7 +23,7 @@ def row(out: Path, spec: str) -> str:
     curve = " / ".join(f"{e['bleu']:.2f}" for e in valid)
     hyp = (run / "test.hyp.txt").read_text(encoding="utf-8").splitlines()
     ref = (out / "data" / "test.en.txt").read_text(encoding="utf-8").splitlines()
-    bleu, chrf = (s.score for s in score_corpus(hyp, [ref], ("bleu", "chrf")))
+    bleu, chrf = (s.score for s in corpus_metrics(hyp, [ref], ("bleu", "chrf")))
     steps = "/".join(str(e["step"]) for e in valid)
     return (
         f"| {name} | {sets.replace(',', ', ') or '(the recipe)'} | {curve} ({steps}) "

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from nmt.data.protect import Protector, span_fidelity, spans_of
-from nmt.evaluate import score_corpus
+from nmt.evaluate import corpus_metrics
 
 TAGS = [
     ("<emph>", "</emph>"),
@@ -92,7 +92,7 @@ def table(out: Path, seeds: list[str]) -> str:
         for seed in seeds:
             run = out / f"{kind}-seed{seed}"
             hyp, xml_hyp = _lines(run / "test.hyp.txt"), _lines(run / "xml.hyp.txt")
-            bleu, chrf = (s.score for s in score_corpus(hyp, [ref], ("bleu", "chrf")))
+            bleu, chrf = (s.score for s in corpus_metrics(hyp, [ref], ("bleu", "chrf")))
             name = "protected" if kind == "protect" else "unprotected"
             rows.append(
                 f"| {name} | {seed} | {bleu:.2f} | {chrf:.2f} | {fidelity(hyp)} "

@@ -25,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (`make test` runs one worker per CPU), each worker keeps to a CPU of
     its own, and so do the processes its tests start: tests run with one thread each and never
     make another worker's threads wait. (A 2-thread torch process beside a busy one loses far
-    more than half its speed: docs/benchmarks.md, "A shared machine".)"""
+    more than half its speed: docs/notes/2026-11-27-shared-machine-threads.md.)"""
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
     if worker and hasattr(os, "sched_setaffinity"):
         cpus = sorted(os.sched_getaffinity(0))

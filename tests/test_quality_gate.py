@@ -72,7 +72,7 @@ def test_toy_reversal_passes_the_bleu_gate(tmp_path):
 
 
 DEMO_FIGURE = {"bleu": 9.02, "chrf": 25.57}  # make demo's result (README, docs/results.md)
-DEMO_PEAK_MIB = 1024  # measured: 812 (docs/benchmarks.md, "Where the demo's memory went")
+DEMO_PEAK_MIB = 1024  # measured: docs/notes/2026-11-27-demo-memory-onednn-ideep-caches.md
 
 
 def test_the_demo_reaches_its_figure_in_bounded_memory(tmp_path):

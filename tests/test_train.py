@@ -14,6 +14,7 @@ from nmt.config import Config, TrainConfig, apply_overrides
 from nmt.errors import NmtError
 from nmt.model.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
 from nmt.train import learning_rate, train
+from nmt.train.progress import Progress, after_validation, limit_reached, out_of_time
 from tests.conftest import SMALL
 
 
@@ -146,6 +147,49 @@ def test_learning_rate_schedules():
     assert learning_rate(inv, 16, 1.0) == pytest.approx(0.5)
     plateau = TrainConfig(lr=1.0, schedule="plateau", min_lr=0.1)
     assert learning_rate(plateau, 10, 0.25) == 0.25 and learning_rate(plateau, 10, 0.01) == 0.1
+
+
+def test_after_validation_keeps_the_best_counts_patience_and_decays_plateau():
+    cfg = TrainConfig(
+        valid_metric="loss", patience=2, schedule="plateau", lr_patience=1, lr_decay=0.5
+    )
+    p = Progress(step=10)
+    assert after_validation(p, 3.0, cfg)  # the first score is the best so far
+    p.step = 20
+    assert not after_validation(p, 3.5, cfg)  # loss: higher is worse
+    assert (p.best, p.best_step, p.bad_validations, p.lr_bad, p.validated_step) == (3, 10, 1, 1, 20)
+    p.step = 30
+    assert after_validation(p, 2.5, cfg)  # lower is better: both counts start again
+    assert (p.best, p.best_step, p.bad_validations, p.lr_bad, p.lr_scale) == (2.5, 30, 0, 0, 1)
+    p.step = 40
+    assert not after_validation(p, 2.5, cfg)  # a tie is no improvement
+    assert (p.lr_scale, p.lr_bad) == (1.0, 1) and limit_reached(p, cfg, False) is None
+    p.step = 50
+    assert not after_validation(p, 2.6, cfg)
+    assert (p.lr_scale, p.lr_bad) == (0.5, 0)  # more than lr_patience=1 bad ones: decayed
+    assert limit_reached(p, cfg, False) == "no improvement in 2 validations (early stopping)"
+    p.step = 60
+    assert after_validation(p, 2.0, cfg)  # the scale stays where plateau took it
+    assert (p.best, p.best_step, p.bad_validations, p.lr_scale) == (2.0, 60, 0, 0.5)
+    assert limit_reached(p, cfg, False) is None
+
+    bleu = TrainConfig(valid_metric="bleu", patience=0)  # higher is better; never stops early
+    q = Progress()
+    assert [after_validation(q, s, bleu) for s in (10.0, 9.0, 10.0, 8.0, 7.0, 11.0)] == [
+        True, False, False, False, False, True,
+    ]  # fmt: skip
+    assert q.best == 11.0 and q.lr_scale == 1.0  # the constant schedule ignores the count
+    q.bad_validations = 99
+    assert limit_reached(q, bleu, False) is None
+
+
+def test_limit_reached_names_the_limit():
+    cfg = TrainConfig(max_steps=5, max_minutes=1.0)
+    assert limit_reached(Progress(step=4), cfg, False) is None
+    assert limit_reached(Progress(step=5), cfg, False) == "max_steps (5)"
+    assert limit_reached(Progress(step=4), cfg, True) == "max_minutes (1.0)"
+    assert not out_of_time(Progress(seconds=59.0), cfg) and out_of_time(Progress(seconds=60), cfg)
+    assert not out_of_time(Progress(seconds=1e9), TrainConfig())  # 0: no limit
 
 
 # --- run directories and checkpoints ---------------------------------------------------------

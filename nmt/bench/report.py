@@ -71,7 +71,7 @@ def onednn_bf16() -> dict[str, str]:
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows as a Markdown table (the format docs/benchmarks.md uses)."""
+    """Rows as a Markdown table (the format docs/performance.md uses)."""
     if not rows:
         return "(no rows)"
     keys = list(rows[0])

@@ -61,16 +61,15 @@ def bench_train_one(
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, data_dir, Path(tmp), runtime, log=lambda _: None, progress_bar=False)
         batches = trainer.sampler.batches(0)
-        window: dict[str, Any] = {"loss": 0.0, "nll": 0.0, "tokens": 0, "time": 0.0}
         for indices in batches[:warmup]:
-            trainer._update([indices], window)
+            trainer.update([indices])
         sync(runtime.device)
         if runtime.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(runtime.device)
         timed = batches[warmup : warmup + steps]
         start = time.perf_counter()
         for indices in timed:
-            trainer._update([indices], window)
+            trainer.update([indices])
         sync(runtime.device)
         seconds = time.perf_counter() - start
     ds, vocab = trainer.train_set, trainer.vocab["tgt_size"]

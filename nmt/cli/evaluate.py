@@ -26,10 +26,10 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score detokenised hypotheses against references with sacrebleu (with signatures)."""
-    from nmt.evaluate import bleu_gate, score_files
+    from nmt.evaluate import bleu_gate, file_metrics
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
-    scores = score_files(hyp, refs, list(dict.fromkeys(names)))  # each once
+    scores = file_metrics(hyp, refs, list(dict.fromkeys(names)))  # each once
     failure = bleu_gate(scores, min_bleu) if min_bleu is not None else None
     if as_json:
         typer.echo(json.dumps([s.as_dict() for s in scores], indent=2))

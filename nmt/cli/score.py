@@ -16,8 +16,7 @@ from nmt.cli.app import (
     app,
     command,
 )
-from nmt.fileio import refuse_input_as_output
-from nmt.translate.options import check_output_options, not_both_stdin
+from nmt.translate.options import check_score_files
 
 
 @command(app)
@@ -68,9 +67,7 @@ def score(
     from nmt.translate import Translator
     from nmt.translate import forced as api
 
-    check_output_options(format, 1, False, errors)
-    not_both_stdin(("--source", source), ("--target", target))
-    refuse_input_as_output(output, [source, target, *checkpoints])
+    check_score_files(checkpoints, source, target, output, format, errors)
     translator = Translator.from_checkpoint(checkpoints, device, precision)
     translator.warn = lambda message: typer.echo(message, err=True)
     api.run_files(

@@ -17,9 +17,13 @@ from nmt.cli.app import (
     command,
     shown,
 )
-from nmt.errors import NmtError
-from nmt.fileio import refuse_input_as_output
-from nmt.translate.options import check_needed, check_output_options, not_both_stdin
+from nmt.translate.options import (
+    PLOT_LINES,
+    SEED,
+    TEMPERATURE,
+    check_model_options,
+    check_translate_files,
+)
 
 
 @command(app)
@@ -69,7 +73,7 @@ def translate(
     ] = None,
     plot_lines: Annotated[
         int, typer.Option(min=1, help="How many lines --plot-attention draws.")
-    ] = 10,
+    ] = PLOT_LINES,
     errors: ErrorsOpt = "strict",
     glossary: Annotated[
         Path | None,
@@ -103,7 +107,7 @@ def translate(
     ] = None,
     temperature: Annotated[
         float, typer.Option(help="Divides the log-probabilities before --sampling draws.")
-    ] = 1.0,
+    ] = TEMPERATURE,
     prefix_file: Annotated[
         Path | None,
         typer.Option(
@@ -113,7 +117,7 @@ def translate(
             "rest searched (or sampled).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(min=0, help="The draws of --sampling.")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="The draws of --sampling.")] = SEED,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
 ) -> None:
@@ -127,39 +131,26 @@ def translate(
     """
     from nmt.data.protect import read_glossary
     from nmt.translate import Translator
-    from nmt.translate import files as textfiles
+    from nmt.translate import files
 
-    check_output_options(format, nbest, attention, errors)
-    check_needed(
-        ("--temperature", temperature != 1.0, "--sampling", sampling),
-        ("--seed", seed != 1, "--sampling", sampling),
-        ("--plot-lines", plot_lines != 10, "--plot-attention", plot_attention),
-        ("--glossary-ignore-case", glossary_ignore_case, "--glossary", glossary),
-    )
-    refuse_input_as_output(output, [input, prefix_file, glossary, *checkpoints])
-    if markup not in (None, "xml"):
-        raise NmtError(
-            f"unknown markup {markup!r}", "--markup", "use --markup xml, or leave it out"
-        )
-    not_both_stdin(("--input", input), ("--prefix-file", prefix_file))
+    check_translate_files(
+        checkpoints, input, output, fmt=format, errors=errors, nbest=nbest, attention=attention,
+        plot_attention=plot_attention, plot_lines=plot_lines, sampling=sampling,
+        temperature=temperature, seed=seed, glossary=glossary,
+        glossary_ignore_case=glossary_ignore_case, markup=markup, prefix_file=prefix_file,
+    )  # fmt: skip
     terms = read_glossary(glossary) if glossary else None
-    prefixes = textfiles.read_prefixes(prefix_file, errors) if prefix_file else None
+    prefixes = files.read_prefixes(prefix_file, errors) if prefix_file else None
     translator = Translator.from_checkpoint(checkpoints, device, precision)
     translator.warn = lambda message: typer.echo(message, err=True)
     if terms is not None or markup:
         translator.protect(terms, glossary_ignore_case, markup)
-    translator.decode_options(  # every option checked before any line is read
-        beam, nbest, alpha, penalty, batch_tokens, attention, sampling, temperature, seed
-    )
-    if (attention or plot_attention) and not translator.has_attention:
-        raise NmtError(
-            "this model has no attention weights to show (rnnenc reads a fixed summary)",
-            "--attention" if attention else "--plot-attention",
-            "leave the option out, or use an rnnsearch or luong model",
-        )
+    decode = dict(beam=beam, nbest=nbest, alpha=alpha, penalty=penalty, batch_tokens=batch_tokens,
+                  sampling=sampling, temperature=temperature, seed=seed)  # fmt: skip
+    check_model_options(translator, attention, plot_attention, **decode)
     if plot_attention:
-        textfiles.plot_directory(plot_attention)
-    textfiles.run_files(
+        files.plot_directory(plot_attention)
+    files.run_files(
         translator,
         input,
         output,
@@ -168,13 +159,6 @@ def translate(
         attention=attention,
         plot_dir=plot_attention,
         plot_lines=plot_lines,
-        beam=beam,
-        nbest=nbest,
-        alpha=alpha,
-        penalty=penalty,
-        batch_tokens=batch_tokens,
-        sampling=sampling,
-        temperature=temperature,
-        seed=seed,
         prefixes=prefixes,
+        **decode,
     )

@@ -108,11 +108,9 @@ class DataConfig:
         "Subword regularisation (read by `nmt train`): each training batch is segmented anew "
         "by SentencePiece sampling from the training text the store keeps (Kudo 2018; for a "
         "BPE model, BPE-dropout with this dropout rate). For unigram models the smoothing of "
-        "the sampling distribution: smaller is more varied, and longer: on the Bible corpus "
-        "drawn segmentations have 1.84x the fixed one's subwords at 0.1, 1.29x at 0.2, 1.03x at "
-        "0.5 (with nbest_size 64, 1.04x at 0.1), and batches grow with them past "
-        "train.batch_tokens. 0 = off (the store's fixed segmentation). Validation always uses "
-        "the fixed one.",
+        "the sampling distribution: smaller is more varied, and longer, so batches grow "
+        "past train.batch_tokens (by how much: docs/notes/). 0 = off (the store's fixed "
+        "segmentation). Validation always uses the fixed one.",
         min=0.0,
         max=1.0,
     )
@@ -256,7 +254,7 @@ class TrainConfig:
     threads: int = option(
         0,
         "CPU threads per process; 0 follows the cores other processes leave free, re-checked "
-        "every 2 s (beside one busy process on 2 cores, 1 thread trains 2.5x faster than 2). "
+        "every 2 s (beside a busy process, fewer threads train faster than spinning ones). "
         "OMP_NUM_THREADS, when set, fixes it too. Only a fixed count makes a run bit-for-bit "
         "reproducible: a product summed by 1 thread and by 2 can differ in the last bit.",
         min=0,
@@ -316,9 +314,9 @@ class ServeConfig:
         1,
         "Server processes on the port, each with its own copy of the model and socket. On a "
         "CPU each takes its share of the cores (cores / workers threads, fewer beside busy "
-        "processes): one per core gives the most sentences/s (on 2 cores, 64 clients: "
-        "0.83-1.08x the file rate against 0.56-0.93x for 1), one answers a lone request "
-        "soonest. A worker that dies is replaced (up to 3 starts a minute per place).",
+        "processes): one per core gives the most sentences/s under load, one answers a "
+        "lone request soonest (docs/performance.md). A worker that dies is replaced (up to 3 "
+        "starts a minute per place).",
         min=1,
     )
     max_batch_tokens: int = option(

@@ -147,8 +147,9 @@ class TokenBatchSampler(torch.utils.data.Sampler):
         """Sort a pool by length and cut it greedily into batches under the token cap.
 
         The sort key is (target size // TARGET_BIN, source size): binning the target in steps of
-        two leaves more pairs per bin to match on source length, which on the Bible corpus cuts
-        padding from 5.2% to 3.9% (docs/benchmarks.md). lexsort is stable, so ties stay shuffled.
+        two leaves more pairs per bin to match on source length, which cuts padding
+        (docs/notes/2026-11-24-batching-padding-share.md). lexsort is stable, so ties stay
+        shuffled.
         """
         pool = pool[np.lexsort((self.src_sizes[pool], self.tgt_sizes[pool] // TARGET_BIN))]
         src, tgt = self.src_sizes[pool], self.tgt_sizes[pool]

@@ -7,11 +7,10 @@ as it was encoded, so placeholders are the same user symbols), with SentencePiec
 Each batch's draw is seeded by (train.seed, update, batch of the update), so that a resumed run
 draws what the unbroken run drew, and every rank of a distributed run draws the same.
 
-Encoding runs inline, in the training process: a Bible batch of 3,000 tokens takes 6-7 ms on
-one core (26 ms with nbest_size 64) against a training step of 500-800 ms, about 1%
-(docs/benchmarks.md), so a worker to hide it would save next to nothing. The batch sampler plans
-batches by the fixed segmentation's lengths; a drawn one is longer, by 1.84x at alpha 0.1 with
-all segmentations, 1.03x at 0.5, so `train.batch_tokens` bounds batches less tightly.
+Encoding runs inline, in the training process: it is a small share of a training step
+(docs/notes/2026-11-28-subword-sampling-cost.md), so a worker to hide it would save next to
+nothing. The batch sampler plans batches by the fixed segmentation's lengths; a drawn one is
+longer (more so at small alphas), so `train.batch_tokens` bounds batches less tightly.
 """
 
 from __future__ import annotations

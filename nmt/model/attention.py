@@ -35,7 +35,7 @@ class AdditiveAttention(nn.Module):
         → weights [B, K, S].
 
         v · tanh(x) is computed as 2 v · σ(2x): tanh(x) = 2σ(2x) - 1, the constant -Σv drops out
-        of the softmax, and σ is ~10x faster than tanh on the CPU. The query comes doubled (the
+        of the softmax, and σ is much faster than tanh on the CPU. The query comes doubled (the
         rnnsearch search doubles W_a in its cached weights, an exact scaling), so that
         2(keys + query) is one pass."""
         queries2 = query_proj2.view(keys.shape[0], -1, 1, query_proj2.shape[-1])  # [B, K, 1, A]

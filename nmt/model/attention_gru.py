@@ -62,7 +62,7 @@ class AttentionGRU(torch.autograd.Function):
             b_rec = torch.cat([b_rec[:attn], b_rec.new_zeros(h3)])
         transitions = Transitions(*deep, (steps, batch, hidden), mm_dtype)
         padding = ~mask
-        keys2 = 2 * keys  # tanh(x) = 2σ(2x) - 1, and σ is 10x faster than tanh on the CPU
+        keys2 = 2 * keys  # tanh(x) = 2σ(2x) - 1, and σ is faster than tanh on the CPU
         s = s0
         for t in range(steps):
             q, gh = addmm_in(b_rec, s, w_rec_m.t(), mm_dtype, dtype).split([attn, h3], 1)

@@ -11,15 +11,13 @@ from torch import nn
 
 from nmt.config import ModelConfig
 from nmt.data.tokenizer import PAD_ID
-from nmt.model.decoder import (
-    DecoderState,
-    LuongDecoder,
-    RNNEncDecoder,
-    RNNSearchDecoder,
-)
+from nmt.model.decoder import RNNEncDecoder
 from nmt.model.encoder import Encoder
 from nmt.model.gru import GRUOptions
 from nmt.model.loss import SmoothedCrossEntropy
+from nmt.model.luong import LuongDecoder
+from nmt.model.rnnsearch import RNNSearchDecoder
+from nmt.model.state import DecoderState
 
 
 class Seq2Seq(nn.Module):

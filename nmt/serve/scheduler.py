@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 from nmt.translate import DecodeOptions, Prepared, Result, TranslationBatch, Translator
 
-# Joining at every step cost a third of the throughput: Bible model, 64 lines in flight,
-# in-process (no HTTP), 40.7 sentences/s against 51.2 when groups of an eighth joined.
+# Joining at every step costs throughput (small joins run products slowly); groups of an
+# eighth of the batch sit on a plateau (docs/notes/2026-11-28-serving-under-load.md).
 JOIN_SHARE = 1 / 8
 
 
@@ -139,8 +139,7 @@ class Scheduler:
 
     def run(self) -> None:
         """Decode until closed. Call it on the main thread: torch's OpenMP threads work
-        together only there (measured on the demo model, 2 threads: one sentence 43 ms on the
-        main thread, 97 ms on another; 200 sentences 97 against 71 sentences/s)."""
+        together only there (on another thread a decode runs markedly slower)."""
         while True:
             options = self._next_options()
             if options is None:

@@ -5,7 +5,7 @@ is an error at start-up, not on the first request. In each server process the de
 the main thread and uvicorn on another (see `Scheduler.run` for why). With `serve.workers` > 1,
 this process binds that many sockets on the port (`bind`) and starts a worker process on each,
 with its own copy of the model, passes them its signals and replaces one that dies; /metrics
-sums over them (`metrics`).
+sums over them (`prometheus`).
 """
 
 from __future__ import annotations

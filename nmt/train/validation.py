@@ -1,6 +1,6 @@
 """Validation during training: the dev split's teacher-forced loss and its greedy translations
 scored with BLEU/chrF against the raw references, as `nmt train` logs them every
-`train.valid_every` updates (the trainer decides what to keep; see train.py)."""
+`train.valid_every` updates (progress.py decides what the score changes)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from nmt.decode.constraints import Constraints
 from nmt.decode.greedy import greedy_search
 from nmt.device import Runtime
 from nmt.errors import NmtError
-from nmt.evaluate import score_corpus
+from nmt.evaluate import corpus_metrics
 
 
 class DevSet:
@@ -77,7 +77,7 @@ class DevSet:
             nll += float(batch_nll)
             tokens += batch.target_tokens
         hyps = self._decode(model, runtime)
-        scores = {s.name: s.score for s in score_corpus(hyps, [self.text["ref"]])}
+        scores = {s.name: s.score for s in corpus_metrics(hyps, [self.text["ref"]])}
         loss = nll / max(tokens, 1)
         shown = [
             {"src": self.text["src"][i], "ref": self.text["ref"][i], "hyp": hyps[i]}

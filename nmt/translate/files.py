@@ -23,7 +23,8 @@ from tqdm import tqdm
 from nmt.data.corpus import count_lines, decode_lines, open_input
 from nmt.errors import NmtError
 from nmt.fileio import atomic_open, json_line
-from nmt.translate import Result, Translator
+from nmt.translate.outputs import Result
+from nmt.translate.translator import Translator
 
 T = TypeVar("T")
 

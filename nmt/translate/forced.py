@@ -5,8 +5,8 @@
 
 The score of a target given its source is what the search would give that output: the sum of
 the log-probabilities of its subwords and eos (an ensemble's are the mean of its models', as in
-`nmt.search.Ensemble`), divided by the same length penalty (`penalty`, `alpha`). So the beam's
-best hypothesis, scored, gets the search's score (tested). Both sides are prepared as for
+`nmt.decode.ensemble.Ensemble`), divided by the same length penalty (`penalty`, `alpha`). So the
+beam's best hypothesis, scored, gets the search's score (tested). Both sides are prepared as for
 translation (normalised, protected spans masked, the source truncated to the model's limit),
 and pairs are batched by length. Used to filter noisy corpora and to rerank n-best lists.
 """
@@ -26,10 +26,10 @@ from nmt.data.store import pad_rows
 from nmt.decode.hypothesis import length_penalty
 from nmt.errors import NmtError
 from nmt.fileio import json_line
-from nmt.translate import Prepared, Translator
 from nmt.translate.files import UTF8_FIX, chunks, line_output, tsv_field
-
-FORMATS = ("text", "tsv", "jsonl")
+from nmt.translate.inputs import Prepared
+from nmt.translate.options import FORMATS
+from nmt.translate.translator import Translator
 
 
 @dataclass

@@ -288,7 +288,8 @@ def test_sigkill_translate_and_score(command, delay, run, tmp_path):
 @pytest.mark.parametrize("command", ["translate", "score", "average"])
 def test_concurrent_writers_of_one_file(command, jobs, tmp_path):
     """Two processes write the same file at once: both finish, and the file is whole (the
-    directory-writing commands refuse a second writer: test_findings.py, finding 4)."""
+    directory-writing commands refuse a second writer: test_user_faults.py,
+    test_a_second_writer_is_refused)."""
     job = jobs[command]
     out = tmp_path / job.output
     procs = [start(*job.args(out)) for _ in range(2)]

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from nmt.cli import app
 from nmt.errors import NmtError
-from nmt.evaluate import bleu_gate, score_corpus, score_files
+from nmt.evaluate import bleu_gate, corpus_metrics, file_metrics
 from tests.conftest import SAMPLE
 
 REFS = [
@@ -18,7 +18,7 @@ HYPS = [" ".join(w for j, w in enumerate(r.split()) if (i + j) % 4) for i, r in 
 
 
 def test_scores_equal_sacrebleus_own(tmp_path):
-    scores = {s.name: s for s in score_corpus(HYPS, [REFS], ["bleu", "chrf", "ter"])}
+    scores = {s.name: s for s in corpus_metrics(HYPS, [REFS], ["bleu", "chrf", "ter"])}
     assert scores["bleu"].score == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score)
     assert scores["chrf"].score == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS]).score)
     assert scores["ter"].score == pytest.approx(sacrebleu.corpus_ter(HYPS, [REFS]).score)
@@ -59,7 +59,7 @@ def test_min_bleu_gate_exit_codes(tmp_path):
 
 
 def test_gate_needs_bleu():
-    scores = score_corpus(HYPS, [REFS], ["chrf"])
+    scores = corpus_metrics(HYPS, [REFS], ["chrf"])
     with pytest.raises(NmtError, match="--min-bleu needs BLEU"):
         bleu_gate(scores, 10)
 
@@ -68,12 +68,12 @@ def test_misaligned_files_and_unknown_metric(tmp_path):
     (tmp_path / "hyp").write_text("a\nb\n")
     (tmp_path / "ref").write_text("a\n")
     with pytest.raises(NmtError, match="has 2 lines but .*ref has 1"):
-        score_files(tmp_path / "hyp", [tmp_path / "ref"], ["bleu"])
+        file_metrics(tmp_path / "hyp", [tmp_path / "ref"], ["bleu"])
     with pytest.raises(NmtError, match="unknown metric meteor"):
-        score_corpus(["a"], [["a"]], ["meteor"])
+        corpus_metrics(["a"], [["a"]], ["meteor"])
 
 
 def test_multiple_references(tmp_path):
     hyp = ["the cat sat on the mat today"]
-    scores = score_corpus(hyp, [["a dog sat on a rug"], hyp], ["bleu"])
+    scores = corpus_metrics(hyp, [["a dog sat on a rug"], hyp], ["bleu"])
     assert scores[0].score == pytest.approx(100.0)

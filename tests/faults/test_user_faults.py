@@ -1,5 +1,7 @@
-"""Issue 12's eighteen findings, one regression test each (`test_finding_NN_...`), each as it
-was reproduced: every one failed on the code before the fix."""
+"""Faults a user meets one at a time, each ending in the right output or a clear error: a
+second writer, pipes, devices and symlinks as files, a NaN gradient, a flipped checkpoint, cut
+references, stale temporaries, shapes too large to build, tracebacks turned into errors. Each
+test reproduces a case found by hand (issue 12) and failed on the code before its fix."""
 
 from __future__ import annotations
 
@@ -18,11 +20,11 @@ from nmt.cli import app
 from nmt.config import Config, apply_overrides
 from nmt.data.corpus import TsvCorpus
 from nmt.errors import NmtError
-from nmt.evaluate import score_corpus
+from nmt.evaluate import corpus_metrics
 from nmt.fileio import json_line
 from nmt.model.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
 from nmt.train import MAX_SKIPPED, train
-from nmt.train import trainer as train_module
+from nmt.train import update as train_module
 from tests.faults.conftest import (
     NMT,
     TINY,
@@ -59,12 +61,12 @@ def _assert_cli_error(result, *names: object) -> None:
     )
 
 
-def test_finding_01_no_pair_fits_max_len_is_an_error_not_a_hang(store, tmp_path):
+def test_no_pair_fits_max_len_is_an_error_not_a_hang(store, tmp_path):
     proc = nmt(*train_args(store, tmp_path / "r", "--set", "train.max_len=1"), timeout=120)
     assert "no training pair fits train.max_len=1" in assert_clean_error(proc, "train.max_len")
 
 
-def test_finding_02_vocabulary_identity_is_content(corpus, tmp_path):
+def test_vocabulary_identity_is_content(corpus, tmp_path):
     """Two preprocess runs of one corpus give the same SentencePiece model byte for byte,
     so a run trained on one resumes on the other; a second run into the same --out is
     refused (tests/test_preprocess.py checks that with a different corpus too)."""
@@ -82,7 +84,7 @@ def test_finding_02_vocabulary_identity_is_content(corpus, tmp_path):
     assert snapshot(a) == before
 
 
-def test_finding_03_metrics_with_line_separators_blank_and_torn_lines(store, tmp_path):
+def test_metrics_with_line_separators_blank_and_torn_lines(store, tmp_path):
     run = tmp_path / "r"
     _train(store, run, "train.max_steps=2")
     metrics = run / "metrics.jsonl"
@@ -104,7 +106,7 @@ def test_finding_03_metrics_with_line_separators_blank_and_torn_lines(store, tmp
 
 
 @pytest.mark.parametrize("command", ["train", "preprocess"])
-def test_finding_04_a_second_writer_is_refused(command, store, corpus, tmp_path):
+def test_a_second_writer_is_refused(command, store, corpus, tmp_path):
     """The second starts while the first holds the directory (stopped there with SIGSTOP,
     as a stalled writer would be), even with --overwrite: it is refused, and the first, let
     go on, finishes undisturbed."""
@@ -131,7 +133,7 @@ def test_finding_04_a_second_writer_is_refused(command, store, corpus, tmp_path)
     assert not (out / ".nmt.lock").exists()
 
 
-def test_finding_05_rotation_ignores_files_it_did_not_write(store, tmp_path):
+def test_rotation_ignores_files_it_did_not_write(store, tmp_path):
     run = tmp_path / "r"
     _train(store, run, "train.max_steps=4")
     average_checkpoints([run / "step-2.pt", run / "step-4.pt"], run / "step-avg.pt")
@@ -147,7 +149,7 @@ def test_finding_05_rotation_ignores_files_it_did_not_write(store, tmp_path):
     assert (run / "step-avg.pt").read_bytes() == avg
 
 
-def test_finding_06_preprocess_into_the_current_directory(corpus, tmp_path):
+def test_preprocess_into_the_current_directory(corpus, tmp_path):
     here = tmp_path / "empty"
     here.mkdir()
     proc = nmt(*preprocess_args(corpus, "."), cwd=here)
@@ -156,7 +158,7 @@ def test_finding_06_preprocess_into_the_current_directory(corpus, tmp_path):
     assert not [p.name for p in here.iterdir() if p.name.startswith(".")]
 
 
-def test_finding_07_overwrite_deletes_only_the_runs_files(store, tmp_path):
+def test_overwrite_deletes_only_the_runs_files(store, tmp_path):
     run = tmp_path / "r"
     _train(store, run, "train.max_steps=2")
     (run / "my-final-model.pt").write_bytes(b"mine")
@@ -167,7 +169,7 @@ def test_finding_07_overwrite_deletes_only_the_runs_files(store, tmp_path):
     assert load_checkpoint(run / "last.pt")["train"]["progress"]["step"] == 1
 
 
-def test_finding_08_pipes_and_devices_as_input_and_output(run, tmp_path):
+def test_pipes_and_devices_as_input_and_output(run, tmp_path):
     src = tmp_path / "in.es"
     src.write_text("hola\nmundo\n")
     best = run / "best.pt"
@@ -183,7 +185,7 @@ def test_finding_08_pipes_and_devices_as_input_and_output(run, tmp_path):
     assert "chrF2 = 100.00" in proc.stdout  # (BLEU needs 4-grams: these lines are short)
 
 
-def test_finding_09_output_through_a_symlink_keeps_the_link(corpus, tmp_path):
+def test_output_through_a_symlink_keeps_the_link(corpus, tmp_path):
     target, link = tmp_path / "real", tmp_path / "link"
     target.mkdir()
     link.symlink_to(target)
@@ -191,7 +193,7 @@ def test_finding_09_output_through_a_symlink_keeps_the_link(corpus, tmp_path):
     assert link.is_symlink() and (target / "manifest.json").is_file()
 
 
-def test_finding_10_nan_is_refused_and_a_non_finite_gradient_never_reaches_a_checkpoint(
+def test_nan_is_refused_and_a_non_finite_gradient_never_reaches_a_checkpoint(
     store, run, tmp_path, monkeypatch
 ):
     _assert_cli_error(
@@ -236,7 +238,7 @@ def test_finding_10_nan_is_refused_and_a_non_finite_gradient_never_reaches_a_che
     assert load_checkpoint(fresh / "last.pt")["train"]["progress"]["step"] == 1
 
 
-def test_finding_11_flipped_checkpoint_and_cut_references_are_errors(store, run, tmp_path):
+def test_flipped_checkpoint_and_cut_references_are_errors(store, run, tmp_path):
     data = bytearray((run / "best.pt").read_bytes())
     start, end = _largest_member(run / "best.pt")  # a tensor's bytes: torch checks no CRC
     for i in range(start, end, max(1, (end - start) // 50)):
@@ -253,7 +255,7 @@ def test_finding_11_flipped_checkpoint_and_cut_references_are_errors(store, run,
     with pytest.raises(NmtError, match="dev.en.txt: holds .* bytes, the manifest says"):
         _train(cut, tmp_path / "r")
     with pytest.raises(NmtError, match="3 hypotheses but 2 references"):
-        score_corpus(["a", "b", "c"], [["a", "b"]])
+        corpus_metrics(["a", "b", "c"], [["a", "b"]])
 
 
 def _largest_member(path) -> tuple[int, int]:
@@ -274,7 +276,7 @@ def _corrupt_checkpoint(run, tmp_path, name, edit) -> str:
     return str(tmp_path / name)
 
 
-def test_finding_12_tracebacks_become_errors(store, run, corpus, tmp_path):
+def test_tracebacks_become_errors(store, run, corpus, tmp_path):
     def spm(c):
         c["vocab"]["tokenizers"]["es"]["proto"] = b"\x0a\x05junk!" * 40
 
@@ -329,7 +331,7 @@ def test_finding_12_tracebacks_become_errors(store, run, corpus, tmp_path):
     assert_clean_error(closed, "standard input is closed")
 
 
-def test_finding_13_warnings_go_to_stderr_with_an_output_file(run, tmp_path):
+def test_warnings_go_to_stderr_with_an_output_file(run, tmp_path):
     src = tmp_path / "in.es"
     src.write_text("hola " * 40 + "\n")  # over decode.max_input_len: a warning
     proc = nmt("translate", run / "best.pt", "-i", src, "-o", tmp_path / "out.en")
@@ -337,7 +339,7 @@ def test_finding_13_warnings_go_to_stderr_with_an_output_file(run, tmp_path):
     assert proc.stdout == "" and "warning: line 1" in proc.stderr
 
 
-def test_finding_14_evaluate_stdin_bom_invalid_utf8_and_no_metrics(tmp_path):
+def test_evaluate_stdin_bom_invalid_utf8_and_no_metrics(tmp_path):
     ref = tmp_path / "ref.txt"
     ref.write_text("the cat sat on the mat\n")
     bom = subprocess.run(
@@ -351,7 +353,7 @@ def test_finding_14_evaluate_stdin_bom_invalid_utf8_and_no_metrics(tmp_path):
     _assert_cli_error(_cli("evaluate", ref, ref, "--metrics", ""), "no metric given")
 
 
-def test_finding_15_stale_temporaries_of_a_dead_process_are_removed(run, tmp_path):
+def test_stale_temporaries_of_a_dead_process_are_removed(run, tmp_path):
     src = tmp_path / "in.es"
     src.write_text("hola\n")
     stale = tmp_path / ".out.en.tmp-999999999-abc"  # no such pid
@@ -362,7 +364,7 @@ def test_finding_15_stale_temporaries_of_a_dead_process_are_removed(run, tmp_pat
     assert not stale.exists() and live.exists()
 
 
-def test_finding_16_a_tsv_may_end_in_blank_lines(tmp_path):
+def test_a_tsv_may_end_in_blank_lines(tmp_path):
     path = tmp_path / "c.tsv"
     path.write_text("id\tes\ten\n1\thola\thello\n\n\n")
     corpus = TsvCorpus(str(path), "es", "en")
@@ -372,7 +374,7 @@ def test_finding_16_a_tsv_may_end_in_blank_lines(tmp_path):
         list(TsvCorpus(str(path), "es", "en"))
 
 
-def test_finding_17_shapes_are_checked_before_allocating(run, tmp_path):
+def test_shapes_are_checked_before_allocating(run, tmp_path):
     def huge(c):
         c["config"]["model"]["hidden_size"] = 200_000
 
@@ -383,7 +385,7 @@ def test_finding_17_shapes_are_checked_before_allocating(run, tmp_path):
     assert time.monotonic() - started < 30
 
 
-def test_finding_18_average_needs_two_finite_checkpoints_of_one_run(store, run, tmp_path):
+def test_average_needs_two_finite_checkpoints_of_one_run(store, run, tmp_path):
     with pytest.raises(NmtError, match="needs two or more checkpoints, got 1"):
         average_checkpoints([run / "best.pt"], tmp_path / "avg.pt")
     other = tmp_path / "other"

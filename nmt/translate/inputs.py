@@ -1,0 +1,113 @@
+"""Input preparation: a line as the search takes it.
+
+A line is normalised like the training data, its protected spans masked (`nmt.data.protect`),
+split into subwords and truncated to the model's limit; what was cut or left unprotected
+becomes a warning naming the line. A prefix (target language) is masked with its source line's
+placeholders and split into target subwords. `source_tensors` and `prefix_tensor` pad a batch
+of prepared lines for the search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from nmt.data.corpus import normalize
+from nmt.data.protect import MAX_SPANS, PLACEHOLDER, Masked, Protector
+from nmt.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from nmt.errors import NmtError
+
+
+@dataclass
+class Prepared:
+    """One input line ready for the search."""
+
+    masked: Masked  # the normalised line with its protected spans replaced by placeholders
+    ids: list[int]  # its subwords, truncated to the model's limit
+    warnings: list[str]  # what was truncated or left unprotected ("line N ...")
+    line: int = 1  # its line number in the input (sampling draws by it)
+    prefix: list[int] = field(default_factory=list)  # what its translation must begin with
+    prefix_text: str = ""  # the prefix as given, its spans masked
+
+
+def prepare_lines(
+    texts: Sequence[str],
+    first_line: int,
+    protector: Protector,
+    tokenizer: Tokenizer,
+    limit: int,
+    xml: bool,
+) -> list[Prepared]:
+    """Normalise, mask and split each text into at most `limit` subwords; `xml`: the texts
+    hold markup, whose tags should pair up."""
+    masked = [protector.mask(normalize(t)) for t in texts]
+    ids = tokenizer.encode([m.text for m in masked])
+    items = []
+    for line, m, seq in zip(range(first_line, first_line + len(texts)), masked, ids):
+        warnings = []
+        if m.unprotected:
+            warnings.append(
+                f"line {line} has more than {MAX_SPANS} protected spans; the last "
+                f"{m.unprotected} are translated as ordinary text"
+            )
+        if xml and (unpaired := m.unpaired_tags()):
+            warnings.append(
+                f"line {line}: {', '.join(unpaired)} has no partner tag; the line is not "
+                "well-formed XML, and its translation will not be either"
+            )
+        if len(seq) > limit:
+            warnings.append(
+                f"line {line} has {len(seq)} subwords; truncated to the first {limit} "
+                "(decode.max_input_len)"
+            )
+            seq = seq[:limit]
+        items.append(Prepared(m, seq, warnings, line))
+    return items
+
+
+def add_prefixes(
+    items: Sequence[Prepared],
+    prefixes: Sequence[str],
+    protector: Protector | None,
+    tokenizer: Tokenizer,
+) -> None:
+    """Give each line its prefix (one per line, "" for none): masked like the line (`protector`;
+    None for a model without placeholders), normalised and split into target subwords."""
+    for item, prefix in zip(items, prefixes, strict=True):
+        item.prefix_text = prefix if protector is None else masked_prefix(item, prefix, protector)
+    encoded = tokenizer.encode([normalize(item.prefix_text) for item in items])
+    for item, prefix_ids in zip(items, encoded):
+        item.prefix = prefix_ids
+
+
+def masked_prefix(item: Prepared, prefix: str, protector: Protector) -> str:
+    """A prefix with its source line's placeholders: forced as given, its spans count as
+    emitted, and the search places the rest."""
+    masked = None if PLACEHOLDER.search(prefix) else protector.mask_prefix(item.masked, prefix)
+    if masked is None:
+        raise NmtError(
+            "the prefix holds a protected span (placeholder, tag, URL, term) that its "
+            "source line does not hold as often, or a placeholder symbol",
+            f"the prefix of line {item.line}",
+            "give a prefix whose spans all come from its source line",
+        )
+    return masked
+
+
+def source_tensors(items: Sequence[Prepared], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Prepared lines as the search takes them: padded ids with eos [n, S], lengths [n]."""
+    lengths = torch.tensor([len(item.ids) + 1 for item in items])
+    sentences = [torch.tensor([*item.ids, EOS_ID]) for item in items]
+    src = pad_sequence(sentences, batch_first=True, padding_value=PAD_ID)
+    return src.to(device), lengths.to(device)
+
+
+def prefix_tensor(items: Sequence[Prepared]) -> torch.Tensor | None:
+    """The lines' prefixes [n, P], -1 after each one's end; None when none has one."""
+    if not any(item.prefix for item in items):
+        return None
+    width = max(len(item.prefix) for item in items)
+    return torch.tensor([[*item.prefix, *[-1] * (width - len(item.prefix))] for item in items])

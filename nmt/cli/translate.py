@@ -130,8 +130,7 @@ def translate(
     bar, and the file appears only when complete.
     """
     from nmt.data.protect import read_glossary
-    from nmt.translate import Translator
-    from nmt.translate import files
+    from nmt.translate import Translator, files
 
     check_translate_files(
         checkpoints, input, output, fmt=format, errors=errors, nbest=nbest, attention=attention,

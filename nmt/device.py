@@ -70,6 +70,26 @@ def host_memory_mib() -> dict[str, int]:
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # /proc/cpuinfo names
 
 
+def memory_error(exc: RuntimeError) -> NmtError | None:
+    """Running out of GPU or host memory as a user-facing error that says what to lower, or
+    None for any other RuntimeError. (torch raises `OutOfMemoryError` for CUDA; the CPU
+    allocator raises a plain RuntimeError that says it cannot allocate.)"""
+    if isinstance(exc, torch.OutOfMemoryError):
+        what, where = "out of GPU memory", "the GPU"
+    elif "can't allocate memory" in str(exc):
+        what, where = "out of memory", "this machine"
+    else:
+        return None
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return NmtError(
+        f"{what} ({detail})" if detail else what,
+        where,
+        "make the batches smaller (train.batch_tokens to train; --batch-tokens to translate, "
+        "score or serve) or the model (model.hidden_size, model.emb_size), or use bf16 "
+        "(--precision bf16)",
+    )
+
+
 @functools.cache
 def cpu_bf16_features() -> tuple[str, ...]:
     """The CPU's bf16 features, of `BF16_FLAGS`: AVX512-BF16 and AMX's tiles (amx_bf16 with

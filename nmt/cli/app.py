@@ -1,9 +1,11 @@
 """The Typer app, its error boundary and the options several commands share.
 
 Every command runs inside one error boundary (`command`): a user error (`NmtError`) or a fault
-of the machine (a read-only or full disk, a missing permission: `OSError`) is printed as one
-`error:` line naming the file, without a traceback, and exits with code 2. Option defaults shown
-in `--help` come from `nmt.config` (None in a signature means "the config's value").
+of the machine (a read-only or full disk, a missing permission: `OSError`; memory run out) is
+printed as one `error:` line naming the file, without a traceback, and exits with code 2.
+Option defaults shown in `--help` come from `nmt.config` (None in a signature means "the
+config's value"). Commands import the library inside their bodies, so `nmt --help` loads no
+torch.
 """
 
 from __future__ import annotations
@@ -126,6 +128,13 @@ def command(group: typer.Typer, name: str | None = None) -> Callable[[Callable],
                 raise _fail(err) from None
             except OSError as exc:
                 raise _fail(os_error(exc)) from None
+            except RuntimeError as exc:  # out of GPU or host memory: what to lower
+                from nmt.device import memory_error  # here: `nmt --help` loads no torch
+
+                err = memory_error(exc)
+                if err is None:
+                    raise
+                raise _fail(err) from None
 
         group.command(name)(run)
         return fn

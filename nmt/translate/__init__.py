@@ -29,21 +29,29 @@ The modules, in the order a line passes through them:
 - `plot`: attention heatmaps.
 """
 
-from nmt.translate.batch import TranslationBatch
-from nmt.translate.forced import Scored, score_pairs
-from nmt.translate.inputs import Prepared
-from nmt.translate.options import DecodeOptions
-from nmt.translate.outputs import Result, Translation, no_translation
-from nmt.translate.translator import Translator
+from __future__ import annotations
 
-__all__ = [
-    "DecodeOptions",
-    "Prepared",
-    "Result",
-    "Scored",
-    "Translation",
-    "TranslationBatch",
-    "Translator",
-    "no_translation",
-    "score_pairs",
-]
+import importlib
+from typing import Any
+
+# each public name and the module it lives in, imported on first use (`__getattr__`)
+_HOMES = {
+    "DecodeOptions": "options",
+    "Prepared": "inputs",
+    "Result": "outputs",
+    "Scored": "forced",
+    "Translation": "outputs",
+    "TranslationBatch": "batch",
+    "Translator": "translator",
+    "no_translation": "outputs",
+    "score_pairs": "forced",
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module when first asked for: the CLI reads the option
+    rules (`nmt.translate.options`) without loading torch and the models."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'nmt.translate' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"nmt.translate.{_HOMES[name]}"), name)

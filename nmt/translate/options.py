@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nmt.config import DecodeConfig, checked
-from nmt.decode.sampling import Sampler
 from nmt.errors import NmtError
 from nmt.fileio import refuse_input_as_output
 
 if TYPE_CHECKING:
+    from nmt.decode.sampling import Sampler
     from nmt.translate.translator import Translator
 
 FORMATS = ("text", "tsv", "jsonl")
@@ -71,6 +71,8 @@ class DecodeOptions:
                         flag,
                         f"leave out {flag} (or --sampling)",
                     )
+            from nmt.decode.sampling import Sampler  # here: the CLI imports no torch
+
             options.beam, options.sampler = 1, Sampler.parse(sampling, temperature, seed)
         if nbest < 1:
             raise NmtError(f"an n-best list of {nbest}", "--nbest", "ask for 1 or more")

@@ -5,6 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from nmt.cli import app
+from nmt.config import load_config
+from nmt.errors import NmtError
 from tests.conftest import SAMPLE, write_tsv
 
 runner = CliRunner()
@@ -202,3 +204,28 @@ def test_options_that_would_be_ignored_are_errors(tmp_path):
               "bleu,chrf,bleu"],
     )  # fmt: skip
     assert result.exit_code == 0 and result.output.count("BLEU") == 1, result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["serve", "x.pt", "--beam", "0"], ["translate", "x.pt", "--bogus"], ["translate"]],
+)
+def test_options_click_refuses_are_reported_like_every_user_error(args):
+    """Out-of-range values, unknown options and missing arguments: `error:` + `fix:`, exit 2."""
+    proc = subprocess.run([sys.executable, "-m", "nmt", *args], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+    assert f"fix: see `nmt {args[0]} --help`" in proc.stderr and "Usage:" not in proc.stderr
+
+
+def test_messages_name_what_to_change():
+    with pytest.raises(NmtError, match="`model` is a section, not a key") as err:
+        load_config(None, ["model=3"])
+    assert "model.KEY=VALUE" in err.value.fix and "did you mean" not in str(err.value)
+    from nmt.serve.server import bind, read_api_key
+
+    with pytest.raises(NmtError, match="cannot listen on 999.1.1.1") as err:
+        bind("999.1.1.1", 0)
+    assert err.value.where == "--host" and "port" not in err.value.fix
+    with pytest.raises(NmtError, match="cannot read the API key file") as err:
+        read_api_key("/nonexistent/key")
+    assert err.value.fix and "--api-key-file" in err.value.fix

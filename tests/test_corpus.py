@@ -145,6 +145,16 @@ def test_tsv_missing_column_and_short_row(tmp_path):
         list(TsvCorpus(str(path), "es", "en"))
 
 
+def test_tsv_a_language_column_named_twice_is_refused(tmp_path):
+    """`en<TAB>de<TAB>en`: which `en` holds the language is ambiguous (the first was taken)."""
+    path = tmp_path / "c.tsv"
+    path.write_text("en\tde\ten\nHello\tHallo\tHi\n")
+    with pytest.raises(NmtError, match=rf"{path}:1: the header names the column 'en' 2 times"):
+        TsvCorpus(str(path), "de", "en")
+    path.write_text("id\tes\ten\tid\n1\ta\tb\t2\n")  # other columns may repeat
+    assert list(TsvCorpus(str(path), "es", "en")) == [("a", "b")]
+
+
 def test_read_lines_streams(tmp_path):
     path = tmp_path / "big.txt"
     path.write_text("x\n" * 100_000)

@@ -12,9 +12,14 @@ import importlib
 import signal
 import sys
 
+import typer
+
 from nmt.cli.app import app, terminate
+from nmt.errors import NmtError
 
 __all__ = ["app", "main"]
+# Click's exceptions, from the Click that Typer runs on (recent Typers ship their own copy)
+CLICK = importlib.import_module(typer.BadParameter.__module__)
 
 # importing a command's module registers it; `nmt --help` lists them in this order
 COMMANDS = ("preprocess", "train", "average", "translate", "score", "evaluate", "serve", "config")
@@ -23,9 +28,23 @@ for _name in (*COMMANDS, "bench"):
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. An option Click itself refuses (a value out of range, an
+    unknown option) is reported as every other user error is: `error:`, `fix:`, exit code 2."""
     signal.signal(signal.SIGTERM, terminate)
-    app(prog_name="nmt")
+    try:
+        code = app(prog_name="nmt", standalone_mode=False)
+    except CLICK.NoArgsIsHelpError as exc:  # `nmt` or `nmt bench` alone: the help
+        exc.show()
+        code = exc.exit_code
+    except CLICK.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "nmt"
+        err = NmtError(exc.format_message(), None, f"see `{where} --help`")
+        typer.echo(f"error: {err}", err=True)
+        code = 2
+    except CLICK.Abort:  # Ctrl-C outside a command's own handling, as Click reports it
+        typer.echo("Aborted!", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -78,8 +78,14 @@ def _check(key: str, f: dataclasses.Field, typ: type, value: Any, where: str) ->
 def set_value(cfg: Config, key: str, value: Any, where: str) -> None:
     """Validate `value` and store it at `key` ("section.name"); `where` is named in errors."""
     section, _, name = key.partition(".")
-    if section not in SECTIONS or not name:
+    if section not in SECTIONS:
         raise _unknown("section", section, list(SECTIONS), where)
+    if not name:
+        raise NmtError(
+            f"`{section}` is a section, not a key",
+            where,
+            f"name a key in it: {section}.KEY=VALUE (its keys: {', '.join(_fields(section))})",
+        )
     fields_ = _fields(section)
     if name not in fields_:
         raise _unknown(f"`{section}` key", name, list(fields_), where)

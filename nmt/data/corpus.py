@@ -201,6 +201,14 @@ class TsvCorpus:
                 f"{self.path}:1",
                 "the first line must name the columns, e.g. `id<TAB>es<TAB>en`",
             )
+        twice = [lang for lang in dict.fromkeys((src, tgt)) if header.count(lang) > 1]
+        if twice:
+            raise NmtError(
+                f"the header names the column {twice[0]!r} {header.count(twice[0])} times, so "
+                "which one holds that language is ambiguous",
+                f"{self.path}:1",
+                "give every column its own name (e.g. rename the extra one to `en2`)",
+            )
         self.columns = (header.index(src), header.index(tgt))
         self.width = len(header)
         lines, trailing_blank = _line_counts(self.path)

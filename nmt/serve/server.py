@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -73,7 +74,11 @@ def read_api_key(path: str | None) -> str | None:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise NmtError(f"cannot read the API key file: {exc}", path) from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise NmtError(
+            f"cannot read the API key file: {reason}", path,
+            "name a readable UTF-8 file whose first line is the key (--api-key-file)",
+        ) from None  # fmt: skip
     key = lines[0].strip() if lines else ""
     if len(key) < 16:
         raise NmtError(
@@ -143,11 +148,19 @@ def _bound(family: int, host: str, port: int, reuse_port: bool) -> socket.socket
     except OSError as exc:
         sock.close()
         raise NmtError(
-            f"cannot listen on {host}:{port}: {exc.strerror}",
-            "--host/--port",
-            "choose another port (or stop the process that holds it)",
+            f"cannot listen on {host}:{port}: {exc.strerror}", *_bind_advice(exc)
         ) from None
     return sock
+
+
+def _bind_advice(exc: OSError) -> tuple[str, str]:
+    """Which option to change, and how, for a failed bind: a port in use is the port's fault;
+    a name that does not resolve, or an address of another machine, is the host's."""
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return "--host", "give an address of this machine (127.0.0.1, 0.0.0.0 for all, or ::)"
+    if exc.errno == errno.EACCES:
+        return "--port", "use a port above 1023 (ports below need root)"
+    return "--port", "choose another port (or stop the process that holds it)"
 
 
 def serve(settings: ServeSettings, access_log: bool = False) -> None:

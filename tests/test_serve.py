@@ -23,6 +23,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'nmt[serve]'")
 import httpx  # noqa: E402 - after the skip: httpx comes with the serve extra
+import uvicorn  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from nmt.bench.serve import bench_serve  # noqa: E402
@@ -183,6 +184,8 @@ def test_bench_serve_measures_a_real_server_beside_the_file_rate(checkpoint, tmp
         (b'{"text": "a", "alpha": NaN}', 422, "alpha: Input should be a finite number"),
         (b'{"text": "a"', 400, "not valid JSON"),
         (b'{"text": "\xff"}', 400, "not valid UTF-8 (byte 10)"),
+        (b'{"text": "\\ud800 abc"}', 422, "holds U+D800 at character 1, a lone surrogate"),
+        (b'{"texts": ["ok", "a\\udfffb"]}', 422, "item 2 holds U+DFFF"),
         (b"[]", 422, "valid dictionary"),
         (json.dumps({"texts": ["a"] * 300}).encode(), 413, "serve.max_sentences"),
         (json.dumps({"text": "a" * 2_000_000}).encode(), 413, "serve.max_body_bytes"),
@@ -192,6 +195,43 @@ def test_bad_input_is_a_4xx_with_a_json_error(server, body, status, says):
     response = server.client.post("/v1/translate", content=body)
     assert response.status_code == status, response.text
     assert says in response.json()["error"]
+
+
+def test_an_internal_error_is_a_counted_json_500(translator, monkeypatch):
+    """A bug while answering: a JSON 500 (not Starlette's plain text), logged, and counted in
+    /metrics like every other status. In-process (uvicorn on a loopback socket, the scheduler
+    on its own thread), so that the bug can be planted."""
+    from nmt.config import ServeConfig
+    from nmt.serve import app as app_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(app_module, "_translated", broken)
+    web, scheduler = app_module.create_app(translator, ServeConfig())
+    sock = bind("127.0.0.1", 0)[0]
+    server = uvicorn.Server(uvicorn.Config(web, log_level="critical"))
+    threads = [
+        threading.Thread(target=scheduler.run, daemon=True),
+        threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    url = "http://{}:{}".format(*sock.getsockname())
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            _until(lambda: server.started, "the in-process server to start")
+            response = client.post("/v1/translate", json={"text": "la luz"})
+            assert response.status_code == 500
+            assert "internal error" in response.json()["error"]
+            metrics = client.get("/metrics").text
+    finally:
+        server.should_exit = True
+        scheduler.close()
+        for thread in threads:
+            thread.join(30)
+    counted = 'nmt_requests_total{route="/v1/translate",status="500"}'
+    assert series(metrics, counted) == 1
 
 
 def test_long_sentences_are_cut_with_a_warning(server):

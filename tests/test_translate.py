@@ -1,6 +1,7 @@
 """nmt translate and the Translator API: line alignment, formats, streaming, plots, errors."""
 
 import json
+import re
 import select
 import signal
 import struct
@@ -286,3 +287,31 @@ def test_attention_options_are_checked_before_any_line(checkpoint, sample_dir, t
         assert result.exit_code == 2 and result.stdout == "", result.output
         assert "no attention weights to show" in result.stderr
     assert not (tmp_path / "plots").exists()
+
+
+def test_the_python_api_refuses_misuse_and_takes_any_iterable(checkpoint):
+    """A lone string would be translated character by character, None or bytes would end in a
+    bare TypeError inside SentencePiece, a lone surrogate too; pairs that do not line up would
+    lose the extra sources. Each is an NmtError naming what was expected."""
+    from nmt.translate import score_pairs
+
+    tr = Translator.from_checkpoint(checkpoint, "cpu", "fp32")
+    texts = ["la luz", "el agua"]
+    assert tr.translate(iter(texts)) == tr.translate(texts)  # a generator is a list of texts
+    cases = [
+        ("la luz", "texts is one str, not a list of texts"),
+        (b"la luz", "texts is one bytes"),
+        ([None], "item 1 is NoneType"),
+        (["ok", 5], "item 2 is int"),
+        ([b"la"], "item 1 is bytes"),
+        (5, "texts must be an iterable of str, not int"),
+        (["a\ud800b"], "item 1 holds U+D800 at character 2, a lone surrogate"),
+    ]
+    for given, message in cases:
+        with pytest.raises(NmtError, match=re.escape(message)):
+            tr.translate(given)
+    with pytest.raises(NmtError, match="2 texts but 1 prefixes"):
+        tr.translate(texts, prefixes=["The"])
+    with pytest.raises(NmtError, match="2 sources but 1 targets"):
+        score_pairs(tr, texts, ["light"])
+    assert len(score_pairs(tr, texts, ("light", "water"))) == 2

@@ -148,7 +148,10 @@ def _prepare(
         )
     except NmtError as err:
         raise HTTPException(422, err.what) from None  # its fix names CLI flags
-    items = translator.prepare([t[: cfg.max_chars] for t in texts])
+    try:
+        items = translator.prepare([t[: cfg.max_chars] for t in texts])
+    except NmtError as err:  # text that is not Unicode (a lone surrogate): the client's fault
+        raise HTTPException(422, f"invalid request: {err.what}") from None
     for line, (text, item) in enumerate(zip(texts, items), 1):
         if len(text) > cfg.max_chars:
             item.warnings.insert(

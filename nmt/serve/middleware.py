@@ -1,4 +1,5 @@
-"""The server's door: the API key, the body size limit, UTF-8, and a count of every answer.
+"""The server's door: the API key, the body size limit, UTF-8, and a count of every answer,
+an internal error's 500 included (as JSON, like every other error).
 
 A pure ASGI middleware, so that it runs before FastAPI parses anything: a body over
 `serve.max_body_bytes` is refused while it is read (chunked or not), and a body that is not
@@ -8,6 +9,7 @@ UTF-8 gets a 400 that says where, instead of a generic parse error.
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -18,6 +20,7 @@ from nmt.serve.prometheus import ServerMetrics
 
 ROUTES = ("/", "/health", "/metrics", "/v1/translate", "/v1/model", "/docs", "/openapi.json")
 OPEN = ("/health",)  # answered without the API key (load balancers probe it)
+LOG = logging.getLogger("uvicorn.error")  # where uvicorn logs what failed in a request
 
 
 def error_response(
@@ -41,8 +44,12 @@ class Guard:
         path = scope["path"]
         route = path if path in ROUTES else "other"
 
+        started = False
+
         async def counted(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 self.metrics.requests.labels(route, str(message["status"])).inc()
             await send(message)
 
@@ -57,7 +64,14 @@ class Guard:
         if path == "/v1/translate":  # the API speaks JSON whatever the client declares
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
-        await self.app(scope, _replay(body, receive), counted)
+        try:
+            await self.app(scope, _replay(body, receive), counted)
+        except Exception:  # a bug: logged with its traceback, answered and counted as a 500
+            if started:
+                raise
+            LOG.exception("error while answering %s %s", scope["method"], path)
+            failure = error_response(500, "internal error: the server's log says what failed")
+            await failure(scope, receive, counted)
 
     def _refuse_key(self, scope: Scope) -> JSONResponse | None:
         if self.key is None or scope["path"] in OPEN:

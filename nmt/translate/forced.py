@@ -27,7 +27,7 @@ from nmt.decode.hypothesis import length_penalty
 from nmt.errors import NmtError
 from nmt.fileio import json_line
 from nmt.translate.files import UTF8_FIX, chunks, line_output, tsv_field
-from nmt.translate.inputs import Prepared
+from nmt.translate.inputs import Prepared, as_texts
 from nmt.translate.options import FORMATS
 from nmt.translate.translator import Translator
 
@@ -74,6 +74,12 @@ def _prepare(
     """Sources as for translation; targets normalised and masked like their source (the k-th
     occurrence of a span on one side is the k-th on the other), then split into subwords."""
     src = translator.prepare(sources, first_line)
+    targets = as_texts(targets, "targets", first_line)
+    if len(targets) != len(src):
+        raise NmtError(
+            f"{len(src)} sources but {len(targets)} targets: scoring needs pairs", "targets",
+            "give one target per source, in the same order",
+        )  # fmt: skip
     masked = []
     for line, (target, item) in enumerate(zip(targets, src), first_line):
         for message in item.warnings:

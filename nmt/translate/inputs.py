@@ -9,7 +9,7 @@ of prepared lines for the search.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +31,42 @@ class Prepared:
     line: int = 1  # its line number in the input (sampling draws by it)
     prefix: list[int] = field(default_factory=list)  # what its translation must begin with
     prefix_text: str = ""  # the prefix as given, its spans masked
+
+
+def as_texts(texts: Iterable[str], name: str = "texts", first_line: int = 1) -> list[str]:
+    """`texts` as a list of str, or an NmtError that says what was given instead: the Python
+    API takes any iterable of strings, and refuses a lone string (whose characters would be
+    translated one by one), other types, and text that cannot be UTF-8 (a lone surrogate, as
+    JSON's "\\ud800" decodes to), which the subword model cannot read."""
+    if isinstance(texts, (str, bytes)):
+        raise NmtError(
+            f"{name} is one {type(texts).__name__}, not a list of texts",
+            name,
+            f"pass a list: [{texts[:20]!r}]",
+        )
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise NmtError(
+            f"{name} must be an iterable of str, not {type(texts).__name__}", name
+        ) from None
+    for line, text in enumerate(texts, first_line):
+        if not isinstance(text, str):
+            raise NmtError(
+                f"{name} must hold str, but item {line} is {type(text).__name__}: {text!r:.40}",
+                name,
+                "decode bytes first (text.decode('utf-8')); give '' for an empty line",
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise NmtError(
+                f"item {line} holds U+{ord(text[exc.start]):04X} at character {exc.start + 1}, "
+                "a lone surrogate: not a character, and not UTF-8",
+                name,
+                "send the character whole (both halves of a surrogate pair), or remove it",
+            ) from None
+    return texts
 
 
 def prepare_lines(

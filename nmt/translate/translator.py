@@ -6,7 +6,7 @@ searching `nmt.translate.batch`'s, assembling results `nmt.translate.outputs`'s.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from nmt.model.checkpoint import (
     vocabulary_id,
 )
 from nmt.translate.batch import TranslationBatch, sample_lines
-from nmt.translate.inputs import Prepared, add_prefixes, prepare_lines
+from nmt.translate.inputs import Prepared, add_prefixes, as_texts, prepare_lines
 from nmt.translate.options import DecodeOptions
 from nmt.translate.outputs import Result, assemble, empty_result, no_translation
 
@@ -114,14 +114,14 @@ class Translator:
         ]
         return translator
 
-    def translate(self, texts: Sequence[str], beam: int | None = None, **options) -> list[str]:
+    def translate(self, texts: Iterable[str], beam: int | None = None, **options) -> list[str]:
         """The best translation of each text (options as in `translate_nbest`)."""
         results = self.translate_nbest(texts, beam=beam, **options)
         return [r.hypotheses[0].text if r.hypotheses else "" for r in results]
 
     def translate_nbest(
         self,
-        texts: Sequence[str],
+        texts: Iterable[str],
         beam: int | None = None,
         nbest: int = 1,
         alpha: float | None = None,
@@ -174,7 +174,7 @@ class Translator:
         )  # fmt: skip
 
     def prepare(
-        self, texts: Sequence[str], first_line: int = 1, prefixes: Sequence[str] | None = None
+        self, texts: Iterable[str], first_line: int = 1, prefixes: Iterable[str] | None = None
     ) -> list[Prepared]:
         """Normalise, mask the protected spans and split into subwords, truncated to the
         model's limit; what was cut or left unprotected is in each item's warnings. A text's
@@ -182,8 +182,15 @@ class Translator:
         subwords."""
         limit = self.cfg.decode.max_input_len or self.cfg.train.max_len
         xml = self.markup == "xml"
+        texts = as_texts(texts, "texts", first_line)
         items = prepare_lines(texts, first_line, self.protector, self.src_tokenizer, limit, xml)
         if prefixes is not None:
+            prefixes = as_texts(prefixes, "prefixes", first_line)
+            if len(prefixes) != len(texts):
+                raise NmtError(
+                    f"{len(texts)} texts but {len(prefixes)} prefixes", "prefixes",
+                    "give one prefix per text ('' for none)",
+                )  # fmt: skip
             protector = None if self.symbols is None else self.protector
             add_prefixes(items, prefixes, protector, self.tgt_tokenizer)
         return items

@@ -182,3 +182,30 @@ def test_fused_smoothed_cross_entropy_matches_pytorch(smoothing):
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(nll, F.cross_entropy(logits.detach(), target, reduction="sum"))
     torch.testing.assert_close(logits.grad, ref_logits.grad)
+
+
+def test_a_model_too_large_for_the_machine_is_refused_before_any_allocation():
+    """hidden_size=1000000 was a 12 TB allocation and a traceback: the keys are bounded, and a
+    model within the bounds that would not fit is refused from its parameter count."""
+    from nmt.config import load_config
+    from nmt.errors import NmtError
+
+    for value in ("1000000", "99999999999999999999999"):
+        with pytest.raises(NmtError, match="must be between 1 and 16384"):
+            load_config(None, [f"model.hidden_size={value}"])
+    huge = ModelConfig(emb_size=16384, hidden_size=16384, layers=32)
+    with pytest.raises(NmtError, match="parameters: 4 fp32 copies of its weights need") as err:
+        build_model(huge, 8000, 8000, True, copies=4)
+    assert "model.hidden_size" in err.value.where and err.value.fix
+
+
+def test_the_size_check_leaves_the_initial_weights_as_they_were():
+    """The check builds the model on the meta device first: no random numbers are drawn."""
+    from nmt.model.seq2seq import Seq2Seq
+
+    cfg = ModelConfig(arch="rnnsearch", layer_norm=True)
+    torch.manual_seed(3)
+    direct = Seq2Seq(cfg, 50, 50, share=True).state_dict()
+    torch.manual_seed(3)
+    built = build_model(cfg, 50, 50, True).state_dict()
+    assert all(torch.equal(direct[k], built[k]) for k in direct)

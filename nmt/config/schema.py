@@ -40,6 +40,9 @@ def option(
 
 # A language code names files (SPLIT.LANG.bin) and columns: letters, digits, `-` and `_`.
 LANG_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+# Bounds on the model's sizes, far above any model trained here: a typo (hidden_size=1000000)
+# is an error naming the key, not an attempt to allocate terabytes.
+MAX_WIDTH, MAX_DEPTH = 16384, 32
 
 
 @dataclass
@@ -139,9 +142,9 @@ class ModelConfig:
         "`rnnenc` (Cho et al. 2014), `rnnsearch` (Bahdanau et al. 2015) or `luong` attention.",
         choices=("rnnenc", "rnnsearch", "luong"),
     )
-    emb_size: int = option(256, "Word embedding size.", min=1)
-    hidden_size: int = option(512, "GRU hidden size.", min=1)
-    layers: int = option(1, "GRU layers in the encoder and the decoder.", min=1)
+    emb_size: int = option(256, "Word embedding size.", min=1, max=MAX_WIDTH)
+    hidden_size: int = option(512, "GRU hidden size.", min=1, max=MAX_WIDTH)
+    layers: int = option(1, "GRU layers in the encoder and the decoder.", min=1, max=MAX_DEPTH)
     dropout: float = option(
         0.2, "Dropout on embeddings, between layers and before the output.", min=0.0, max=0.99
     )
@@ -171,6 +174,7 @@ class ModelConfig:
         "Marian's --enc-cell-depth): each step's GRU is followed by depth - 1 GRU cells without "
         "input, each with its own weights. 1 = the plain GRU. Runs nmt's own GRU kernels.",
         min=1,
+        max=MAX_DEPTH,
     )
     dec_transition_depth: int = option(
         1,
@@ -178,6 +182,7 @@ class ModelConfig:
         "--dec-cell-base-depth): as model.enc_transition_depth, for every decoder layer of "
         "every arch (rnnsearch: after the attention GRU, before the readout).",
         min=1,
+        max=MAX_DEPTH,
     )
 
 

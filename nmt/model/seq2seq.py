@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from torch import nn
 
 from nmt.config import ModelConfig
 from nmt.data.tokenizer import PAD_ID
+from nmt.errors import NmtError
 from nmt.model.decoder import RNNEncDecoder
 from nmt.model.encoder import Encoder
 from nmt.model.gru import GRUOptions
@@ -127,9 +129,26 @@ class Seq2Seq(nn.Module):
         return SmoothedCrossEntropy.apply(logits, tgt_out[real], label_smoothing)
 
 
-def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint_vocab: bool) -> Seq2Seq:
-    """The model a config describes; embeddings are shared only over a joint vocabulary."""
-    return Seq2Seq(cfg, src_vocab, tgt_vocab, share=cfg.share_embeddings and joint_vocab)
+def build_model(
+    cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint_vocab: bool, copies: int = 1
+) -> Seq2Seq:
+    """The model a config describes; embeddings are shared only over a joint vocabulary.
+    It is first built without memory (on the meta device) and refused if `copies` of its
+    fp32 weights (training keeps 4: weights, gradients, Adam's two moments) would not fit in
+    this machine's memory: an error that names the keys, not an allocator's traceback."""
+    share = cfg.share_embeddings and joint_vocab
+    with torch.device("meta"):
+        params = count_parameters(Seq2Seq(cfg, src_vocab, tgt_vocab, share=share))
+    need, have = 4 * copies * params, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > have:
+        raise NmtError(
+            f"this model has {params:,} parameters: {copies} fp32 cop{'ies' if copies > 1 else 'y'}"
+            f" of its weights need {need / 2**30:,.1f} GiB, more than this machine's "
+            f"{have / 2**30:,.1f} GiB",
+            "model.hidden_size / model.emb_size / model.layers",
+            "make the model smaller (the Bible recipe: emb_size 256, hidden_size 512)",
+        )
+    return Seq2Seq(cfg, src_vocab, tgt_vocab, share=share)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -74,8 +74,8 @@ class Trainer:
         )
         tokenizers = (self.tokenizers[self.vocab["src"]], self.tokenizers[self.vocab["tgt"]])
         self.dev = DevSet(Path(data_dir), manifest, cfg, tokenizers, self.vocab["protect"])
-        self.model = build_model(
-            cfg.model, self.vocab["src_size"], self.vocab["tgt_size"], manifest["joint"]
+        self.model = build_model(  # 4 copies: weights, gradients, Adam's two moments
+            cfg.model, self.vocab["src_size"], self.vocab["tgt_size"], manifest["joint"], copies=4
         ).to(runtime.device)
         self.updater = Updater(self.model, tc, runtime, self.dist, log, self.run_dir)
         self.ema = WeightAverage(self.model, tc.ema_decay) if tc.ema_decay else None

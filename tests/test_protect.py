@@ -31,7 +31,7 @@ ALL = Protector("all")
         ),
         ("printf", "%(name)s has %(count)d items", ["%(name)s", "%(count)d"]),
         ("printf", "Page %1 of %2", ["%1", "%2"]),
-        ("printf", "100%% done, 50% of files, 100 % sure", []),
+        ("printf", "100%% done, 50% of files, 100 % sure", ["%%"]),  # an escape is a span
         (
             "brace",
             "Open {0} in {name} or {} with {0:.2f} {user.name}",
@@ -49,7 +49,13 @@ ALL = Protector("all")
             ["%@", "%1$@", "%{count}", "%<count>d", "%1", "%2"],
         ),
         ("shell", "${var:-default} ${HOME}", ["${var:-default}", "${HOME}"]),
-        ("shell", "Set ${HOME} and $PATH, not $5", ["${HOME}", "$PATH"]),
+        ("shell", "Set ${HOME} and $PATH and $1, not $50", ["${HOME}", "$PATH", "$1"]),
+        (
+            "shell",
+            "On ${Year}-${Month} at ${24Hour}:${Minute}",
+            ["${Year}", "${Month}", "${24Hour}", "${Minute}"],
+        ),
+        ("brace", "Literal {{ and {0}, then }}", ["{{", "{0}", "}}"]),
         (
             "xml",
             'See <b>this</b>, <br/>, <a href="x.html">link</a> &amp; &#169; &#x4E2D;',

@@ -29,10 +29,11 @@ MAX_SPANS = 32  # placeholder symbols in a vocabulary; further spans of a line s
 OPEN, CLOSE = "｟", "｠"
 PLACEHOLDER = re.compile(f"{OPEN}(\\d+){CLOSE}")
 
-# What each pattern name matches. `%%` is consumed without being a span (a literal percent).
+# What each pattern name matches. Escapes (`%%`, `{{`, `}}`) are spans of their own: a lost
+# escape changes what a format string means.
 PATTERNS: dict[str, str] = {
     "printf": (
-        r"%%"  # literal percent: matched here so that it is never part of another span
+        r"%%"  # a literal percent, matched first so that it is never part of another span
         r"|%\([A-Za-z_]\w*\)[-+#0]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]"  # Python: %(name)s
         r"|%\{[A-Za-z_]\w*\}|%<[A-Za-z_]\w*>[-+#0]*\d*(?:\.\d+)?[A-Za-z]"  # Ruby: %{n}, %<n>d
         r"|%(?:\d+\$)?@"  # Objective-C and Swift: %@, %1$@
@@ -44,8 +45,11 @@ PATTERNS: dict[str, str] = {
         r"|\{\d*\}|\{[A-Za-z_][\w.]*(?:[:!][^{}\s]*)?\}|\{\d+[:!][^{}\s]*\}"  # Python, C#
         r"|\{\w+,\s*(?:number|date|time|plural|select|selectordinal|choice|spellout|ordinal"
         r"|duration)(?:\s*,[^{}]*)?\}"  # ICU MessageFormat, without nested messages
+        r"|\{\{|\}\}"  # escaped braces of Python and C# format strings
     ),
-    "shell": r"\$\{[A-Za-z_][^{}\s]*\}|\$[A-Za-z_]\w*",
+    # ${name} (a template's fields may begin with a digit: ${24Hour}), $NAME, and $1 to $9 (not
+    # $100, a price)
+    "shell": r"\$\{\w[^{}\s]*\}|\$[A-Za-z_]\w*|\$\d(?!\d)",
     "xml": (
         r"</?[A-Za-z_][\w:.-]*(?:\s+[\w:.-]+\s*=\s*(?:\"[^\"<]*\"|'[^'<]*'))*\s*/?>"
         r"|&(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]\w*);"
@@ -217,7 +221,7 @@ class Protector:
         """(start, end, span) of every span, left to right."""
         found = []
         for m in self.regex.finditer(text):
-            if m[0] == "%%" or not m[0]:
+            if not m[0]:
                 continue
             term = m.lastgroup == "term"
             target = m[0]

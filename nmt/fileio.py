@@ -147,7 +147,14 @@ def atomic_open(path: Path | str, mode: str = "w") -> Iterator[IO]:
     with _writing(given):
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(target.parent, prefix)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}-")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}-")
+        except FileNotFoundError:  # the directory is there but takes no new files (/proc)
+            raise NmtError(
+                f"cannot create a file in {target.parent}: its filesystem takes no new files",
+                given,
+                "write the output to a regular directory",
+            ) from None
     fh = None
     try:
         with _writing(given):

@@ -63,6 +63,11 @@ ALL = Protector("all")
         ),
         ("xml", "if a < b and c > d & e", []),
         (
+            "xml",
+            "<!-- c --> Text <?pi x?> <![CDATA[a <b> & c]]>",  # whole, their contents unread
+            ["<!-- c -->", "<?pi x?>", "<![CDATA[a <b> & c]]>"],
+        ),
+        (
             "url",
             "Go to https://example.org/a?b=1. Or www.debian.org, (http://x.org/y)",
             ["https://example.org/a?b=1", "www.debian.org", "http://x.org/y"],
@@ -189,3 +194,10 @@ def test_masking_round_trips_and_pairs_keep_every_span(parts, rng):
     assert sorted(PLACEHOLDER.findall(pair[1])) == sorted(PLACEHOLDER.findall(pair[0]))
     assert masked.restore(pair[1]) == target
     assert placeholder(0) not in text
+
+
+def test_a_quoted_angle_bracket_does_not_end_a_tag():
+    """`title="a>b"` gave a false "no partner tag" warning: attributes are read as XML does."""
+    xml = Protector("xml")
+    assert xml.mask("<a title=\"a>b\">x</a> <span class='c>d'>y</span>").unpaired_tags() == []
+    assert xml.mask("<b>x</b> <i>").unpaired_tags() == ["<i>"]

@@ -51,13 +51,16 @@ PATTERNS: dict[str, str] = {
     # $100, a price)
     "shell": r"\$\{\w[^{}\s]*\}|\$[A-Za-z_]\w*|\$\d(?!\d)",
     "xml": (
-        r"</?[A-Za-z_][\w:.-]*(?:\s+[\w:.-]+\s*=\s*(?:\"[^\"<]*\"|'[^'<]*'))*\s*/?>"
+        r"<!--.*?-->|<\?.*?\?>|<!\[CDATA\[.*?\]\]>"  # comments, PIs, CDATA: whole, contents unread
+        r"|</?[A-Za-z_][\w:.-]*(?:\s+[\w:.-]+\s*=\s*(?:\"[^\"<]*\"|'[^'<]*'))*\s*/?>"
         r"|&(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]\w*);"
     ),
     "url": r"\b(?:https?|ftp)://[^\s<>\"]*[^\s<>\".,;:!?)'»]|\bwww\.[^\s<>\"]*[^\s<>\".,;:!?)'»]",
     "email": r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b",
 }
-_TAG = re.compile(r"<(/?)([A-Za-z_][\w:.-]*)[^>]*?(/?)>")
+# a tag's slash, name and self-closing slash; attribute values are read as XML reads them (a
+# quoted `>` does not end the tag)
+_TAG = re.compile(r"<(/?)([A-Za-z_][\w:.-]*)(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(/?)>")
 
 
 def placeholder(index: int) -> str:

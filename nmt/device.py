@@ -185,4 +185,17 @@ def resolve_runtime(
         keep_freed_memory()
         bound_onednn_cache()
         return Runtime(dev, precision, core_share(threads))
+    if precision == "fp32":
+        strict_fp32()
     return Runtime(dev, precision)
+
+
+def strict_fp32() -> None:
+    """fp32 on a GPU means fp32: PyTorch lets cuDNN's GRUs run fp32 in TF32 by default (a
+    10-bit mantissa), which would make "fp32" differ from the CPU's fp32 beyond rounding;
+    bf16 is the precision to choose for speed."""
+    rnn = getattr(torch.backends.cudnn, "rnn", None)
+    if rnn is not None and hasattr(rnn, "fp32_precision"):
+        rnn.fp32_precision = "ieee"
+    else:  # torch before 2.9
+        torch.backends.cudnn.allow_tf32 = False

@@ -40,6 +40,16 @@ def test_auto_picks_the_gpu_and_a_precision_it_has(fake_gpu, bf16, expected):
     assert resolve_runtime("cpu", "auto").device == torch.device("cpu")  # asked for: the CPU
 
 
+def test_fp32_on_a_gpu_is_fp32_not_tf32(fake_gpu, monkeypatch):
+    """cuDNN's GRUs would run "fp32" in TF32 by default: nmt turns that off for fp32 runs."""
+    rnn = torch.backends.cudnn.rnn
+    monkeypatch.setattr(rnn, "fp32_precision", "tf32")  # restored after the test
+    resolve_runtime("cuda", "bf16")
+    assert rnn.fp32_precision == "tf32"  # bf16 runs are left as they are
+    resolve_runtime("cuda", "fp32")
+    assert rnn.fp32_precision == "ieee"
+
+
 def test_memory_reports_the_gpu_peak_beside_the_host(fake_gpu):
     fake_gpu["peak"] = 3 * 2**20
     memory = Runtime(torch.device("cuda", 0), "bf16").memory_mib()

@@ -56,6 +56,26 @@ def test_the_beam_s_hypotheses_score_as_the_search_scored_them(
         assert x.score == pytest.approx(sum(x.token_scores) / lp, abs=1e-9)
 
 
+def test_the_search_s_own_pieces_score_exactly_as_the_search_scored_them(
+    checkpoints, sources, tmp_path
+):
+    """A hypothesis re-split from its text may differ from the search's subwords (above, up to
+    a fifth of them); given as pieces (`--pieces`), every one gets its search score."""
+    translator = Translator.from_checkpoint(checkpoints[0], "cpu", "fp32")
+    results = translator.translate_nbest(sources, beam=4, nbest=4)
+    pairs = [(s, h) for s, r in zip(sources, results) for h in r.hypotheses]
+    given = [" ".join(h.pieces) for _, h in pairs]
+    scored = score_pairs(translator, [s for s, _ in pairs], given, pieces=True)
+    for (_, hyp), x in zip(pairs, scored):
+        assert x.pieces[:-1] == hyp.pieces
+        assert x.score == pytest.approx(hyp.score, abs=1e-4)
+    (tmp_path / "src").write_text(sources[0] + "\n", encoding="utf-8")
+    (tmp_path / "tgt").write_text("▁no-such-piece-here\n", encoding="utf-8")
+    result = _score(checkpoints[0], "-s", tmp_path / "src", "-t", tmp_path / "tgt", "--pieces")
+    assert result.exit_code == 2
+    assert "'▁no-such-piece-here' is not a piece of the model's target vocabulary" in result.output
+
+
 def _score(*args):
     return runner.invoke(app, ["score", *map(str, args)])
 

@@ -52,6 +52,15 @@ def score(
             min=1, help="Batch size in target subwords (default: decode.batch_tokens / beam)."
         ),
     ] = None,
+    pieces: Annotated[
+        bool,
+        typer.Option(
+            "--pieces",
+            help="The targets are subword pieces separated by spaces (a hypothesis's `pieces` "
+            "from `nmt translate --format jsonl`), scored as given: exactly what the search "
+            "produced.",
+        ),
+    ] = False,
     errors: ErrorsOpt = "strict",
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -59,10 +68,13 @@ def score(
     """The model's score of given translations (forced decoding): one line per pair.
 
     A score is the sum of the log-probabilities of the target's subwords and eos, divided by
-    the length penalty as the search does (same --penalty and --alpha), so the best
-    hypothesis of `nmt translate` gets its search score. Use it to filter a noisy corpus
-    (drop the lowest) or to rerank n-best lists. Writing to a file shows a progress bar, and
-    the file appears only when complete.
+    the length penalty as the search does (same --penalty and --alpha). A text is split into
+    subwords anew, the one way SentencePiece splits it; a search may have spelled the same text
+    in other subwords, so a hypothesis of `nmt translate` gets its search score when its
+    subwords are that split, and in the same precision (fp32 to compare exactly; bf16 differs
+    in the last digits). To score exactly what the search produced, give its pieces with
+    --pieces. Use it to filter a noisy corpus (drop the lowest) or to rerank n-best lists.
+    Writing to a file shows a progress bar, and the file appears only when complete.
     """
     from nmt.translate import Translator
     from nmt.translate import forced as api
@@ -80,4 +92,5 @@ def score(
         penalty=penalty,
         alpha=alpha,
         batch_tokens=batch_tokens,
+        pieces=pieces,
     )

@@ -49,12 +49,15 @@ def score_pairs(
     alpha: float | None = None,
     batch_tokens: int | None = None,
     first_line: int = 1,
+    pieces: bool = False,
 ) -> list[Scored]:
     """Score each target given its source; None means the checkpoint's `decode` setting
-    (batch_tokens: target subwords per batch, by default decode.batch_tokens / beam)."""
+    (batch_tokens: target subwords per batch, by default decode.batch_tokens / beam). With
+    `pieces`, each target is subword pieces separated by spaces (a hypothesis's `pieces` from
+    `translate --format jsonl`), scored as they are instead of segmented anew."""
     options = translator.decode_options(alpha=alpha, penalty=penalty)  # validated
     budget = batch_tokens or options.batch_tokens // options.beam
-    src, tgt = _prepare(translator, sources, targets, first_line)
+    src, tgt = _prepare(translator, sources, targets, first_line, pieces)
     lengths = [max(len(s.ids), len(t), 1) for s, t in zip(src, tgt)]
     out: list[Scored | None] = [None] * len(src)
     with torch.no_grad(), translator.runtime.autocast():
@@ -69,7 +72,11 @@ def score_pairs(
 
 
 def _prepare(
-    translator: Translator, sources: Sequence[str], targets: Sequence[str], first_line: int
+    translator: Translator,
+    sources: Sequence[str],
+    targets: Sequence[str],
+    first_line: int,
+    pieces: bool = False,
 ) -> tuple[list[Prepared], list[list[int]]]:
     """Sources as for translation; targets normalised and masked like their source (the k-th
     occurrence of a span on one side is the k-th on the other), then split into subwords."""
@@ -80,6 +87,8 @@ def _prepare(
             f"{len(src)} sources but {len(targets)} targets: scoring needs pairs", "targets",
             "give one target per source, in the same order",
         )  # fmt: skip
+    if pieces:
+        return src, [_piece_ids(translator, t, line) for line, t in enumerate(targets, first_line)]
     masked = []
     for line, (target, item) in enumerate(zip(targets, src), first_line):
         for message in item.warnings:
@@ -93,6 +102,21 @@ def _prepare(
             )
         masked.append(target if like_source is None else like_source)
     return src, translator.tgt_tokenizer.encode(masked)
+
+
+def _piece_ids(translator: Translator, target: str, line: int) -> list[int]:
+    """The ids of a target given as space-separated pieces; a piece the vocabulary lacks is an
+    error naming it (SentencePiece would read it as <unk>)."""
+    given = target.split()
+    ids = translator.tgt_tokenizer.symbol_ids(given) if given else []
+    if ids is None:
+        unknown = next(p for p in given if translator.tgt_tokenizer.symbol_ids([p]) is None)
+        raise NmtError(
+            f"line {line}: {unknown!r} is not a piece of the model's target vocabulary",
+            "--pieces",
+            "give the pieces `nmt translate --format jsonl` lists, or leave --pieces out",
+        )
+    return ids
 
 
 def _forced(

@@ -61,7 +61,7 @@ def test_unknown_section(tmp_path):
         ("train.batch_tokens=0", "must be at least 1"),
         ("data.character_coverage=1.5", "must be between 0.9 and 1.0"),
         ("data.src=1", "must be a string"),
-        ("model.dec_transition_depth=0", "must be at least 1"),
+        ("model.dec_transition_depth=0", "must be between 1 and 32"),
         ("model.layer_norm=2", "must be true or false"),
         ("model.arch", "must look like section.key=value"),
     ],

@@ -234,11 +234,11 @@ def test_an_internal_error_is_a_counted_json_500(translator, monkeypatch):
     assert series(metrics, counted) == 1
 
 
-def test_long_sentences_are_cut_with_a_warning(server):
+def test_long_input_is_cut_at_max_chars_and_long_lines_translated_in_parts(server):
     body = server.post({"texts": ["a" * 6000, " ".join(WORDS * 3)]}).json()
     first, second = body["translations"]
     assert "line 1 has 6000 characters; cut to the first 5000" in first["warnings"][0]
-    assert any("truncated to the first 12" in w for w in second["warnings"])
+    assert any("translated in" in w and "parts" in w for w in second["warnings"])
 
 
 def test_routes_besides_translate(server, checkpoint):

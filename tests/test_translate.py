@@ -15,12 +15,15 @@ from typer.testing import CliRunner
 
 from nmt.cli import app
 from nmt.config import Config, apply_overrides
+from nmt.data.protect import Protector, spans_of
 from nmt.errors import NmtError
 from nmt.model.checkpoint import load_checkpoint, save_checkpoint
+from nmt.preprocess import preprocess
 from nmt.train import train
 from nmt.translate import Translator
 from nmt.translate.files import format_result
 from nmt.translate.plot import figure_size
+from tests.conftest import SAMPLE, data_config, with_spans, write_tsv
 
 runner = CliRunner()
 TINY = [
@@ -55,8 +58,8 @@ def _translate(checkpoint, tmp_path, data: bytes, *options):
 
 
 def test_one_output_line_per_input_line(checkpoint, tmp_path):
-    """Empty lines stay empty, CRLF and a BOM are accepted, a long line is truncated with a
-    warning naming it; the output has exactly as many lines as the input, in order."""
+    """Empty lines stay empty, CRLF and a BOM are accepted, a long line is translated in parts
+    with a warning naming it; the output has exactly as many lines as the input, in order."""
     long_line = " ".join(["palabra"] * 40)
     data = "\ufeffEn el principio\r\n\r\nDios\r\n" + long_line + "\n\nY dijo Dios"
     result, out = _translate(checkpoint, tmp_path, data.encode("utf-8"))
@@ -65,7 +68,7 @@ def test_one_output_line_per_input_line(checkpoint, tmp_path):
     assert lines[-1] == "" and len(lines) - 1 == 6
     assert lines[1] == "" and lines[4] == ""
     assert all(lines[i] for i in (0, 2, 3, 5))
-    assert "line 4" in result.output and "truncat" in result.output
+    assert "line 4" in result.output and "translated in 4 parts" in result.output
     alone = Translator.from_checkpoint(checkpoint).translate(["En el principio", "Y dijo Dios"])
     assert [lines[0], lines[5]] == alone  # the BOM and CRLF did not reach the model
 
@@ -315,3 +318,126 @@ def test_the_python_api_refuses_misuse_and_takes_any_iterable(checkpoint):
     with pytest.raises(NmtError, match="2 sources but 1 targets"):
         score_pairs(tr, texts, ["light"])
     assert len(score_pairs(tr, texts, ("light", "water"))) == 2
+
+
+# --- long lines: translated whole, in parts (decode.long_lines) ----------------------------
+
+SENTENCES = " ".join(["Y dijo Dios: sea la luz."] * 8)
+
+
+@pytest.fixture(scope="module")
+def protected_run(tmp_path_factory):
+    """A model of 2 updates on the sample with protected spans (as tests/test_software.py's),
+    with decode.max_input_len 12."""
+    root = tmp_path_factory.mktemp("long-lines")
+    rows = (SAMPLE / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    pairs = with_spans([tuple(r.split("\t")[1:]) for r in rows[:3000]])
+    train_tsv, dev_tsv = (
+        write_tsv(root / "train.tsv", pairs[:2900]),
+        write_tsv(root / "dev.tsv", pairs[2900:]),
+    )
+    cfg = data_config(train=str(train_tsv), dev=str(dev_tsv), test="", protect="all")
+    preprocess(cfg, root / "data", progress=False)
+    train(apply_overrides(Config(), TINY), root / "data", root / "run", progress_bar=False,
+          log=lambda _: None)  # fmt: skip
+    return root / "run" / "last.pt"
+
+
+def test_a_long_line_is_translated_whole_in_parts(checkpoint, tmp_path):
+    """A line of over 3x decode.max_input_len comes back whole: cut between words into parts
+    that each fit, whose translations alone, joined, are its translation; the warning says in
+    how many parts. Its n-best list begins with that join; it has no attention weights."""
+    translator = Translator.from_checkpoint(checkpoint)
+    warnings: list[str] = []
+    translator.warn = warnings.append
+    (item,) = translator.prepare([SENTENCES])
+    parts = item.parts()
+    assert len(item.ids) >= 3 * 12 and len(parts) >= 3
+    assert all(len(part.ids) <= 12 for part in parts)
+    assert [t for part in parts for t in part.ids] == item.ids  # no subword lost
+    texts = [translator.src_tokenizer.decode(part.ids) for part in parts]
+    assert " ".join(texts) == SENTENCES  # cut between words
+    (whole,) = translator.translate([SENTENCES])
+    assert whole == " ".join(filter(None, translator.translate(texts)))
+    assert f"translated in {len(parts)} parts" in warnings[0] and "truncat" not in warnings[0]
+    (sampled,) = translator.translate([SENTENCES], sampling="full")
+    assert sampled
+
+    data = f"Dios\n{SENTENCES}\n".encode()
+    options = ("--format", "jsonl", "--beam", "2", "--nbest", "2", "--attention")
+    result, out = _translate(checkpoint, tmp_path, data, *options)
+    assert result.exit_code == 0, result.output
+    short, long = (json.loads(line) for line in out.read_text(encoding="utf-8").splitlines())
+    assert len(short["hypotheses"]) == len(long["hypotheses"]) == 2
+    assert all("attention" not in h for h in long["hypotheses"])
+    (nbest,) = translator.translate_nbest([SENTENCES], beam=2, nbest=2)
+    best, second = nbest.hypotheses
+    assert [h["text"] for h in long["hypotheses"]] == [best.text, second.text]
+    assert best.score >= second.score and best.text != second.text
+    two = translator.translate(texts, beam=2)
+    assert best.text == " ".join(filter(None, two))  # the parts' best first
+    assert "line 2: a line translated in parts has no attention weights" in result.output
+
+
+def test_a_long_line_keeps_every_protected_span_once(protected_run):
+    """Spans near the start and the end of a line split into parts are all kept, each once:
+    a placeholder goes to one part, and the spans are restored on the joined translation."""
+    translator = Translator.from_checkpoint(protected_run)
+    line = f"Abrid %s <b>ahora</b>. {SENTENCES} Escribid a a@b.org y ${{HOME}} hoy."
+    (out,) = translator.translate([line])
+    assert spans_of(out, Protector("all")) == spans_of(line, Protector("all"))
+    (item,) = translator.prepare([line])
+    assert len(item.parts()) >= 3 and len(item.masked.spans) == 5
+
+
+def test_truncation_is_an_option(checkpoint, tmp_path):
+    """decode.long_lines=truncate (--long-lines truncate) translates the first
+    decode.max_input_len subwords only, as before."""
+    translator = Translator.from_checkpoint(checkpoint)
+    (item,) = translator.prepare([SENTENCES], long_lines="truncate")
+    assert len(item.ids) == 12 and item.parts() == [item]
+    assert "truncated to the first 12" in item.warnings[0]
+    translator.cfg.decode.long_lines = "truncate"
+    (truncated,) = translator.translate([SENTENCES])
+    result, out = _translate(checkpoint, tmp_path, SENTENCES.encode(), "--long-lines", "truncate")
+    assert result.exit_code == 0, result.output
+    assert out.read_text(encoding="utf-8") == truncated + "\n"
+    assert "truncated to the first 12" in result.output
+    result, _ = _translate(checkpoint, tmp_path, b"Dios\n", "--long-lines", "cut")
+    assert result.exit_code != 0 and "split, truncate" in result.output
+
+
+def test_a_long_line_without_boundaries_is_chunked(checkpoint):
+    """Sentence ends first, then commas, then spaces; a part with none is cut into chunks of
+    the limit."""
+    from nmt.translate.inputs import split_points
+
+    pieces = ["▁a", "▁b", ",", "▁c", "▁d", ".", "▁e", "▁f"]
+    assert split_points(pieces, 4) == [3, 6]
+    assert split_points(["▁x", *["y"] * 9], 4) == [4, 8]
+    translator = Translator.from_checkpoint(checkpoint)
+    word = "principio" * 12
+    (item,) = translator.prepare([word])
+    assert item.cuts == list(range(12, len(item.ids), 12)) and len(item.cuts) >= 2
+    (out,) = translator.translate([word])
+    assert out
+
+
+def test_a_split_line_joins_and_leaves_a_running_batch_as_one_line(checkpoint):
+    """In a running batch (the server's scheduler), a split line counts as one line: its
+    result comes once all its parts are done, and dropping it takes out its parts."""
+    translator = Translator.from_checkpoint(checkpoint)
+    items = translator.prepare([SENTENCES, "Dios", SENTENCES])
+    options = translator.decode_options(beam=2)
+    with translator.batch(options) as batch:
+        batch.add(["long", "short", "gone"], items)
+        assert len(batch) == 3 and batch.tokens == sum(len(i.ids) + len(i.cuts) + 1 for i in items)
+        batch.drop(["gone"])
+        done = {}
+        while len(batch):
+            done.update(batch.step())
+        assert batch.tokens == 0 and sorted(done) == ["long", "short"]
+    alone = translator.translate_prepared(items[:2], options)
+    assert [r.hypotheses[0].text for r in alone] == [
+        done[k].hypotheses[0].text for k in ("long", "short")
+    ]

@@ -41,7 +41,7 @@ def main() -> None:
         err = NmtError(exc.format_message(), None, f"see `{where} --help`")
         typer.echo(f"error: {err}", err=True)
         code = 2
-    except CLICK.Abort:  # Ctrl-C outside a command's own handling, as Click reports it
+    except typer.Abort:  # Ctrl-C outside a command's own handling, as Click reports it
         typer.echo("Aborted!", err=True)
         code = 1
     sys.exit(code if isinstance(code, int) else 0)

@@ -74,6 +74,14 @@ def translate(
     plot_lines: Annotated[
         int, typer.Option(min=1, help="How many lines --plot-attention draws.")
     ] = PLOT_LINES,
+    long_lines: Annotated[
+        str | None,
+        typer.Option(
+            help="A line over decode.max_input_len subwords: split (translated whole, in parts "
+            "joined) or truncate. The checkpoint's decode.long_lines by default.",
+            show_default=shown("decode.long_lines"),
+        ),
+    ] = None,
     errors: ErrorsOpt = "strict",
     glossary: Annotated[
         Path | None,
@@ -124,14 +132,16 @@ def translate(
     """Translate a file or stdin with trained checkpoint(s): exactly one output line per line.
 
     Lines are batched by length and decoded with beam search; empty lines stay empty, overlong
-    lines are truncated with a warning. A model preprocessed with --protect keeps every
-    placeholder, tag and URL of the input, exactly once each. Reading from a pipe, each
-    translation is written as soon as its line has arrived. Writing to a file shows a progress
-    bar, and the file appears only when complete.
+    lines are translated in parts (or truncated, --long-lines truncate) with a warning. A model
+    preprocessed with --protect keeps every placeholder, tag and URL of the input, exactly once
+    each. Reading from a pipe, each translation is written as soon as its line has arrived.
+    Writing to a file shows a progress bar, and the file appears only when complete.
     """
+    from nmt.config import checked
     from nmt.data.protect import read_glossary
     from nmt.translate import Translator, files
 
+    long_lines = long_lines and checked("decode.long_lines", long_lines, "--long-lines")
     check_translate_files(
         checkpoints, input, output, fmt=format, errors=errors, nbest=nbest, attention=attention,
         plot_attention=plot_attention, plot_lines=plot_lines, sampling=sampling,
@@ -142,6 +152,7 @@ def translate(
     prefixes = files.read_prefixes(prefix_file, errors) if prefix_file else None
     translator = Translator.from_checkpoint(checkpoints, device, precision)
     translator.warn = lambda message: typer.echo(message, err=True)
+    translator.cfg.decode.long_lines = long_lines or translator.cfg.decode.long_lines
     if terms is not None or markup:
         translator.protect(terms, glossary_ignore_case, markup)
     decode = dict(beam=beam, nbest=nbest, alpha=alpha, penalty=penalty, batch_tokens=batch_tokens,

@@ -299,9 +299,17 @@ class DecodeConfig:
     )
     max_input_len: int = option(
         0,
-        "Input lines longer than this many subwords are truncated (with a warning); "
-        "0 means the training limit `train.max_len`.",
+        "Input lines longer than this many subwords are split or truncated (with a "
+        "warning; `decode.long_lines`); 0 means the training limit `train.max_len`.",
         min=0,
+    )
+    long_lines: str = option(
+        "split",
+        "A line over `decode.max_input_len`: `split` translates it whole, in parts cut at "
+        "sentence ends (else clause ends, commas, spaces) that each fit, their translations "
+        "joined with a space (no attention weights; `nmt score` always truncates); "
+        "`truncate` translates its first `max_input_len` subwords only.",
+        choices=("split", "truncate"),
     )
 
 

@@ -10,16 +10,17 @@ them, plus glossary terms and markup when asked), split into subwords, sorted by
 into batches of at most `batch_tokens` source tokens (counting every beam), decoded with
 `nmt.decode.beam` (constrained to keep every placeholder, `nmt.decode.constraints`; or sampled,
 `nmt.decode.sampling`), put back together and returned in input order. An empty line gives an empty
-translation; a line longer than the model's limit is truncated, with a warning naming its
-position.
+translation; a line longer than the model's limit is split into parts that each fit (at
+sentence ends, else clause ends, commas, spaces), translated with the other lines and joined, or
+with `decode.long_lines=truncate` truncated, with a warning naming its position.
 
 The modules, in the order a line passes through them:
 
 - `options`: the option rules, in one place: `DecodeOptions` (a request's search settings,
   validated like their config keys) and the checks of `nmt translate`'s and `nmt score`'s options.
 - `translator`: `Translator`, loading checkpoints, and the API that decodes with them.
-- `inputs`: `Prepared`, a line normalised, masked, split into subwords and truncated (with
-  warnings), and its prefix; the padded tensors the search takes.
+- `inputs`: `Prepared`, a line normalised, masked, split into subwords and, over the limit,
+  into parts or truncated (with warnings), and its prefix; the padded tensors the search takes.
 - `batch`: `TranslationBatch`, the running beam search that lines join and leave at any step
   (the server's scheduler shares it); `sample_lines`, a batch sampled instead.
 - `outputs`: `Result` and `Translation`, the hypotheses as text: the prefix as given, the spans

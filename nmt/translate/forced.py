@@ -80,13 +80,8 @@ def _prepare(
 ) -> tuple[list[Prepared], list[list[int]]]:
     """Sources as for translation; targets normalised and masked like their source (the k-th
     occurrence of a span on one side is the k-th on the other), then split into subwords."""
-    src = translator.prepare(sources, first_line)
-    targets = as_texts(targets, "targets", first_line)
-    if len(targets) != len(src):
-        raise NmtError(
-            f"{len(src)} sources but {len(targets)} targets: scoring needs pairs", "targets",
-            "give one target per source, in the same order",
-        )  # fmt: skip
+    src = translator.prepare(sources, first_line, long_lines="truncate")  # one source each
+    targets = as_texts(targets, "targets", first_line, (len(src), "source"))
     if pieces:
         return src, [_piece_ids(translator, t, line) for line, t in enumerate(targets, first_line)]
     masked = []

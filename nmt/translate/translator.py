@@ -28,7 +28,7 @@ from nmt.model.checkpoint import (
 from nmt.translate.batch import TranslationBatch, sample_lines
 from nmt.translate.inputs import Prepared, add_prefixes, as_texts, prepare_lines
 from nmt.translate.options import DecodeOptions
-from nmt.translate.outputs import Result, assemble, empty_result, no_translation
+from nmt.translate.outputs import Result, assemble, empty_result, join_parts, no_translation
 
 
 class Translator:
@@ -141,6 +141,10 @@ class Translator:
         )
         items = self.prepare(texts, first_line, prefixes)
         for item in items:
+            if item.cuts and options.attention:
+                item.warnings.append(
+                    f"line {item.line}: a line translated in parts has no attention weights"
+                )
             for message in item.warnings:
                 self.warn(f"warning: {message}")
         results = self.translate_prepared(items, options)
@@ -174,31 +178,36 @@ class Translator:
         )  # fmt: skip
 
     def prepare(
-        self, texts: Iterable[str], first_line: int = 1, prefixes: Iterable[str] | None = None
+        self,
+        texts: Iterable[str],
+        first_line: int = 1,
+        prefixes: Iterable[str] | None = None,
+        long_lines: str | None = None,
     ) -> list[Prepared]:
-        """Normalise, mask the protected spans and split into subwords, truncated to the
-        model's limit; what was cut or left unprotected is in each item's warnings. A text's
-        prefix (target language) is masked like its text, normalised and split into target
-        subwords."""
+        """Normalise, mask the protected spans and split into subwords; a text over the
+        model's limit is split into parts that each fit, translated and joined (`long_lines`
+        "split"), or truncated ("truncate"; None: `decode.long_lines`). What was split, cut or
+        left unprotected is in each item's warnings. A text's prefix (target language) is
+        masked like its text, normalised and split into target subwords; it begins the first
+        part of a split text."""
         limit = self.cfg.decode.max_input_len or self.cfg.train.max_len
         xml = self.markup == "xml"
         texts = as_texts(texts, "texts", first_line)
-        items = prepare_lines(texts, first_line, self.protector, self.src_tokenizer, limit, xml)
+        items = prepare_lines(
+            texts, first_line, self.protector, self.src_tokenizer, limit, xml,
+            long_lines or self.cfg.decode.long_lines,
+        )  # fmt: skip
         if prefixes is not None:
-            prefixes = as_texts(prefixes, "prefixes", first_line)
-            if len(prefixes) != len(texts):
-                raise NmtError(
-                    f"{len(texts)} texts but {len(prefixes)} prefixes", "prefixes",
-                    "give one prefix per text ('' for none)",
-                )  # fmt: skip
+            prefixes = as_texts(prefixes, "prefixes", first_line, (len(texts), "text"))
             protector = None if self.symbols is None else self.protector
             add_prefixes(items, prefixes, protector, self.tgt_tokenizer)
         return items
 
     def translate_prepared(self, items: Sequence[Prepared], options: DecodeOptions) -> list[Result]:
-        """Decode prepared lines in length-sorted batches; results in input order. An empty
-        line gets empty translations (n-best of them); a line whose search found nothing (non-finite
-        scores), an empty n-best list."""
+        """Decode prepared lines in length-sorted batches (a split line's parts in its batch,
+        `TranslationBatch`); results in input order. An empty line gets empty translations
+        (n-best of them); a line whose search found nothing (non-finite scores), an empty n-best
+        list."""
         results: list[Result | None] = [None] * len(items)
         lengths = [len(item.ids) for item in items]
         batches = length_batches(lengths, options.batch_tokens // options.beam)
@@ -222,7 +231,9 @@ class Translator:
         use it as a context (`with translator.batch(options) as batch:`)."""
         return TranslationBatch(self, options)
 
-    def result(self, item: Prepared, hyps: list[Hypothesis], nbest: int) -> Result:
+    def result(
+        self, item: Prepared, hyps: list[Hypothesis], nbest: int, texts: list[str] | None = None
+    ) -> Result:
         """One line's result: its n-best list with the spans put back (`outputs.assemble`)."""
         return assemble(
             item,
@@ -232,7 +243,17 @@ class Translator:
             self.protector,
             placeholders=self.symbols is not None,
             xml=self.markup == "xml",
+            texts=texts,
         )
+
+    def joined(
+        self, item: Prepared, parts: Sequence[list[Hypothesis]], options: DecodeOptions
+    ) -> Result:
+        """A split line's result: its parts' translations joined (`outputs.join_parts`)."""
+        hyps, texts = join_parts(
+            item, parts, self.tgt_tokenizer, options.penalty, options.alpha, options.nbest
+        )
+        return self.result(item, hyps, options.nbest, texts)
 
     def constraints(self, batch: list[list[int]], masked: list[Masked]) -> Constraints | None:
         """What the search must emit for this batch; None for a model without placeholders."""

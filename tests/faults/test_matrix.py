@@ -139,6 +139,7 @@ def jobs(corpus, store, run, source, glossary, tmp_path_factory) -> dict[str, Jo
             lambda out: (
                 ["translate", best, "-i", source, "-o", scratch / "x.en"]
                 + ["--plot-attention", out, "--plot-lines", 1]
+                + ["--long-lines", "truncate"]  # a line translated in parts has no attention
             ),
             "plots",
             lambda p: (p / "line-1.png").stat(),

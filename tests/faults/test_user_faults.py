@@ -378,8 +378,14 @@ def test_shapes_are_checked_before_allocating(run, tmp_path):
     def huge(c):
         c["config"]["model"]["hidden_size"] = 200_000
 
-    path = _corrupt_checkpoint(run, tmp_path, "huge.pt", huge)
+    def wide(c):
+        c["config"]["model"]["hidden_size"] = 4096  # within the bounds: the shapes differ
+
     started = time.monotonic()
+    path = _corrupt_checkpoint(run, tmp_path, "huge.pt", huge)
+    result = _cli("translate", path, "-i", run / "dev.hyp.txt")
+    _assert_cli_error(result, "`model.hidden_size` must be between 1 and 16384; got 200000")
+    path = _corrupt_checkpoint(run, tmp_path, "wide.pt", wide)
     result = _cli("translate", path, "-i", run / "dev.hyp.txt")
     _assert_cli_error(result, "the config needs")
     assert time.monotonic() - started < 30

@@ -316,6 +316,25 @@ def test_a_full_queue_a_client_that_leaves_and_sigterm(checkpoint):
             httpx.get(server.url + "/health")
 
 
+def test_a_drain_that_runs_out_answers_503_and_exits_on_time(checkpoint):
+    """SIGTERM with a long request in flight and `serve.drain_seconds` too short for it: the
+    request gets a JSON 503 (not uvicorn's plain-text 500), the decode stops, and the process
+    exits within about the drain time (it used to decode on for as long again)."""
+    drain = 1.0
+    args = ["--max-batch-tokens", "400", "--set", f"serve.drain_seconds={drain}"]
+    with running(checkpoint, *args) as server:
+        texts = [" ".join(WORDS[i % 5 :] * 2) for i in range(4 * SLOW)]  # ~4x the slow request
+        slow = _in_background(server.post, {"texts": texts, "beam": 32})
+        server.wait_for("nmt_queue_depth", 1)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        answer = slow.result()
+        assert answer.status_code == 503, answer.text
+        assert "drain_seconds ran out" in answer.json()["error"]
+        assert server.proc.wait(30) == 0
+        assert time.monotonic() - started < drain + 5
+
+
 def _in_background(fn, *args):
     return ThreadPoolExecutor(1).submit(fn, *args)
 

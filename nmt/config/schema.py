@@ -369,7 +369,8 @@ class ServeConfig:
     drain_seconds: float = option(
         30.0,
         "On SIGTERM or Ctrl-C the server stops accepting connections and finishes the "
-        "requests in flight, for at most this long, then exits.",
+        "requests in flight, for at most this long, then exits: what is not translated by "
+        "then is dropped and answered with a JSON 503.",
         min=0.0,
     )
 

@@ -31,7 +31,7 @@ from nmt.config import ServeConfig, config_to_dict
 from nmt.errors import NmtError
 from nmt.serve.middleware import Guard, error_response
 from nmt.serve.prometheus import ServerMetrics
-from nmt.serve.scheduler import QueueFull, Scheduler
+from nmt.serve.scheduler import QueueFull, Scheduler, ShuttingDown
 from nmt.serve.schemas import (
     ErrorBody,
     Hypothesis,
@@ -111,7 +111,15 @@ def create_app(
                 f"{full.retry_after} s",
                 headers={"Retry-After": str(full.retry_after)},
             )
-        results = await _answer_or_disconnect(job, request, scheduler)
+        try:
+            results = await _answer_or_disconnect(job, request, scheduler)
+        except ShuttingDown:
+            return error_response(
+                503,
+                "the server shut down before this request was translated (serve.drain_seconds "
+                "ran out); send it again",
+                headers={"Retry-After": "1"},
+            )
         if results is None:
             return Response(status_code=499)  # nobody is left to read it
         answers = [

@@ -43,6 +43,10 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
+class ShuttingDown(Exception):
+    """The server's drain time ran out before the request's lines were decoded."""
+
+
 @dataclass(eq=False)  # hashed by identity: (job, line) keys the batch's lines
 class Job:
     """One request's lines and where their results go."""
@@ -98,6 +102,7 @@ class Scheduler:
         self._rate = 50.0  # lines decoded per second, smoothed (for Retry-After)
         self._cond = threading.Condition()
         self._closing = False
+        self._abandoned = False  # the drain time is up: answer what is left with ShuttingDown
 
     @property
     def depth(self) -> int:
@@ -135,6 +140,13 @@ class Scheduler:
         """Let `run` return once what is queued is decoded."""
         with self._cond:
             self._closing = True
+            self._cond.notify()
+
+    def abandon(self) -> None:
+        """The drain time is up: the lines still queued or being decoded are dropped at the
+        next step, their requests answered with `ShuttingDown`, and `run` returns."""
+        with self._cond:
+            self._closing = self._abandoned = True
             self._cond.notify()
 
     def run(self) -> None:
@@ -203,7 +215,13 @@ class Scheduler:
         return room and time.monotonic() - joining[0][0].arrived >= self.max_wait
 
     def _drop_cancelled(self, running: TranslationBatch | None) -> None:
-        """Lines of requests whose client has gone leave the queue and the running batch."""
+        """Lines of requests whose client has gone leave the queue and the running batch;
+        once abandoned, every line does, and its request is answered `ShuttingDown`."""
+        if self._abandoned:
+            keys = [*self._lines, *(running.items if running is not None else [])]
+            for job in {id(job): job for job, _ in keys}.values():
+                job.cancelled = True
+                job.finish(ShuttingDown())
         kept = deque(line for line in self._lines if not line[0].cancelled)
         gone = [key for key in running.items if key[0].cancelled] if running is not None else []
         if gone:

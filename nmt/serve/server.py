@@ -189,7 +189,9 @@ def serve_on(
     sock: socket.socket, translator: Translator, cfg: ServeConfig, key: str | None, log: bool
 ) -> None:
     """One server process: uvicorn on a thread of its own, the decoder on this (main) thread;
-    SIGTERM or Ctrl-C stops accepting, the requests in flight are answered, then it returns."""
+    SIGTERM or Ctrl-C stops accepting, the requests in flight are answered, then it returns.
+    What is still being decoded when `serve.drain_seconds` is nearly up is dropped and answered
+    with a JSON 503, so that the process exits within about that time."""
     app, scheduler = create_app(translator, cfg, key)
     config = uvicorn.Config(
         app,
@@ -206,6 +208,11 @@ def serve_on(
             scheduler.close()  # also when uvicorn could not start
 
     def stop(signum: int, frame: object) -> None:
+        if not app.state.draining:  # the drain ends early enough for its 503s to go out
+            deadline = cfg.drain_seconds - min(1.0, 0.2 * cfg.drain_seconds)
+            timer = threading.Timer(deadline, scheduler.abandon)
+            timer.daemon = True  # a drain that ends sooner does not wait for it
+            timer.start()
         app.state.draining = True
         server.force_exit = server.should_exit  # a second Ctrl-C: now
         server.should_exit = True

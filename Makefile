@@ -8,7 +8,7 @@ DEMO   ?= runs/demo
 TORCH  ?= torch==2.13.0
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install test test-fast lint demo bench clean docs results
+.PHONY: install test test-fast lint demo bench clean docs results gpu-check
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,14 @@ bench: install
 	$(BIN)/nmt bench preprocess --corpus data/train.tsv --out bench-out
 	$(BIN)/nmt bench batching --data $(DEMO)/data --out bench-out
 	$(BIN)/nmt bench translate $(DEMO)/run/best.pt -i $(DEMO)/data/test.es.txt --lines 500 --out bench-out
+
+# On a GPU machine (issue 34): CUDA, the device test matrix (tests/test_devices.py), the demo
+# model trained there, bench train / translate / distributed on the GPU; the reports and one
+# summary table (summary.md, printed last) in runs/gpu-check/. Sized for 8 minutes on one H100.
+# GPU_CHECK_DEVICE=cpu: the same steps, tiny, on the CPU (about a minute). Without network (the
+# lent GPU machine): python3 scripts/gpu_check.py, with .whl/ from scripts/gpu_wheels.sh.
+gpu-check: install
+	$(BIN)/python scripts/gpu_check.py
 
 clean:
 	rm -rf runs bench-out .pytest_cache

@@ -20,6 +20,8 @@ from nmt.errors import NmtError
 __all__ = ["app", "main"]
 # Click's exceptions, from the Click that Typer runs on (recent Typers ship their own copy)
 CLICK = importlib.import_module(typer.BadParameter.__module__)
+# `nmt` alone shows the help through this exception from Click 8.2 on (before, Click shows it)
+NO_ARGS = getattr(CLICK, "NoArgsIsHelpError", ())
 
 # importing a command's module registers it; `nmt --help` lists them in this order
 COMMANDS = ("preprocess", "train", "average", "translate", "score", "evaluate", "serve", "config")
@@ -33,7 +35,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, terminate)
     try:
         code = app(prog_name="nmt", standalone_mode=False)
-    except CLICK.NoArgsIsHelpError as exc:  # `nmt` or `nmt bench` alone: the help
+    except NO_ARGS as exc:  # `nmt` or `nmt bench` alone: the help
         exc.show()
         code = exc.exit_code
     except CLICK.UsageError as exc:

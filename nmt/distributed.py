@@ -6,8 +6,9 @@ same seeded batch sampler and takes its own share of each update's batches (`Dis
 no pair is seen twice in an epoch and none is skipped. DDP averages the
 gradients; rank 0 alone validates and writes files, then broadcasts what it decided.
 
-Control messages (stop votes, the progress after validation, RNG states) go through a second,
-gloo group on the CPU, so that on GPUs they never wait for the device queue to drain.
+Control messages (stop votes and the clock, the progress after validation, RNG states) go
+through a second, gloo group on the CPU, so that on GPUs they never wait for the device queue
+to drain.
 """
 
 from __future__ import annotations
@@ -61,13 +62,14 @@ class Dist:
         mine = [(batch, 1.0) for batch in group[self.rank :: self.world_size]]
         return mine or [(group[0], 0.0)]
 
-    def vote(self, flags: Sequence[bool]) -> list[bool]:
-        """Each flag True on every rank when it is True on at least one."""
+    def maximum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise maximum over the ranks (a flag as 0.0/1.0 is then set on every rank
+        when it is set on one)."""
         if not self.active:
-            return list(flags)
-        votes = torch.tensor([int(f) for f in flags])
-        dist.all_reduce(votes, op=dist.ReduceOp.MAX, group=self.control)
-        return [bool(v) for v in votes.tolist()]
+            return list(values)
+        top = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(top, op=dist.ReduceOp.MAX, group=self.control)
+        return top.tolist()
 
     def sum(self, values: Sequence[float]) -> list[float]:
         """Element-wise sum over the ranks."""

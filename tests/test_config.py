@@ -64,6 +64,9 @@ def test_unknown_section(tmp_path):
         ("model.dec_transition_depth=0", "must be between 1 and 32"),
         ("model.layer_norm=2", "must be true or false"),
         ("model.arch", "must look like section.key=value"),
+        ("model.emb_dropout=-0.5", "must be -1 or between 0 and 0.99"),
+        ("train.src_word_dropout=1", "must be between 0.0 and 0.9"),
+        ("train.schedule=step", "must be one of constant, inverse_sqrt, plateau, linear"),
     ],
 )
 def test_bad_values_say_what_is_valid(item, message):

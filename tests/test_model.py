@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nmt.config import ModelConfig
+from nmt.config import Config, ModelConfig, apply_overrides
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decode.greedy import greedy_search
 from nmt.model import build_model
@@ -144,6 +144,26 @@ def test_evaluation_after_fused_optimizer_steps_sees_the_new_weights(arch, feed,
     fresh.load_state_dict(model.state_dict())
     for got, want in zip(evaluate(model), evaluate(fresh)):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("arch", ["rnnenc", "rnnsearch", "luong"])
+def test_each_dropout_rate_reaches_its_place(arch):
+    """model.emb_dropout and model.output_dropout set their own rates (-1: model.dropout's);
+    model.dropout stays between the stacked layers."""
+    sets = [f"model.arch={arch}", "model.layers=3", "model.dropout=0.2"]
+
+    def rates(*more: str) -> dict[str, float]:
+        model = build_model(apply_overrides(Config(), [*sets, *more]).model, 50, 50, True)
+        found = {n: m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+        found |= {n: m.dropout for n, m in model.named_modules() if isinstance(m, torch.nn.GRU)}
+        return found
+
+    same = rates()
+    assert set(same.values()) == {0.2}
+    split = rates("model.emb_dropout=0.3", "model.output_dropout=0.5")
+    assert split["dropout"] == 0.5 and split["encoder.dropout"] == split["decoder.dropout"] == 0.3
+    between = {n for n in split if n.endswith(("rnn", "upper", "hidden_dropout"))}
+    assert between and {split[n] for n in between} == {0.2}, split
 
 
 def test_tied_and_shared_embeddings():

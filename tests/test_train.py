@@ -37,8 +37,14 @@ def _quiet(_):
             "model.enc_transition_depth=2",
             "model.dec_transition_depth=2",
         ],
+        [  # the regularisers that draw random numbers: resume must draw what a whole run does
+            "train.src_word_dropout=0.2",
+            "train.tgt_word_dropout=0.3",
+            "model.emb_dropout=0.4",
+            "model.output_dropout=0.1",
+        ],
     ],
-    ids=["recipe", "model-options"],
+    ids=["recipe", "model-options", "regularisers"],
 )
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(options, toy_dir, tmp_path):
     # a fixed thread count: by default it follows the machine's load, and 1 thread and 2 can
@@ -147,6 +153,62 @@ def test_learning_rate_schedules():
     assert learning_rate(inv, 16, 1.0) == pytest.approx(0.5)
     plateau = TrainConfig(lr=1.0, schedule="plateau", min_lr=0.1)
     assert learning_rate(plateau, 10, 0.25) == 0.25 and learning_rate(plateau, 10, 0.01) == 0.1
+
+
+@pytest.mark.parametrize("budget", ["steps", "minutes"])
+def test_budgeted_schedules_anneal_into_the_end_of_the_budget(budget):
+    """lr at the start, the middle and the end of a budget of 100 updates or of 10 minutes."""
+    limit = ["max_steps=100"] if budget == "steps" else ["max_minutes=10"]
+    points = [(1, 0.0), (51, 300.0), (101, 600.0)]  # (update, seconds before it): 0, 1/2, all
+    for schedule, middle in [("linear", 0.55), ("cosine", 0.55), ("rex", 0.1 + 0.9 * 2 / 3)]:
+        sets = [f"train.{s}" for s in [*limit, f"schedule={schedule}", "lr=1.0", "min_lr=0.1"]]
+        cfg = apply_overrides(Config(), sets).train
+        rates = [learning_rate(cfg, step, 1.0, seconds) for step, seconds in points]
+        assert rates == pytest.approx([1.0, middle, 0.1]), schedule
+    steps_only = TrainConfig(schedule="linear", lr=1.0, min_lr=0.0, max_steps=100)
+    assert learning_rate(steps_only, 100, 1.0) == pytest.approx(0.01)  # the last update
+    assert learning_rate(steps_only, 150, 1.0) == 0.0  # never below min_lr once spent
+    both = TrainConfig(schedule="linear", lr=1.0, min_lr=0.0, max_steps=100, max_minutes=10)
+    assert learning_rate(both, 11, 1.0, 300.0) == pytest.approx(0.5)  # the time runs out first
+    warm = TrainConfig(schedule="linear", lr=1.0, min_lr=0.0, max_steps=100, warmup_steps=10)
+    assert learning_rate(warm, 5, 1.0) == pytest.approx(0.5 * 0.96)
+
+
+def test_a_budgeted_schedule_needs_a_budget(toy_dir, tmp_path):
+    with pytest.raises(NmtError, match="neither train.max_steps nor train.max_minutes") as err:
+        train(_cfg("train.schedule=cosine"), toy_dir, tmp_path / "r", log=_quiet)
+    assert "--set train.max_steps" in str(err.value.fix)
+    with pytest.raises(NmtError, match="min_lr .* is above train.lr"):
+        bad = _cfg("train.schedule=rex", "train.max_steps=9", "train.lr=1e-4", "train.min_lr=1e-3")
+        train(bad, toy_dir, tmp_path / "r", log=_quiet)
+
+
+def test_a_resumed_run_continues_the_schedule(toy_dir, tmp_path):
+    """A run stopped by SIGTERM mid-way and resumed logs the learning rates of a whole run."""
+    sets = [
+        "train.schedule=linear", "train.warmup_steps=3", "train.max_steps=10", "train.lr=0.01",
+        "train.log_every=1", "train.valid_every=4", "train.threads=1",
+    ]  # fmt: skip
+    train(_cfg(*sets), toy_dir, tmp_path / "whole", progress_bar=False, log=_quiet)
+
+    def stop_at_first_validation(message: str) -> None:
+        if message.startswith("step 4:"):
+            os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler: save, then stop
+
+    _, reason = train(
+        _cfg(*sets), toy_dir, tmp_path / "cut", progress_bar=False, log=stop_at_first_validation
+    )
+    assert reason == "signal"
+    train(Config(), toy_dir, tmp_path / "cut", resume=True, progress_bar=False, log=_quiet)
+
+    def rates(run: str) -> dict[int, float]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return {r["step"]: r["lr"] for r in map(json.loads, lines) if r["event"] == "train"}
+
+    whole = rates("whole")
+    assert rates("cut") == whole and sorted(whole) == list(range(1, 11))
+    assert whole[1] == pytest.approx(0.01 / 3)  # warm-up
+    assert whole[10] == pytest.approx(1e-6 + (0.01 - 1e-6) / 10)  # the last of ten updates
 
 
 def test_after_validation_keeps_the_best_counts_patience_and_decays_plateau():

@@ -45,6 +45,11 @@ LANG_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 MAX_WIDTH, MAX_DEPTH = 16384, 32
 
 
+def _rate_or_follow(rate: float) -> str | None:
+    """Why `rate` is neither a dropout rate nor -1 (follow model.dropout), or None."""
+    return None if rate == -1 or 0 <= rate <= 0.99 else "must be -1 or between 0 and 0.99"
+
+
 @dataclass
 class DataConfig:
     """Corpus, cleaning and subword settings (read by `nmt preprocess`)."""
@@ -146,7 +151,22 @@ class ModelConfig:
     hidden_size: int = option(512, "GRU hidden size.", min=1, max=MAX_WIDTH)
     layers: int = option(1, "GRU layers in the encoder and the decoder.", min=1, max=MAX_DEPTH)
     dropout: float = option(
-        0.2, "Dropout on embeddings, between layers and before the output.", min=0.0, max=0.99
+        0.2,
+        "Dropout between stacked GRU layers, and on the embeddings and before the output "
+        "layer unless model.emb_dropout / model.output_dropout say otherwise. (No dropout on "
+        "the recurrent state: the fused GRU kernels have none.)",
+        min=0.0,
+        max=0.99,
+    )
+    emb_dropout: float = option(
+        -1.0,
+        "Dropout on the source and target embeddings; -1 = model.dropout.",
+        check=_rate_or_follow,
+    )
+    output_dropout: float = option(
+        -1.0,
+        "Dropout on the decoder's output features, before the output layer; -1 = model.dropout.",
+        check=_rate_or_follow,
     )
     share_embeddings: bool = option(
         True, "Share source and target embeddings when the vocabulary is joint."
@@ -221,15 +241,39 @@ class TrainConfig:
     schedule: str = option(
         "constant",
         "Learning-rate schedule after warm-up: `constant`, `inverse_sqrt` (decay with "
-        "1/sqrt(step)), or `plateau` (multiply by lr_decay when the validation metric stalls).",
-        choices=("constant", "inverse_sqrt", "plateau"),
+        "1/sqrt(step)), `plateau` (multiply by lr_decay when the validation metric stalls), or "
+        "one that anneals into the end of the budget (`train.max_steps` or `train.max_minutes`, "
+        "whichever runs out first; minutes as max_minutes counts them, validation included): "
+        "`linear` from lr to min_lr, `cosine`, or `rex` (high for longer, then down). Raising "
+        "the budget on --resume stretches the decay.",
+        choices=("constant", "inverse_sqrt", "plateau", "linear", "cosine", "rex"),
     )
     warmup_steps: int = option(0, "Linear warm-up from 0 to lr over this many steps.", min=0)
     lr_decay: float = option(
         0.5, "`plateau`: factor applied when the metric stalls.", min=0.01, max=1.0
     )
     lr_patience: int = option(2, "`plateau`: validations without improvement before decay.", min=0)
-    min_lr: float = option(1e-6, "`plateau`: the learning rate never goes below this.", min=0.0)
+    min_lr: float = option(
+        1e-6,
+        "`plateau`: the learning rate never goes below this; `linear`, `cosine`, `rex`: the "
+        "rate the schedule reaches at the end of the budget.",
+        min=0.0,
+    )
+    src_word_dropout: float = option(
+        0.0,
+        "Word dropout on the source: the share of source tokens replaced by `<unk>` in each "
+        "training batch (Sennrich & Zhang 2019 use 0.1-0.3 on small corpora); padding, `<s>`, "
+        "`</s>` and placeholders are never replaced. 0 = off.",
+        min=0.0,
+        max=0.9,
+    )
+    tgt_word_dropout: float = option(
+        0.0,
+        "Word dropout on the target: the share of the decoder's input tokens (the previous "
+        "words it conditions on, never the words it predicts) replaced by `<unk>`. 0 = off.",
+        min=0.0,
+        max=0.9,
+    )
     clip_norm: float = option(1.0, "Clip the gradient norm to this; 0 turns clipping off.", min=0.0)
     label_smoothing: float = option(
         0.1, "Label smoothing of the cross-entropy loss.", min=0.0, max=0.99

@@ -22,6 +22,7 @@ from torch import nn
 from nmt.model.gru import (
     GRU,
     PLAIN_GRU,
+    Dropouts,
     GRUOptions,
     run_gru,
 )
@@ -58,13 +59,13 @@ class RNNEncDecoder(nn.Module):
         enc_size: int,
         hidden: int,
         layers: int,
-        dropout: float,
+        dropout: Dropouts,
         options: GRUOptions = PLAIN_GRU,
     ):
         super().__init__()
         emb = embed.embedding_dim
         self.embed, self.layers = embed, layers
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout.emb)  # on the embeddings
         self.summary = nn.Linear(enc_size, hidden)  # V
         self.init = nn.Linear(hidden, layers * hidden)  # V'
         self.rnn = GRU(
@@ -72,7 +73,7 @@ class RNNEncDecoder(nn.Module):
             hidden,
             layers,
             batch_first=True,
-            dropout=dropout if layers > 1 else 0.0,
+            dropout=dropout.hidden if layers > 1 else 0.0,
             options=options,
         )
         self.readout = nn.Linear(hidden + emb + hidden, 2 * emb)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nmt.model.gru import GRU, PLAIN_GRU, GRUOptions, run_gru
+from nmt.model.gru import GRU, PLAIN_GRU, Dropouts, GRUOptions, run_gru
 
 
 class Encoder(nn.Module):
@@ -17,19 +17,19 @@ class Encoder(nn.Module):
         embed: nn.Embedding,
         hidden: int,
         layers: int,
-        dropout: float,
+        dropout: Dropouts,
         bidirectional: bool,
         options: GRUOptions = PLAIN_GRU,
     ):
         super().__init__()
         self.embed = embed
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout.emb)  # on the embeddings
         self.rnn = GRU(
             embed.embedding_dim,
             hidden,
             layers,
             batch_first=True,
-            dropout=dropout if layers > 1 else 0.0,
+            dropout=dropout.hidden if layers > 1 else 0.0,
             bidirectional=bidirectional,
             options=options,
         )

@@ -31,6 +31,7 @@ The hand-written recurrence is in `gru_layer.py`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -154,6 +155,14 @@ class GRUOptions:
 
 
 PLAIN_GRU = GRUOptions()  # PyTorch's GRU
+
+
+class Dropouts(NamedTuple):
+    """A model's dropout rates on its embeddings (model.emb_dropout) and between its stacked
+    GRU layers (model.dropout); the output's is Seq2Seq's alone."""
+
+    emb: float
+    hidden: float
 
 
 class GRU(nn.GRU):

@@ -12,6 +12,7 @@ from nmt.model.decoder import initial_hidden
 from nmt.model.gru import (
     GRU,
     PLAIN_GRU,
+    Dropouts,
     GRUOptions,
     run_gru,
 )
@@ -37,21 +38,21 @@ class LuongDecoder(nn.Module):
         enc_hidden: int,
         hidden: int,
         layers: int,
-        dropout: float,
+        dropout: Dropouts,
         input_feeding: bool,
         options: GRUOptions = PLAIN_GRU,
     ):
         super().__init__()
         emb = embed.embedding_dim
         self.embed, self.layers, self.input_feeding = embed, layers, input_feeding
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout.emb)  # on the embeddings
         self.init = nn.Linear(enc_hidden, layers * hidden)
         self.rnn = GRU(
             emb + (hidden if input_feeding else 0),
             hidden,
             layers,
             batch_first=True,
-            dropout=dropout if layers > 1 else 0.0,
+            dropout=dropout.hidden if layers > 1 else 0.0,
             options=options,
         )
         self.attention = MultiplicativeAttention(hidden, enc_size)

@@ -14,6 +14,7 @@ from nmt.model.decoder import autocast_dtype, initial_hidden, maxout
 from nmt.model.gru import (
     GRU,
     PLAIN_GRU,
+    Dropouts,
     GRUOptions,
     TransitionCells,
     gru_step,
@@ -52,13 +53,14 @@ class RNNSearchDecoder(nn.Module):
         enc_hidden: int,
         hidden: int,
         layers: int,
-        dropout: float,
+        dropout: Dropouts,
         options: GRUOptions = PLAIN_GRU,
     ):
         super().__init__()
         emb = embed.embedding_dim
         self.embed, self.layers, self.emb_size = embed, layers, emb
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout.emb)  # on the embeddings
+        self.hidden_dropout = nn.Dropout(dropout.hidden)  # into the upper layers
         self.init = nn.Linear(enc_hidden, layers * hidden)  # W_s
         self.attention = AdditiveAttention(hidden, enc_size, hidden)
         self.cell = nn.GRUCell(emb + enc_size, hidden)
@@ -77,7 +79,7 @@ class RNNSearchDecoder(nn.Module):
                 hidden,
                 layers - 1,
                 batch_first=True,
-                dropout=dropout if layers > 2 else 0.0,
+                dropout=dropout.hidden if layers > 2 else 0.0,
                 options=options,
                 residual_from=0,  # its input is the first layer's state
             )
@@ -143,7 +145,7 @@ class RNNSearchDecoder(nn.Module):
 
     def _upper(self, s: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Layers 2..L over first-layer states s [B, T, H] → top states, their last hidden."""
-        return run_gru(self.upper, self.dropout(s), hidden)
+        return run_gru(self.upper, self.hidden_dropout(s), hidden)
 
     def forward(self, y_in: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         e = self.dropout(self.embed(y_in))  # [B, T, E]

@@ -15,7 +15,7 @@ from nmt.data.tokenizer import PAD_ID
 from nmt.errors import NmtError
 from nmt.model.decoder import RNNEncDecoder
 from nmt.model.encoder import Encoder
-from nmt.model.gru import GRUOptions
+from nmt.model.gru import Dropouts, GRUOptions
 from nmt.model.loss import SmoothedCrossEntropy
 from nmt.model.luong import LuongDecoder
 from nmt.model.rnnsearch import RNNSearchDecoder
@@ -31,7 +31,8 @@ class Seq2Seq(nn.Module):
 
     def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, share: bool):
         super().__init__()
-        emb, hidden, layers, p = cfg.emb_size, cfg.hidden_size, cfg.layers, cfg.dropout
+        emb, hidden, layers = cfg.emb_size, cfg.hidden_size, cfg.layers
+        p = Dropouts(_rate(cfg.emb_dropout, cfg), cfg.dropout)
         enc_gru = GRUOptions(cfg.layer_norm, cfg.residual, cfg.enc_transition_depth)
         gru = dataclasses.replace(enc_gru, transition_depth=cfg.dec_transition_depth)
         self.cfg = cfg
@@ -54,7 +55,7 @@ class Seq2Seq(nn.Module):
             self.decoder = LuongDecoder(
                 self.tgt_embed, enc_size, hidden, hidden, layers, p, cfg.input_feeding, gru
             )
-        self.dropout = nn.Dropout(p)
+        self.dropout = nn.Dropout(_rate(cfg.output_dropout, cfg))  # on the output features
         self.output = nn.Linear(emb, tgt_vocab)
         if cfg.tie_output:
             self.output.weight = self.tgt_embed.weight
@@ -154,3 +155,8 @@ def build_model(
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters, each shared tensor counted once."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _rate(rate: float, cfg: ModelConfig) -> float:
+    """A dropout rate that may follow model.dropout (-1)."""
+    return cfg.dropout if rate < 0 else rate

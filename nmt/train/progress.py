@@ -55,7 +55,7 @@ def out_of_time(progress: Progress, cfg: TrainConfig) -> bool:
 
 def limit_reached(progress: Progress, cfg: TrainConfig, out_of_time: bool) -> str | None:
     """Why the run is over (steps, time or patience used up), or None. `out_of_time` comes
-    from the caller: under torchrun the ranks vote on it, as their clocks differ."""
+    from the caller: under torchrun it reads the slowest rank's clock, as their clocks differ."""
     if cfg.max_steps and progress.step >= cfg.max_steps:
         return f"max_steps ({cfg.max_steps})"
     if out_of_time:

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nmt.config import Config
+from nmt.config import Config, TrainConfig
 from nmt.data.batching import ParallelDataset, TokenBatchSampler
+from nmt.data.protect import model_protection
 from nmt.data.store import load_tokenizers, read_manifest
 from nmt.data.subword_sampling import SubwordSampler
 from nmt.data.tokenizer import Tokenizer
@@ -36,10 +37,11 @@ from nmt.model.checkpoint import vocab_entry
 from nmt.train.ema import WeightAverage
 from nmt.train.progress import Progress, after_validation, limit_reached, out_of_time
 from nmt.train.runlog import RunLog
-from nmt.train.schedule import learning_rate
+from nmt.train.schedule import check_schedule, learning_rate
 from nmt.train.state import Checkpoints
 from nmt.train.update import Updater
 from nmt.train.validation import DevSet
+from nmt.train.word_dropout import WordDropout
 
 
 class Trainer:
@@ -58,6 +60,7 @@ class Trainer:
         self.cfg, self.run_dir, self.runtime = cfg, Path(run_dir), runtime
         self.log, self.dist = log, dist or Dist()
         tc = cfg.train
+        check_schedule(tc)
         manifest = read_manifest(data_dir)
         self.tokenizers = load_tokenizers(data_dir, manifest)
         self.vocab = vocab_entry(manifest, self.tokenizers)
@@ -77,7 +80,9 @@ class Trainer:
         self.model = build_model(  # 4 copies: weights, gradients, Adam's two moments
             cfg.model, self.vocab["src_size"], self.vocab["tgt_size"], manifest["joint"], copies=4
         ).to(runtime.device)
-        self.updater = Updater(self.model, tc, runtime, self.dist, log, self.run_dir)
+        self.updater = Updater(
+            self.model, tc, runtime, self.dist, log, self.run_dir, _word_dropout(tc, tokenizers)
+        )
         self.ema = WeightAverage(self.model, tc.ema_decay) if tc.ema_decay else None
         self.progress = Progress()
         self.checkpoints = Checkpoints(
@@ -135,7 +140,7 @@ class Trainer:
             self.train_set.batch(indices, hash((tc.seed, step, i)) % 2**32)
             for i, indices in enumerate(group)
         ]
-        sums = self.updater(batches, learning_rate(tc, step, p.lr_scale), step)
+        sums = self.updater(batches, learning_rate(tc, step, p.lr_scale, p.seconds), step)
         if sums is None:
             return False
         p.step, p.tokens = step, p.tokens + sums.tokens
@@ -156,11 +161,12 @@ class Trainer:
             if tc.keep_last:
                 self.save("step")
             self.save("last")
-        signalled, late = self.dist.vote([self.stop_signal is not None, out_of_time(p, tc)])
+        # the slowest rank's clock, on every rank: the schedule and the time limit must agree
+        signalled, p.seconds = self.dist.maximum([float(self.stop_signal is not None), p.seconds])
         if signalled:
             self.stop_signal = self.stop_signal or "a signal to another rank"
             return "signal"
-        return limit_reached(p, tc, late)
+        return limit_reached(p, tc, out_of_time(p, tc))
 
     def _validate(self) -> None:
         """Validate on rank 0 alone; every rank then takes rank 0's progress (best score,
@@ -212,6 +218,12 @@ def _train_set(
             Path(data_dir), manifest, tokenizers, cfg.data.sampling_alpha, cfg.data.nbest_size
         )
     return train_set
+
+
+def _word_dropout(tc: TrainConfig, tokenizers: tuple[Tokenizer, Tokenizer]) -> WordDropout:
+    """The run's word dropout, which spares the placeholders of protected spans."""
+    _, placeholders = model_protection(tokenizers, None)
+    return WordDropout(tc.src_word_dropout, tc.tgt_word_dropout, placeholders or ((), ()))
 
 
 def _check_data_fits(cfg: Config, manifest: dict[str, Any], data_dir: Path) -> None:

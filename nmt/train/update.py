@@ -25,6 +25,7 @@ from nmt.data.batching import Batch
 from nmt.device import Runtime
 from nmt.distributed import Dist
 from nmt.errors import NmtError
+from nmt.train.word_dropout import WordDropout
 
 MAX_SKIPPED = 5  # updates in a row with a non-finite gradient before the run stops
 
@@ -59,6 +60,7 @@ class Updater:
         dist: Dist,
         log: Callable[[str], None],
         run_dir: Path,
+        word_dropout: WordDropout | None = None,
     ):
         self.model, self.cfg, self.runtime, self.dist = model, cfg, runtime, dist
         self.log, self.run_dir = log, run_dir
@@ -68,6 +70,7 @@ class Updater:
             model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
         )
         self.scaler = runtime.grad_scaler()
+        self.word_dropout = word_dropout or WordDropout(cfg.src_word_dropout, cfg.tgt_word_dropout)
         self.skipped = 0  # updates in a row skipped for a non-finite gradient
 
     def __call__(self, batches: list[Batch], lr: float, step: int) -> Sums | None:
@@ -85,7 +88,7 @@ class Updater:
         mine = d.share(batches)  # this rank's batches, each with its loss weight
         loss_sum = nll_sum = 0.0
         for i, (batch, weight) in enumerate(mine):
-            batch = batch.to(self.runtime.device)
+            batch = self.word_dropout(batch.to(self.runtime.device))
             inputs = (batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
             with d.no_sync(self.loss_fn, i < len(mine) - 1):  # DDP averages after the last only
                 with self.runtime.autocast():

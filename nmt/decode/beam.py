@@ -25,6 +25,7 @@ from nmt.decode.constraints import Constraints
 from nmt.decode.ensemble import Ensemble, select
 from nmt.decode.hypothesis import Hypothesis, length_penalty, strip
 from nmt.decode.rules import limits, on_device, rules
+from nmt.decode.shortlist import Lists
 from nmt.model import DecoderState, Seq2Seq, resize
 
 NEG = float("-inf")
@@ -66,6 +67,7 @@ class BeamBatch:
         self.keys: list[Hashable] = []
         self.states: list[DecoderState] = []
         self.constraints: Constraints | None = None
+        self.lists = Lists()  # each sentence's shortlist, if given
         self.src_width = 0  # S: the source side's width in states and attention
         self.steps = torch.zeros(0, dtype=torch.long, device=device)  # [b] tokens so far
         self.limit = torch.zeros_like(self.steps)  # [b] tokens allowed (eos included)
@@ -92,15 +94,18 @@ class BeamBatch:
         src_lengths: torch.Tensor,
         constraints: Constraints | None = None,
         prefix: torch.Tensor | None = None,
+        vocab: torch.Tensor | None = None,
     ) -> None:
         """Sentences src [n, S] with src_lengths [n] join the batch; `step` hands each back
-        under its key. Constraints (`nmt.decode.constraints`) are given for every sentence or none;
-        `prefix` [n, P] (-1 after each row's end) holds what each output must begin with."""
+        under its key. Constraints (`nmt.decode.constraints`) and shortlists `vocab` [n, V]
+        (`nmt.decode.shortlist`) are given for every sentence or none; `prefix` [n, P] (-1
+        after each row's end) holds what each output must begin with."""
         n, k, device = src.shape[0], self.k, self.device
         if n == 0:
             return
         if self.keys and (constraints is None) != (self.constraints is None):
             raise ValueError("constraints are given for every sentence of a batch or for none")
+        self.lists.add(len(self.keys), vocab, constraints, prefix)
         constraints = on_device(constraints, device)
         self._join_states(src, src_lengths)
         if constraints is not None:
@@ -160,6 +165,7 @@ class BeamBatch:
         history = self.history.view(b * k, -1)
         rule = rules(self.constraints, history, of, t[of], self.limit[of], self.prefix)
         # the 2K best continuations of each beam hold the 2K best continuations of all beams
+        rule.subset = self.lists.subset(of)
         values, tokens, self.states, alpha_t = self.ensemble.topk(self.y, self.states, 2 * k, rule)
         per_beam = values.shape[1]  # C = min(2K, vocabulary)
         candidates = (self.scores.unsqueeze(2) + values.view(b, k, per_beam)).view(b, -1)
@@ -229,6 +235,7 @@ class BeamBatch:
             self.weights, self.best_attention = self.weights[sources], self.best_attention[sources]
         if self.constraints is not None:
             self.constraints = self.constraints[sources]
+        self.lists.keep(sources)
         self.src_width = int(self.lengths.max()) if self.keys else 0
         self.states = [s.fit_source(self.src_width) for s in self.states]
         self.states = select(self.states, beams[sources].view(-1), sources)
@@ -295,16 +302,18 @@ def beam_search(
     attention: bool = False,
     constraints: Constraints | None = None,
     prefix: torch.Tensor | None = None,
+    vocab: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The `nbest` (≤ beam) best hypotheses per sentence, best first, distinct.
 
     src [B, S], src_lengths [B]. See the module docstring for the algorithm. With `attention`,
     each hypothesis carries its attention weights (averaged over an ensemble); with
     `constraints`, every hypothesis obeys them (see `nmt.decode.constraints`); with `prefix` [B, P]
-    (-1 after each row's end), every hypothesis begins with its row.
+    (-1 after each row's end), every hypothesis begins with its row; with `vocab` [B, V] (bool),
+    each sentence's search scores its shortlist alone.
     """
     batch = BeamBatch(model, beam, nbest, alpha, penalty, max_len_a, max_len_b, attention)
-    batch.add(range(src.shape[0]), src, src_lengths, constraints, prefix)
+    batch.add(range(src.shape[0]), src, src_lengths, constraints, prefix, vocab)
     out: list[list[Hypothesis]] = [[] for _ in range(src.shape[0])]
     while len(batch):
         for key, hyps in batch.step():

@@ -22,6 +22,7 @@ import torch
 
 if TYPE_CHECKING:
     from nmt.data.protect import Masked
+    from nmt.decode.shortlist import Subset
 
 
 @dataclass
@@ -33,6 +34,7 @@ class StepRule:
     symbols: torch.Tensor | None = None  # [P] token ids of the placeholders ｟0｠ ... ｟P-1｠
     allow: torch.Tensor | None = None  # [N, P] bool: placeholders allowed now
     token: torch.Tensor | None = None  # [N] the only token a forced prefix allows (-1: any)
+    subset: Subset | None = None  # a shortlist: the pieces scored, each row's own list
 
     def apply(self, scores: torch.Tensor, rows: slice, eos: int) -> None:
         """Set disallowed scores [n, V] of the rows `rows` to -inf, in place."""

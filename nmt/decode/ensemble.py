@@ -12,6 +12,7 @@ import torch
 
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decode.constraints import StepRule
+from nmt.decode.shortlist import Subset
 from nmt.model import DecoderState, Seq2Seq
 
 CPU_SCORES_PER_PASS = 1 << 20  # scores computed, normalised and searched at once on the CPU
@@ -58,7 +59,8 @@ class Ensemble:
         states, attention [N, S] or None. pad and bos are never generated; rows the rule forces
         take only its candidates (eos at the length limit). With `keys` (scores [n, V] of the
         rows `chunk` → what to rank them by: `Sampler.keys`), the k best by those keys, with
-        their log-probabilities."""
+        their log-probabilities. With the rule's `subset` (a shortlist), only its pieces are
+        scored, each row over its own list; the others are -inf."""
         outputs = [model.decoder.step(y_prev, s) for model, s in zip(self.models, states)]
         states = [s for _, s, _ in outputs]
         weights = [w for _, _, w in outputs if w is not None]
@@ -72,7 +74,8 @@ class Ensemble:
         per_pass = max(1, CPU_SCORES_PER_PASS // self.vocab if device.type == "cpu" else rows)
         for start in range(0, rows, per_pass):
             chunk = slice(start, start + per_pass)
-            scores = self._scores([f[chunk] for f, _, _ in outputs])  # [chunk, V]
+            part = None if rule.subset is None else rule.subset[chunk]
+            scores = self._scores([f[chunk] for f, _, _ in outputs], part)  # [chunk, V]
             scores[:, PAD_ID] = scores[:, BOS_ID] = float("-inf")
             rule.apply(scores, chunk, EOS_ID)
             forced[chunk] = scores[:, special]
@@ -89,13 +92,20 @@ class Ensemble:
         attention = torch.stack([w.to(self.dtype) for w in weights]).mean(0) if weights else None
         return values, tokens, states, attention
 
-    def _scores(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Each model's features [n, E] → the ensemble's log-probabilities [n, V]."""
+    def _scores(self, features: list[torch.Tensor], subset: Subset | None = None) -> torch.Tensor:
+        """Each model's features [n, E] → the ensemble's log-probabilities [n, V]; with a
+        `subset`, computed over its pieces alone and -inf elsewhere."""
+        ids, allow = (None, None) if subset is None else (subset.ids, subset.allow)
         if len(self.models) == 1:
-            return self.models[0].log_probs(features[0]).to(self.dtype)
-        return torch.stack(
-            [m.log_probs(f).to(self.dtype) for m, f in zip(self.models, features)]
-        ).mean(0)
+            scores = self.models[0].log_probs(features[0], ids, allow).to(self.dtype)
+        else:
+            scores = torch.stack(
+                [m.log_probs(f, ids, allow).to(self.dtype) for m, f in zip(self.models, features)]
+            ).mean(0)  # [n, V] or [n, U]
+        if ids is None:
+            return scores
+        full = scores.new_full((scores.shape[0], self.vocab), float("-inf"))  # [n, V]
+        return full.index_copy_(1, ids, scores)
 
 
 def select(

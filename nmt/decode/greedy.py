@@ -14,6 +14,7 @@ from nmt.decode.ensemble import Ensemble
 from nmt.decode.hypothesis import strip
 from nmt.decode.rules import limits, on_device, rules
 from nmt.decode.sampling import Sampler
+from nmt.decode.shortlist import Subset, complete
 from nmt.model import Seq2Seq
 
 
@@ -28,11 +29,13 @@ def greedy_search(
     sampler: Sampler | None = None,
     lines: torch.Tensor | None = None,
     prefix: torch.Tensor | None = None,
+    vocab: torch.Tensor | None = None,
 ) -> tuple[list[list[int]], torch.Tensor]:
     """The most probable next token at every step (that `constraints` allow, if given), for
     the whole batch at once; with `sampler`, a token drawn from the model's distribution
     instead, by the line numbers `lines` [B] (default 0 to B-1: see `nmt.decode.sampling`). Each
-    output begins with its row of `prefix` [B, P] (-1 after its end), if given.
+    output begins with its row of `prefix` [B, P] (-1 after its end), if given; with `vocab`
+    [B, V] (bool), each sentence scores its shortlist alone (`nmt.decode.shortlist`).
 
     src [B, S], src_lengths [B] → token ids per sentence (without bos/eos) and the sum of their
     log-probabilities (eos included) [B]. Finished sentences are masked until all are done.
@@ -44,6 +47,7 @@ def greedy_search(
     every = torch.arange(batch, device=src.device)
     numbers = every if lines is None else lines.to(src.device)  # the rows' line numbers
     states = ensemble.encode(src, src_lengths)
+    subset = None if vocab is None else Subset.of(complete(vocab, constraints, prefix), every)
     y = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
     scores = torch.zeros(batch, dtype=ensemble.dtype, device=src.device)
@@ -53,6 +57,7 @@ def greedy_search(
         if constraints is not None:
             history = torch.stack(steps, 1) if steps else every.new_empty(batch, 0)
         rule = rules(constraints, history, every, t, limit, prefix)
+        rule.subset = subset
         keys = None
         if sampler is not None:  # ranks each chunk of rows by its sampling keys at step t
             keys = functools.partial(_sampling_keys, sampler, numbers, t)

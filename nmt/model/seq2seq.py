@@ -105,9 +105,22 @@ class Seq2Seq(nn.Module):
         """Teacher-forced logits [B, T, V] of the next token at every target position."""
         return self.output(self.dropout(self.features(src, src_lengths, tgt_in)))
 
-    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
-        """Decoder features [N, E] → next-token log-probabilities [N, V], at least float32."""
-        logits = self.output(features)  # [N, V]
+    def log_probs(
+        self,
+        features: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        allow: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Decoder features [N, E] → next-token log-probabilities [N, V], at least float32.
+        With `ids` [U] (a shortlist: `nmt.decode.shortlist`), over those target pieces alone
+        → [N, U]: the output layer's rows gathered, each row's softmax over its own `allow`
+        [N, U] (the others -inf), so a row's scores do not depend on the other rows' lists."""
+        if ids is None:
+            logits = self.output(features)  # [N, V]
+        else:
+            logits = F.linear(features, self.output.weight[ids], self.output.bias[ids])  # [N, U]
+            if allow is not None:
+                logits = logits.masked_fill(~allow, float("-inf"))
         return F.log_softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))
 
     def loss(

@@ -24,7 +24,17 @@ CLICK = importlib.import_module(typer.BadParameter.__module__)
 NO_ARGS = getattr(CLICK, "NoArgsIsHelpError", ())
 
 # importing a command's module registers it; `nmt --help` lists them in this order
-COMMANDS = ("preprocess", "train", "average", "translate", "score", "evaluate", "serve", "config")
+COMMANDS = (
+    "preprocess",
+    "train",
+    "average",
+    "shortlist",
+    "translate",
+    "score",
+    "evaluate",
+    "serve",
+    "config",
+)
 for _name in (*COMMANDS, "bench"):
     importlib.import_module(f"nmt.cli.{_name}")
 

@@ -126,6 +126,17 @@ def translate(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(min=0, help="The draws of --sampling.")] = SEED,
+    shortlist: Annotated[
+        bool | None,
+        typer.Option(
+            "--shortlist/--no-shortlist",
+            help="Score only each line's lexical shortlist in the output layer (its source "
+            "subwords' likely translations, the frequent target subwords, its placeholders and "
+            "prefix): faster, nearly always the same output. On by default when the checkpoint "
+            "has one (decode.shortlist); --no-shortlist scores the whole vocabulary.",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
 ) -> None:
@@ -156,7 +167,8 @@ def translate(
     if terms is not None or markup:
         translator.protect(terms, glossary_ignore_case, markup)
     decode = dict(beam=beam, nbest=nbest, alpha=alpha, penalty=penalty, batch_tokens=batch_tokens,
-                  sampling=sampling, temperature=temperature, seed=seed)  # fmt: skip
+                  sampling=sampling, temperature=temperature, seed=seed,
+                  shortlist=shortlist)  # fmt: skip
     check_model_options(translator, attention, plot_attention, **decode)
     if plot_attention:
         files.plot_directory(plot_attention)

@@ -355,6 +355,13 @@ class DecodeConfig:
         "`truncate` translates its first `max_input_len` subwords only.",
         choices=("split", "truncate"),
     )
+    shortlist: bool = option(
+        True,
+        "Score only each sentence's lexical shortlist in the output layer where the checkpoint "
+        "has one (`nmt train` builds it, `nmt shortlist` adds it); `nmt score` scores all.",
+    )
+    shortlist_k: int = option(50, "Shortlist: target subwords per source subword (≤ 100).", min=1)
+    shortlist_frequent: int = option(200, "Shortlist: frequent target subwords added.", min=0)
 
 
 @dataclass

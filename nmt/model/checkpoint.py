@@ -26,6 +26,8 @@ import torch
 
 from nmt import __version__
 from nmt.config import Config, config_from_dict, config_to_dict
+from nmt.data.shortlist import STORED_K, build_shortlist
+from nmt.data.store import load_tokenizers, read_manifest
 from nmt.data.tokenizer import Tokenizer, vocabulary_sha256
 from nmt.errors import NmtError
 from nmt.fileio import atomic_write_bytes
@@ -244,6 +246,30 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> dict[str, Any]:
         for k, v in total.items()
     }
     checkpoint = {**first, "model": averaged, "train": None}
+    checkpoint.pop("sha256", None)
+    save_checkpoint(out, checkpoint)
+    return checkpoint
+
+
+def add_shortlist(path: Path, data_dir: Path, out: Path) -> dict[str, Any]:
+    """Write to `out` the checkpoint at `path` with a lexical shortlist built from the
+    preprocessed directory it was trained on (as `nmt train` builds it), replacing any it had;
+    a directory with another vocabulary is refused."""
+    checkpoint = load_checkpoint(path)
+    vocab, manifest = checkpoint["vocab"], read_manifest(data_dir)
+    tokenizers = load_tokenizers(data_dir, manifest)
+    if (manifest["src"], manifest["tgt"]) != (vocab["src"], vocab["tgt"]) or {
+        lang: tok.sha256 for lang, tok in tokenizers.items()
+    } != vocabulary_id(vocab):
+        raise NmtError(
+            "this preprocessed directory has another vocabulary than the checkpoint",
+            str(data_dir),
+            f"pass the directory {path} was trained on (its `nmt train --data`)",
+        )
+    cfg = checkpoint_config(checkpoint, str(path))
+    k = max(STORED_K, cfg.decode.shortlist_k)
+    shortlist = build_shortlist(data_dir, k, seed=cfg.train.seed)
+    checkpoint = {**checkpoint, "vocab": {**vocab, "shortlist": shortlist.entry()}}
     checkpoint.pop("sha256", None)
     save_checkpoint(out, checkpoint)
     return checkpoint

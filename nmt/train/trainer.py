@@ -25,6 +25,7 @@ from tqdm import tqdm
 from nmt.config import Config, TrainConfig
 from nmt.data.batching import ParallelDataset, TokenBatchSampler
 from nmt.data.protect import model_protection
+from nmt.data.shortlist import STORED_K, build_shortlist
 from nmt.data.store import load_tokenizers, read_manifest
 from nmt.data.subword_sampling import SubwordSampler
 from nmt.data.tokenizer import Tokenizer
@@ -64,6 +65,10 @@ class Trainer:
         manifest = read_manifest(data_dir)
         self.tokenizers = load_tokenizers(data_dir, manifest)
         self.vocab = vocab_entry(manifest, self.tokenizers)
+        # every checkpoint carries the lexical shortlist (a few seconds; the same on resume)
+        k = max(STORED_K, cfg.decode.shortlist_k)
+        shortlist = build_shortlist(Path(data_dir), k, seed=tc.seed)
+        self.vocab["shortlist"] = shortlist.entry()
         _check_data_fits(cfg, manifest, data_dir)
         torch.manual_seed(tc.seed + self.dist.rank)  # ranks differ in dropout only
         self.train_set = _train_set(cfg, data_dir, manifest, self.tokenizers)
@@ -76,7 +81,9 @@ class Trainer:
             pool_size=tc.pool_size,
         )
         tokenizers = (self.tokenizers[self.vocab["src"]], self.tokenizers[self.vocab["tgt"]])
-        self.dev = DevSet(Path(data_dir), manifest, cfg, tokenizers, self.vocab["protect"])
+        self.dev = DevSet(
+            Path(data_dir), manifest, cfg, tokenizers, self.vocab["protect"], shortlist
+        )
         self.model = build_model(  # 4 copies: weights, gradients, Adam's two moments
             cfg.model, self.vocab["src_size"], self.vocab["tgt_size"], manifest["joint"], copies=4
         ).to(runtime.device)

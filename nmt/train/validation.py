@@ -14,6 +14,7 @@ from nmt.config import Config
 from nmt.data.batching import ParallelDataset, TokenBatchSampler, length_batches
 from nmt.data.corpus import normalize, read_lines
 from nmt.data.protect import model_protection
+from nmt.data.shortlist import Shortlist
 from nmt.data.store import verify_file
 from nmt.data.tokenizer import Tokenizer
 from nmt.decode.constraints import Constraints
@@ -34,8 +35,12 @@ class DevSet:
         cfg: Config,
         tokenizers: tuple[Tokenizer, Tokenizer],
         protect: Any,
+        shortlist: Shortlist | None = None,
     ):
+        """`shortlist`: the run's (decode.shortlist: the dev search scores each sentence's
+        list alone, as `nmt translate` will)."""
         self.cfg, self.tokenizers, self.protect = cfg, tokenizers, protect
+        self.shortlist = shortlist if cfg.decode.shortlist else None
         self.data = ParallelDataset(data_dir, "dev")
         if not len(self.data):
             raise NmtError(
@@ -99,10 +104,15 @@ class DevSet:
             if symbols is not None:
                 lines = [masked[i] for i in indices]
                 constraints = Constraints.for_sources(batch.src.tolist(), lines, symbols)
+            vocab = None
+            if self.shortlist is not None:
+                shortlist = self.shortlist.to(batch.src.device)
+                vocab = shortlist.masks(batch.src, dc.shortlist_k, dc.shortlist_frequent)
             with runtime.autocast():
                 outputs, _ = greedy_search(
-                    model, batch.src, batch.src_lengths, dc.max_len_a, dc.max_len_b, constraints
-                )
+                    model, batch.src, batch.src_lengths, dc.max_len_a, dc.max_len_b, constraints,
+                    vocab=vocab,
+                )  # fmt: skip
             for i, ids in zip(indices, outputs):
                 hyps[i] = masked[i].restore(self.tokenizers[1].decode(ids))
         return hyps

@@ -90,7 +90,8 @@ class TranslationBatch:
         batch = [part.ids for part in parts]
         constraints = self.translator.constraints(batch, [part.masked for part in parts])
         runtime.share_cores()
-        self.search.add(search_keys, src, lengths, constraints, prefix_tensor(parts))
+        vocab = self.translator.vocab(src, self.options)
+        self.search.add(search_keys, src, lengths, constraints, prefix_tensor(parts), vocab)
         self.items.update(zip(keys, items))
         self.tokens += int(lengths.sum())
 
@@ -147,7 +148,7 @@ def sample_lines(
     with runtime.autocast():
         outputs, totals = greedy_search(
             translator.models, src, lengths, dc.max_len_a, dc.max_len_b, constraints,
-            options.sampler, lines, prefix_tensor(parts),
+            options.sampler, lines, prefix_tensor(parts), translator.vocab(src, options),
         )  # fmt: skip
     drawn = []
     for tokens, total in zip(outputs, totals.tolist()):

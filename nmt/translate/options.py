@@ -35,6 +35,7 @@ class DecodeOptions:
     batch_tokens: int
     attention: bool
     sampler: Sampler | None = None  # draw one translation per line instead of searching
+    shortlist: bool = False  # score each line's lexical shortlist alone (when the model has one)
 
     @classmethod
     def build(
@@ -49,6 +50,7 @@ class DecodeOptions:
         sampling: str | None,
         temperature: float,
         seed: int,
+        shortlist: bool | None = None,
     ) -> DecodeOptions:
         """Each setting validated like its config key and named by its flag; None: dc's."""
 
@@ -62,6 +64,7 @@ class DecodeOptions:
             penalty=option("length_penalty", penalty, "--penalty"),
             batch_tokens=option("batch_tokens", batch_tokens, "--batch-tokens"),
             attention=attention,
+            shortlist=dc.shortlist if shortlist is None else shortlist,
         )
         if sampling is not None:
             for flag, value in (("--beam", beam or 1), ("--nbest", nbest)):
@@ -128,6 +131,12 @@ def check_model_options(
     `Translator.decode_options` takes them; the checkpoint's are the defaults), and attention
     only from a model that has it."""
     translator.decode_options(attention=attention, **decode)
+    if decode.get("shortlist") and translator.shortlist is None:
+        raise NmtError(
+            "this checkpoint has no lexical shortlist",
+            "--shortlist",
+            "leave --shortlist out, or add one: nmt shortlist CHECKPOINT --data DIR --out NEW.pt",
+        )
     if (attention or plot_attention) and not translator.has_attention:
         raise NmtError(
             "this model has no attention weights to show (rnnenc reads a fixed summary)",

@@ -10,9 +10,12 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nmt.config import Config
 from nmt.data.batching import length_batches
 from nmt.data.protect import Masked, Protector, model_protection
+from nmt.data.shortlist import Shortlist
 from nmt.data.tokenizer import Tokenizer
 from nmt.decode.constraints import Constraints
 from nmt.decode.hypothesis import Hypothesis
@@ -50,6 +53,7 @@ class Translator:
         self.markup: str | None = None
         self.checkpoints: list[dict[str, str]] = []  # {"path", "sha256"} of each model loaded
         self.languages = ("", "")  # (source, target) codes, as preprocessing named them
+        self.shortlist: Shortlist | None = None  # the first checkpoint's, if it has one
 
     def protect(
         self,
@@ -109,6 +113,11 @@ class Translator:
         src, tgt = tokenizers[vocab["src"]], tokenizers[vocab["tgt"]]
         translator = cls(models, src, tgt, cfg, runtime, vocab.get("protect"))
         translator.languages = (vocab["src"], vocab["tgt"])
+        if vocab.get("shortlist") is not None:
+            shortlist = Shortlist.from_entry(
+                vocab["shortlist"], vocab["src_size"], vocab["tgt_size"], str(paths[0])
+            )
+            translator.shortlist = shortlist.to(runtime.device)
         translator.checkpoints = [
             {"path": str(p), "sha256": c.get("sha256", "")} for p, c in zip(paths, checkpoints)
         ]
@@ -169,12 +178,15 @@ class Translator:
         sampling: str | None = None,
         temperature: float = 1.0,
         seed: int = 1,
+        shortlist: bool | None = None,
     ) -> DecodeOptions:
         """Search settings, each validated like its config key; None: the checkpoint's. With
-        `sampling` (`Sampler.parse`), one translation drawn per line instead of the beam's."""
+        `sampling` (`Sampler.parse`), one translation drawn per line instead of the beam's;
+        `shortlist` (None: decode.shortlist) scores each line's shortlist alone where the
+        checkpoint has one."""
         return DecodeOptions.build(
             self.cfg.decode, beam, nbest, alpha, penalty, batch_tokens, attention, sampling,
-            temperature, seed,
+            temperature, seed, shortlist,
         )  # fmt: skip
 
     def prepare(
@@ -260,3 +272,11 @@ class Translator:
         if self.symbols is None:
             return None
         return Constraints.for_sources(batch, masked, self.symbols, self.runtime.device)
+
+    def vocab(self, src: torch.Tensor, options: DecodeOptions) -> torch.Tensor | None:
+        """Each sentence's shortlist [n, V] (bool) from its source src [n, S] (padded); None
+        without one (or with options.shortlist off)."""
+        if self.shortlist is None or not options.shortlist:
+            return None
+        dc = self.cfg.decode
+        return self.shortlist.masks(src, dc.shortlist_k, dc.shortlist_frequent)

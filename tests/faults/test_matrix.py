@@ -27,7 +27,7 @@ from nmt.cli import app
 from nmt.config import Config, apply_overrides
 from nmt.data.store import open_split, read_manifest
 from nmt.fileio import read_json_lines
-from nmt.model.checkpoint import load_checkpoint
+from nmt.model.checkpoint import load_checkpoint, save_checkpoint
 from nmt.train import train
 from tests.conftest import write_tsv
 from tests.faults.conftest import (
@@ -156,6 +156,12 @@ def jobs(corpus, store, run, source, glossary, tmp_path_factory) -> dict[str, Jo
             load_checkpoint,
             b"old",
         ),
+        "shortlist": Job(
+            lambda out: ["shortlist", run / "step-2.pt", "--data", store, "-o", out],
+            "sl.pt",
+            lambda p: load_checkpoint(p)["vocab"]["shortlist"],
+            b"old",
+        ),
         "bench batching": Job(
             lambda out: (
                 ["bench", "batching", "--data", store, "--out", out]
@@ -175,6 +181,7 @@ COMMANDS = [
     "translate --plot-attention",
     "score",
     "average",
+    "shortlist",
     "bench batching",
 ]
 
@@ -286,7 +293,7 @@ def test_sigkill_translate_and_score(command, delay, run, tmp_path):
     assert not leftovers(tmp_path)
 
 
-@pytest.mark.parametrize("command", ["translate", "score", "average"])
+@pytest.mark.parametrize("command", ["translate", "score", "average", "shortlist"])
 def test_concurrent_writers_of_one_file(command, jobs, tmp_path):
     """Two processes write the same file at once: both finish, and the file is whole (the
     directory-writing commands refuse a second writer: test_user_faults.py,
@@ -323,8 +330,9 @@ def _copy_dir(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_damaged_checkpoints(run, source, tmp_path):
-    """translate: a clean error naming the checkpoint, or exactly the intact output."""
+def test_damaged_checkpoints(run, store, source, tmp_path):
+    """translate: a clean error naming the checkpoint, or exactly the intact output; shortlist:
+    a clean error naming it, or a checkpoint that translates exactly as the intact one."""
     good = invoke(["translate", run / "best.pt", "-i", source])
     assert good.returncode == 0
     rng = random.Random(12)
@@ -336,6 +344,23 @@ def test_damaged_checkpoints(run, source, tmp_path):
             assert_clean_error(outcome, path)
         else:
             assert outcome.stdout == good.stdout, i
+        out = tmp_path / f"added-{i}.pt"
+        added = invoke(["shortlist", path, "--data", store, "-o", out])
+        if added.returncode != 0:
+            assert_clean_error(added, path)
+            assert not out.exists()
+        else:
+            assert invoke(["translate", out, "-i", source]).stdout == good.stdout, i
+
+
+def test_a_damaged_shortlist_in_an_intact_checkpoint(run, source, tmp_path):
+    """A shortlist whose pieces are out of range (the file's checksum made to match): a clean
+    error naming the checkpoint, before any line is translated."""
+    checkpoint = load_checkpoint(run / "best.pt")
+    checkpoint["vocab"]["shortlist"]["table"][0, 0] = 10**6
+    del checkpoint["sha256"]
+    save_checkpoint(tmp_path / "bad.pt", checkpoint)
+    assert_clean_error(invoke(["translate", tmp_path / "bad.pt", "-i", source]), "bad.pt")
 
 
 def test_damaged_last_pt_on_resume(store, tmp_path):

@@ -184,10 +184,12 @@ def test_beam_search_equals_the_full_one_whenever_its_best_lies_inside():
     assert all(m[0].tokens != f[0].tokens for m, f in zip(missing, full) if max(f[0].tokens) > 1)
 
 
-def test_a_sentence_gets_the_same_result_alone_and_in_a_running_batch():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_sentence_gets_the_same_result_alone_and_in_a_running_batch(dtype):
     """Sentences with lists of their own join and leave a running search (the union of the
-    lists changes at every join and leave): each gets exactly what it gets alone."""
-    model = _model("luong", VOCAB, True, sharpen=2.0)
+    lists changes at every join and leave): each gets exactly what it gets alone (in float32
+    the same outputs, with scores as close as without lists)."""
+    model = _model("luong", VOCAB, True, sharpen=2.0).to(dtype)
     src, lengths = _sources(LENGTHS, VOCAB, seed=1)
     masks = _lists(len(LENGTHS), size=8, seed=3)
     options = dict(beam=4, nbest=4, max_len_b=5, attention=True)
@@ -202,7 +204,11 @@ def test_a_sentence_gets_the_same_result_alone_and_in_a_running_batch():
     for i, n in enumerate(LENGTHS):
         alone = beam_search(model, src[i : i + 1, :n], lengths[i : i + 1], vocab=masks[i : i + 1],
                             **options)  # fmt: skip
-        _same(alone[0], out[i])
+        if dtype == torch.float64:
+            _same(alone[0], out[i])
+        else:  # float32: the other products (GRU, attention) differ in the last bits
+            assert [h.tokens for h in alone[0]] == [h.tokens for h in out[i]]
+            assert [h.score for h in alone[0]] == pytest.approx([h.score for h in out[i]], 1e-5)
         assert all(masks[i, t] for hyp in out[i] for t in hyp.tokens)
     plain = _staggered(model, src, lengths, JOINS, **options)  # no lists: another result
     assert any([h.tokens for h in plain[i]] != [h.tokens for h in out[i]] for i in out)

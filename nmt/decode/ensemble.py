@@ -105,7 +105,7 @@ class Ensemble:
         if ids is None:
             return scores
         full = scores.new_full((scores.shape[0], self.vocab), float("-inf"))  # [n, V]
-        return full.index_copy_(1, ids, scores)
+        return full.index_copy_(1, ids[: subset.count], scores[:, : subset.count])
 
 
 def select(

@@ -5,7 +5,9 @@ A sentence's list always holds eos, unk, the placeholders its constraints need a
 prefix, so every constraint stays satisfiable whatever the list. At each step the output layer
 is computed only over the union of the lists of the rows in the batch; each row is masked to its
 own sentence's list before the softmax, so that its scores do not depend on the sentences it is
-decoded with (`Seq2Seq.log_probs`).
+decoded with (`Seq2Seq.log_probs`): to the last bit, as the union is padded to a multiple of
+`BLOCK` pieces (a matrix product computes its last, narrower columns apart, in another order)
+and the softmax sums in float64 (a sum's order follows the row's width).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nmt.data.tokenizer import EOS_ID, UNK_ID
+from nmt.data.tokenizer import EOS_ID, PAD_ID, UNK_ID
 
 if TYPE_CHECKING:
     from nmt.decode.constraints import Constraints
+
+BLOCK = 64  # the union of a step's lists is padded to a multiple of this many pieces
 
 
 def complete(
@@ -39,21 +43,29 @@ def complete(
 
 @dataclass
 class Subset:
-    """The target pieces of one step: `ids` [U], the union of the rows' lists, and `allow`
-    [N, U], each row's own list within it."""
+    """The target pieces of one step: `ids` [U'], the union of the rows' lists (its first
+    `count`, sorted) padded to a multiple of `BLOCK` with pad, and `allow` [N, U'], each row's own
+    list within it (never the padding)."""
 
-    ids: torch.Tensor  # [U] sorted
-    allow: torch.Tensor  # [N, U] bool
+    ids: torch.Tensor  # [U'] the union, then pad
+    allow: torch.Tensor  # [N, U'] bool
+    count: int  # U, the union's size
 
     @classmethod
     def of(cls, masks: torch.Tensor, rows: torch.Tensor) -> Subset:
         """From the sentences' lists masks [B, V] and the sentence of each row rows [N]."""
         ids = masks.any(0).nonzero().squeeze(1)  # [U]
-        return cls(ids, masks[:, ids][rows])  # [N, U]
+        pad = -len(ids) % BLOCK
+        allow = masks[:, ids][rows]  # [N, U]
+        return cls(
+            torch.cat([ids, ids.new_full((pad,), PAD_ID)]),
+            torch.cat([allow, allow.new_zeros(len(rows), pad)], 1),  # [N, U']
+            len(ids),
+        )
 
     def __getitem__(self, chunk: slice) -> Subset:
         """The rows `chunk` of the step."""
-        return Subset(self.ids, self.allow[chunk])
+        return Subset(self.ids, self.allow[chunk], self.count)
 
 
 class Lists:

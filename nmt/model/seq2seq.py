@@ -114,14 +114,16 @@ class Seq2Seq(nn.Module):
         """Decoder features [N, E] → next-token log-probabilities [N, V], at least float32.
         With `ids` [U] (a shortlist: `nmt.decode.shortlist`), over those target pieces alone
         → [N, U]: the output layer's rows gathered, each row's softmax over its own `allow`
-        [N, U] (the others -inf), so a row's scores do not depend on the other rows' lists."""
+        [N, U] (the others -inf), summed in float64 so that a row's scores do not depend on
+        the other rows' lists, nor on where its pieces sit among them."""
         if ids is None:
             logits = self.output(features)  # [N, V]
-        else:
-            logits = F.linear(features, self.output.weight[ids], self.output.bias[ids])  # [N, U]
-            if allow is not None:
-                logits = logits.masked_fill(~allow, float("-inf"))
-        return F.log_softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))
+            return F.log_softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))
+        logits = F.linear(features, self.output.weight[ids], self.output.bias[ids])  # [N, U]
+        if allow is not None:
+            logits = logits.masked_fill(~allow, float("-inf"))
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        return F.log_softmax(logits, -1, dtype=torch.float64).to(dtype)
 
     def loss(
         self,

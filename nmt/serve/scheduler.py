@@ -1,20 +1,31 @@
-"""The server's one decoder: the sentences of concurrent requests decoded in one running batch.
+"""The server's one decoder: the sentences of concurrent requests decoded in shared running
+batches, taking turns.
 
 Each request puts its prepared lines in one queue, bounded at `max_queue` sentences waiting or
 being decoded (a request that would pass it is refused at once: `QueueFull`). One thread runs
-a beam search (`Translator.batch`, the code behind `nmt translate`) whose batch sentences join
+beam searches (`Translator.batch`, the code behind `nmt translate`) whose batch sentences join
 and leave at any step (continuous batching): a sentence leaves as soon as its search is done,
-and its request is answered once all its lines are; waiting lines with the batch's search
-options join it, oldest first, within `max_batch_tokens` (source subwords x beam). So a long
-sentence does not hold back short ones, and 64 clients sending one line each keep the batch
-full, as lines of a file would.
+and its request is answered once all its lines are. So a long sentence does not hold back
+short ones, and 64 clients sending one line each keep the batch full, as lines of a file would.
 
-Lines join in groups of at least `JOIN_SHARE` of the running batch (see `_worth`): each join
+A search has one beam (and n-best, alpha, attention), so each set of search options has its
+own running batch; together they hold at most `max_batch_tokens` (source subwords x beam; a
+new batch's first line joins in any case). Two rules keep one large request from holding the
+others (issue 35: 200 long lines at beam 32 held a one-line request for a minute):
+- Its share: a request holds at most `REQUEST_SHARE` of that budget (its first line joins in
+  any case), and the waiting lines of requests that hold less join first. So a newcomer with
+  the same options finds room and joins within `max_wait_ms`.
+- Turns: the decoder steps the batch that has decoded least of late (`_pick`), and a new batch
+  starts with nothing. So a newcomer with other options starts at the next step and, being
+  short, is decoded at about its speed on an idle server; batches that stay busy get equal
+  time. Plain turns, a step each, would not do: a one-line batch's every step would wait for
+  a large batch's step, and take their ratio longer.
+
+Lines join in groups of at least `JOIN_SHARE` of their running batch (see `_worth`): each join
 runs the encoder once (its sequential steps cost the same for one sentence as for ten) and
 copies the batch's state. Under light load a smaller group joins once its oldest line has
-waited `max_wait_ms`; an idle server starts a line at once. When the oldest waiting line needs
-other options, nothing joins until the batch has drained. The lines of a request whose client
-has gone leave the queue and the batch. The decoding runs on the thread that calls `run` (the
+waited `max_wait_ms`; a new batch starts its lines at once. The lines of a request whose client
+has gone leave the queue and the batches. The decoding runs on the thread that calls `run` (the
 main thread: see there), the HTTP server on another.
 """
 
@@ -33,6 +44,18 @@ from nmt.translate import DecodeOptions, Prepared, Result, TranslationBatch, Tra
 # Joining at every step costs throughput (small joins run products slowly); groups of an
 # eighth of the batch sit on a plateau (docs/notes/2026-11-28-serving-under-load.md).
 JOIN_SHARE = 1 / 8
+# The most of `max_batch_tokens` one request holds: the rest stays open to newcomers. A lone
+# request loses little by it on a CPU, where a step's time grows with its rows.
+REQUEST_SHARE = 1 / 2
+# How fast a batch's past decode time is forgotten (`_pick`): a newcomer may have the decoder
+# to itself for about this long before busy batches share it equally again.
+USAGE_HALF_LIFE = 1.0  # seconds
+
+
+def line_cost(item: Prepared, beam: int) -> int:
+    """What one line takes of `max_batch_tokens` and of `serve.max_request_cost`: its source
+    subwords with each part's end of sentence, times the beam."""
+    return (len(item.ids) + len(item.cuts) + 1) * beam
 
 
 class QueueFull(Exception):
@@ -57,6 +80,8 @@ class Job:
     loop: asyncio.AbstractEventLoop
     results: list[Result | None] = field(default_factory=list)
     pending: int = 0  # lines not yet decoded
+    waiting: deque[int] = field(default_factory=deque)  # its lines not yet in a batch, in order
+    held: int = 0  # line_cost of its lines in a batch
     arrived: float = field(default_factory=time.monotonic)
     cancelled: bool = False  # the client has gone
 
@@ -73,6 +98,18 @@ class Job:
 
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits for it
             self.loop.call_soon_threadsafe(resolve)
+
+
+@dataclass(eq=False)
+class Group:
+    """The running batch of one set of search options, and how much it decoded of late."""
+
+    batch: TranslationBatch
+    used: float = 0.0  # decode seconds, each halved every USAGE_HALF_LIFE s of decoding since
+
+    @property
+    def cost(self) -> int:
+        return self.batch.tokens * self.batch.options.beam
 
 
 @dataclass
@@ -97,7 +134,8 @@ class Scheduler:
     ):
         self.translator, self.max_wait = translator, max_wait_ms / 1000
         self.max_queue, self.events = max_queue, events or Events()
-        self._lines: deque[tuple[Job, int]] = deque()  # (job, index of the line in it)
+        self._jobs: deque[Job] = deque()  # the jobs with lines waiting, oldest first
+        self._groups: list[Group] = []  # the running batches (decoder thread), none empty
         self._depth = 0  # lines waiting or being decoded
         self._rate = 50.0  # lines decoded per second, smoothed (for Retry-After)
         self._cond = threading.Condition()
@@ -125,7 +163,9 @@ class Scheduler:
                 raise QueueFull(max(1, round((self._depth + len(todo)) / self._rate)))
             job.pending = len(todo)
             self._add_depth(len(todo))
-            self._lines.extend((job, i) for i in todo)
+            if todo:
+                job.waiting.extend(todo)
+                self._jobs.append(job)
             self._cond.notify()
         if not todo:
             job.finish(job.results)  # type: ignore[arg-type]
@@ -151,108 +191,144 @@ class Scheduler:
 
     def run(self) -> None:
         """Decode until closed. Call it on the main thread: torch's OpenMP threads work
-        together only there (on another thread a decode runs markedly slower)."""
-        while True:
-            options = self._next_options()
-            if options is None:
-                return
-            with self.translator.batch(options) as running:
-                while self._admit(running):
-                    self._step(running)
+        together only there (on another thread a decode runs markedly slower). One autocast
+        spans every batch (each would enter its own: several are open at once, and autocast
+        contexts must close in the order they opened)."""
+        with self.translator.runtime.autocast():
+            while self._wait():
+                self._admit()
+                if self._groups:
+                    self._step(self._pick())
 
-    def _next_options(self) -> DecodeOptions | None:
-        """The oldest waiting line's options, once there is one; None once closing with
-        nothing left."""
+    def _wait(self) -> bool:
+        """Until a line waits or is being decoded; False once closing with none left."""
         with self._cond:
             while True:
-                self._drop_cancelled(None)
-                if self._lines:
-                    return self._lines[0][0].options
+                self._drop_cancelled()
+                if self._jobs or self._groups:
+                    return True
                 if self._closing:
-                    return None
+                    return False
                 self._cond.wait(0.5)  # a timeout lets signal handlers run
 
-    def _admit(self, running: TranslationBatch) -> bool:
-        """Let waiting lines with the running batch's options join it, oldest first, within
-        its token budget (into an empty batch the oldest goes in any case), when they are
-        worth a join (`_worth`); False once the batch is empty and nothing may join. While the
-        oldest waiting line needs other options, nothing joins: the batch drains, and the
-        next one is that line's."""
-        options = running.options
-        budget = options.batch_tokens // options.beam - running.tokens
+    def _pick(self) -> Group:
+        """The batch to step: the one that decoded least of late (`Group.used`). A new batch
+        has the decoder until it has decoded as long as the others did, of late (at most about
+        USAGE_HALF_LIFE); batches that stay busy then take equal time."""
+        return min(self._groups, key=lambda group: group.used)
+
+    def _admit(self) -> None:
+        """Waiting lines join their options' running batch (`_plan` says which), those of
+        each batch when they are worth a join (`_worth`); a batch opens for new options."""
         with self._cond:
-            self._drop_cancelled(running)
-            if not self._lines or self._lines[0][0].options != options:
-                return bool(len(running))
-            joining: list[tuple[Job, int]] = []
-            rest: deque[tuple[Job, int]] = deque()
-            for job, i in self._lines:
-                size = len(job.items[i].ids) + 1
-                fits = size <= budget or not (joining or len(running))
-                if job.options == options and fits:
-                    joining.append((job, i))
-                    budget -= size
-                else:
-                    rest.append((job, i))
-            room = not any(job.options == options for job, _ in rest)
-            if self._worth(joining, running, room):
-                self._lines = rest
-            else:
-                joining = []
-        if joining:
-            running.add(joining, [job.items[i] for job, i in joining])
-        return bool(len(running))
+            self._drop_cancelled()
+            joins = []
+            for group, lines, room in self._plan():
+                if not self._worth(lines, group.batch, room):
+                    continue
+                for job, i in lines:
+                    job.waiting.popleft()  # the lines joining are the first of their job's
+                    job.held += line_cost(job.items[i], job.options.beam)
+                joins.append((group, lines))
+            self._jobs = deque(job for job in self._jobs if job.waiting)
+        for group, lines in joins:
+            group.batch.add(lines, [job.items[i] for job, i in lines])
+            if group not in self._groups:
+                self._groups.append(group)
+
+    def _plan(self) -> list[tuple[Group, list[tuple[Job, int]], bool]]:
+        """Per batch (a new one for new options), the lines that may join it now, and whether
+        every waiting line of its options could. Requests holding least go first, then the
+        oldest, each with its lines in order: within the budget (`max_batch_tokens` over all
+        batches; a new batch's first line in any case), and within `REQUEST_SHARE` of it per
+        request (its first line in any case). The caller holds the lock."""
+        used = sum(group.cost for group in self._groups)
+        plan: dict[int, tuple[Group, list[tuple[Job, int]]]] = {}
+        crowded: set[int] = set()  # batches a line could not join for want of room
+        for job in sorted(self._jobs, key=lambda job: job.held):  # stable: oldest first
+            group = self._group(job.options, plan)
+            lines = plan.setdefault(id(group), (group, []))[1]
+            budget, held = job.options.batch_tokens, job.held
+            for i in job.waiting:
+                cost = line_cost(job.items[i], job.options.beam)
+                if held and held + cost > REQUEST_SHARE * budget:
+                    break  # its share is full: its next line waits for its turn
+                if used + cost > budget and (len(group.batch) or lines):
+                    crowded.add(id(group))
+                    break
+                lines.append((job, i))
+                used, held = used + cost, held + cost
+        return [(group, lines, id(group) not in crowded) for group, lines in plan.values()]
+
+    def _group(self, options: DecodeOptions, plan: dict) -> Group:
+        """The running (or planned) batch of these options, or a new one."""
+        for group in [*self._groups, *(group for group, _ in plan.values())]:
+            if group.batch.options == options:
+                return group
+        return Group(self.translator.batch(options))
 
     def _worth(self, joining: list[tuple[Job, int]], running: TranslationBatch, room: bool) -> bool:
         """Whether lines should join now: into an empty batch; as a group of at least
-        `JOIN_SHARE` of the batch; or, when the batch has room for every waiting line, once
-        the oldest has waited `max_wait_ms` (a lone line under light load). Without room (a
-        long queue), they wait for enough to fit."""
+        `JOIN_SHARE` of the batch; or, when the batch has room for every waiting line it may
+        take now, once the oldest has waited `max_wait_ms` (a lone line under light load).
+        Without room (a long queue), they wait for enough to fit."""
         if not joining:
             return False
         if not len(running) or len(joining) >= JOIN_SHARE * len(running):
             return True
-        return room and time.monotonic() - joining[0][0].arrived >= self.max_wait
+        oldest = min(job.arrived for job, _ in joining)
+        return room and time.monotonic() - oldest >= self.max_wait
 
-    def _drop_cancelled(self, running: TranslationBatch | None) -> None:
-        """Lines of requests whose client has gone leave the queue and the running batch;
-        once abandoned, every line does, and its request is answered `ShuttingDown`."""
+    def _drop_cancelled(self) -> None:
+        """Lines of requests whose client has gone leave the queue and the running batches;
+        once abandoned, every line does, and its request is answered `ShuttingDown`. The
+        caller holds the lock."""
         if self._abandoned:
-            keys = [*self._lines, *(running.items if running is not None else [])]
-            for job in {id(job): job for job, _ in keys}.values():
+            running = [job for group in self._groups for job, _ in group.batch.items]
+            for job in {id(job): job for job in [*self._jobs, *running]}.values():
                 job.cancelled = True
                 job.finish(ShuttingDown())
-        kept = deque(line for line in self._lines if not line[0].cancelled)
-        gone = [key for key in running.items if key[0].cancelled] if running is not None else []
-        if gone:
-            running.drop(gone)  # type: ignore[union-attr]
-        dropped = len(self._lines) - len(kept) + len(gone)
+        dropped = sum(len(job.waiting) for job in self._jobs if job.cancelled)
+        self._jobs = deque(job for job in self._jobs if not job.cancelled)
+        for group in self._groups:
+            gone = [key for key in group.batch.items if key[0].cancelled]
+            if gone:
+                group.batch.drop(gone)
+                dropped += len(gone)
+        self._groups = [group for group in self._groups if len(group.batch)]
         if dropped:
-            self._lines = kept
             self._add_depth(-dropped)
             self.events.dropped(dropped)
 
-    def _step(self, running: TranslationBatch) -> None:
-        """One search step of the running batch; each request whose last line it finished
-        gets its answer."""
+    def _step(self, group: Group) -> None:
+        """One search step of a running batch; each request whose last line it finished gets
+        its answer. Every batch's `used` decays by the step's time, and this one's grows."""
+        running = group.batch
         lines, start = len(running), time.perf_counter()
         try:
             done = running.step()
         except Exception as exc:  # noqa: BLE001 - every request in the batch is told
             jobs = {id(job): job for job, _ in running.items}
             running.drop(list(running.items))
+            self._groups.remove(group)
             with self._cond:
                 self._add_depth(-lines)
             for job in jobs.values():
                 job.finish(exc)
             return
         seconds = time.perf_counter() - start
+        for other in self._groups:
+            other.used *= 0.5 ** (seconds / USAGE_HALF_LIFE)
+        group.used += seconds
+        if not len(running):
+            self._groups.remove(group)
         with self._cond:
             self._add_depth(-len(done))
             self._rate = 0.95 * self._rate + 0.05 * len(done) / max(seconds, 1e-3)
         self.events.step(lines, len(done), seconds)
         for (job, i), result in done:
             job.results[i] = result
+            job.held -= line_cost(job.items[i], job.options.beam)
             job.pending -= 1
             if job.pending == 0:
                 job.finish(job.results)  # type: ignore[arg-type]

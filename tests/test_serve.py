@@ -51,6 +51,10 @@ TINY = [
 WORDS = ["en", "el", "principio", "creó", "dios", "los", "cielos", "y", "la", "tierra"]
 WORDS += ["luz", "agua", "día", "noche"]
 SENTENCES = [" ".join(WORDS[i % 7 : i % 7 + 2 + i % 9]) for i in range(40)]
+# Issue 35's request: 200 lines of about 130 words at beam 32 (over serve.max_request_cost).
+ISSUE_35 = json.dumps(
+    {"texts": [" ".join(WORDS[i % 5 :] * 10)[:800] for i in range(200)], "beam": 32}
+).encode()
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +241,7 @@ def test_bench_serve_measures_a_real_server_beside_the_file_rate(checkpoint, tmp
         (b"[]", 422, "valid dictionary"),
         (json.dumps({"texts": ["a"] * 300}).encode(), 413, "serve.max_sentences"),
         (json.dumps({"text": "a" * 2_000_000}).encode(), 413, "serve.max_body_bytes"),
+        (ISSUE_35, 413, "the limit is 250,000 (serve.max_request_cost): split it into"),
     ],
 )
 def test_bad_input_is_a_4xx_with_a_json_error(server, body, status, says):

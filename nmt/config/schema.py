@@ -385,8 +385,9 @@ class ServeConfig:
     )
     max_batch_tokens: int = option(
         0,
-        "Most source subwords x beam decoded in one batch, summed over the requests merged "
-        "into it; 0 means `decode.batch_tokens`. Smaller batches answer sooner under load.",
+        "Most source subwords x beam decoded at once, over all requests and search options; "
+        "one request holds at most half. 0 means `decode.batch_tokens`. Smaller batches "
+        "answer sooner under load (a newcomer waits for the step under way).",
         min=0,
     )
     max_wait_ms: float = option(
@@ -417,6 +418,13 @@ class ServeConfig:
         1 << 20, "Largest request body accepted; larger is a 413 error.", min=1
     )
     max_beam: int = option(32, "Largest beam a request may ask for.", min=1)
+    max_request_cost: int = option(
+        250_000,
+        "Most source subwords (with each sentence's end) x beam in one request; more is a 413 "
+        "error. 256 sentences of 30 subwords fit at beam 32; 200 of 130 words at beam 32 "
+        "(1.2M) decode for minutes on 2 cores, past drain_seconds and proxies' timeouts.",
+        min=1,
+    )
     drain_seconds: float = option(
         30.0,
         "On SIGTERM or Ctrl-C the server stops accepting connections and finishes the "

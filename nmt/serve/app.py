@@ -8,8 +8,9 @@
     GET  /              a page to try the model, with attention heatmaps
 
 Every error is JSON, `{"error": "what was wrong and what to do"}`, with a 4xx status for bad
-input (never a 500): an over-large body or too many sentences 413, invalid JSON or UTF-8 400,
-wrong fields or values 422, a missing or wrong API key 401, a full queue 503 with Retry-After.
+input (never a 500): an over-large body, too many sentences or too costly a request
+(`serve.max_request_cost`) 413, invalid JSON or UTF-8 400, wrong fields or values 422, a
+missing or wrong API key 401, a full queue 503 with Retry-After.
 No route reads or writes a file a request names.
 """
 
@@ -31,7 +32,7 @@ from nmt.config import ServeConfig, config_to_dict
 from nmt.errors import NmtError
 from nmt.serve.middleware import Guard, error_response
 from nmt.serve.prometheus import ServerMetrics
-from nmt.serve.scheduler import QueueFull, Scheduler, ShuttingDown
+from nmt.serve.scheduler import QueueFull, Scheduler, ShuttingDown, line_cost
 from nmt.serve.schemas import (
     ErrorBody,
     Hypothesis,
@@ -167,7 +168,22 @@ def _prepare(
                 f"line {line} has {len(text)} characters; cut to the first {cfg.max_chars} "
                 "(serve.max_chars)",
             )
+    _check_cost(cfg, items, options)
     return items, options
+
+
+def _check_cost(cfg: ServeConfig, items: list[Prepared], options: DecodeOptions) -> None:
+    """A 413 for a request over `serve.max_request_cost`: refused at once, rather than
+    decoded for longer than a drain or a proxy's timeout lasts."""
+    cost = sum(line_cost(item, options.beam) for item in items if item.ids)
+    if cost > cfg.max_request_cost:
+        parts = -(-cost // cfg.max_request_cost)
+        raise HTTPException(
+            413,
+            f"this request costs {cost:,} source subwords x beam ({options.beam}); the limit is "
+            f"{cfg.max_request_cost:,} (serve.max_request_cost): split it into {parts} "
+            "requests or ask for a smaller beam",
+        )
 
 
 async def _answer_or_disconnect(job, request: Request, scheduler: Scheduler) -> list | None:

@@ -45,7 +45,7 @@ docs: install
 # updates (the same model on every machine), translate the test split with beam search, and
 # score it (BLEU, chrF); then the floor an untrained system gets (the untranslated source copied).
 demo: install
-	@echo "== make demo: 400 updates of a 2.3M-parameter rnnsearch on 10,000 verses; about 3 minutes"
+	@echo "== make demo: 400 updates of a 2.3M-parameter rnnsearch on 10,000 verses; about 2.5 minutes"
 	@echo "   on an idle 2-core CPU (longer on a slower or busier one; a progress bar shows the ETA)"
 	$(BIN)/nmt preprocess --config configs/sample.yaml --out $(DEMO)/data --overwrite
 	$(BIN)/nmt train configs/sample.yaml --data $(DEMO)/data --out $(DEMO)/run --overwrite

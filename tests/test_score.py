@@ -27,11 +27,13 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def checkpoints(sample_dir, tmp_path_factory):
-    """Two barely trained models (two seeds, one vocabulary): scores are poor, but exact."""
+    """Two barely trained models (two seeds, one vocabulary): scores are poor, but exact. They
+    translate without their shortlist: `nmt score` scores the whole softmax, as such a search
+    does (with one, the search normalises over each line's list)."""
     paths = []
     for seed in (1, 2):
         run = tmp_path_factory.mktemp("score") / "run"
-        cfg = apply_overrides(Config(), [*TINY, f"train.seed={seed}"])
+        cfg = apply_overrides(Config(), [*TINY, f"train.seed={seed}", "decode.shortlist=false"])
         train(cfg, sample_dir, run, progress_bar=False, log=lambda _: None)
         paths.append(run / "last.pt")
     return paths

@@ -24,18 +24,10 @@ from nmt.preprocess import preprocess
 from nmt.train import train
 from nmt.translate import Translator
 from tests.conftest import data_config, write_tsv
+from tests.test_translate import TINY as TRANSLATE_TINY
 
 runner = CliRunner()
-TINY = [
-    "train.precision=fp32",
-    "model.emb_size=16",
-    "model.hidden_size=16",
-    "train.batch_tokens=500",
-    "train.max_steps=2",
-    "train.valid_every=1000",
-    "decode.max_len_a=0.5",
-    "decode.max_len_b=3",
-]
+TINY = [*TRANSLATE_TINY, "decode.max_input_len=0"]  # no line is split
 VOCAB = 30
 
 

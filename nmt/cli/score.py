@@ -71,8 +71,10 @@ def score(
     the length penalty as the search does (same --penalty and --alpha). A text is split into
     subwords anew, the one way SentencePiece splits it; a search may have spelled the same text
     in other subwords, so a hypothesis of `nmt translate` gets its search score when its
-    subwords are that split, and in the same precision (fp32 to compare exactly; bf16 differs
-    in the last digits). To score exactly what the search produced, give its pieces with
+    subwords are that split, in the same precision (fp32 to compare exactly; bf16 differs in
+    the last digits) and searched without a shortlist (`translate --no-shortlist`: with one,
+    the search normalises over each line's list, this command over the whole vocabulary). To
+    score exactly what the search produced, give its pieces with
     --pieces. Use it to filter a noisy corpus (drop the lowest) or to rerank n-best lists.
     Writing to a file shows a progress bar, and the file appears only when complete.
     """

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 import pytest
 
@@ -117,6 +118,53 @@ def test_concurrent_clients_each_get_their_own_sentence_in_shared_batches(server
     assert lines / steps > 1.5, (lines, steps)  # sentences per step, on average
 
 
+def _held_pair(
+    translator: Translator,
+    first: list,
+    second: list,
+    options: Any,
+    max_wait_ms: float,
+    max_queue: int,
+    watch: Callable[[Any, list[int]], None] | None = None,
+) -> tuple[list[str], list, list, list[int]]:
+    """A scheduler whose decoder holds its first step until the `second` lines are queued
+    after the `first`: which job finished first ("first", "second"), both results, and the
+    lines of each step. `watch(job, steps)` sees the second job before the decoder goes on."""
+    steps: list[int] = []
+    stepped, go = threading.Event(), threading.Event()
+
+    def step(lines: int, finished: int, seconds: float) -> None:
+        steps.append(lines)
+        stepped.set()
+        go.wait(30)
+
+    events = Events(step=step)
+    scheduler = Scheduler(translator, max_wait_ms=max_wait_ms, max_queue=max_queue, events=events)
+    decoder = threading.Thread(target=scheduler.run)
+    decoder.start()
+
+    async def send() -> tuple[list[str], list, list]:
+        order: list[str] = []
+        jobs = [scheduler.submit(first, options)]
+        await asyncio.to_thread(stepped.wait, 30)
+        jobs.append(scheduler.submit(second, options))
+        if watch is not None:
+            watch(jobs[1], steps)
+        go.set()
+        for name, job in zip(("first", "second"), jobs):
+            job.future.add_done_callback(lambda _, name=name: order.append(name))
+        done = await asyncio.gather(*(job.future for job in jobs))
+        return order, done[0], done[1]
+
+    try:
+        order, a, b = asyncio.run(send())
+    finally:
+        go.set()
+        scheduler.close()
+        decoder.join(30)
+    return order, a, b, steps
+
+
 def test_short_lines_join_a_long_one_s_search_and_are_answered_first(translator):
     """Continuous batching, in the scheduler itself: lines that arrive while a long line is
     being decoded join its running batch (its steps hold all three) and are answered while
@@ -126,34 +174,8 @@ def test_short_lines_join_a_long_one_s_search_and_are_answered_first(translator)
     lengths = [len(r.hypotheses[0].pieces) for r in want]
     assert lengths[0] > 2 + max(lengths[1:])  # the long line needs more steps than the others
     options, items = translator.decode_options(), translator.prepare(texts)
-    steps, first, go = [], threading.Event(), threading.Event()
-
-    def step(lines: int, finished: int, seconds: float) -> None:
-        steps.append(lines)
-        first.set()
-        go.wait(30)  # the long line stays at its first step until the short ones are queued
-
-    scheduler = Scheduler(translator, max_wait_ms=1000, max_queue=10, events=Events(step=step))
-    decoder = threading.Thread(target=scheduler.run)
-    decoder.start()
-
-    async def send() -> tuple[list, list]:
-        order: list[str] = []
-        long = scheduler.submit(items[:1], options)
-        await asyncio.to_thread(first.wait, 30)
-        short = scheduler.submit(items[1:], options)
-        go.set()
-        for name, job in (("long", long), ("short", short)):
-            job.future.add_done_callback(lambda _, name=name: order.append(name))
-        return order, await asyncio.gather(long.future, short.future)
-
-    try:
-        order, (long, short) = asyncio.run(send())
-    finally:
-        go.set()
-        scheduler.close()
-        decoder.join(30)
-    assert order == ["short", "long"]
+    order, long, short, steps = _held_pair(translator, items[:1], items[1:], options, 1000, 10)
+    assert order == ["second", "first"]
     assert max(steps) == 3 and steps[-1] == 1
     for got, result in zip(long + short, want, strict=True):
         assert got.hypotheses[0].text == result.hypotheses[0].text
@@ -169,38 +191,17 @@ def test_one_request_holds_half_the_batch_and_a_newcomer_joins_the_rest(translat
     options, items = translator.decode_options(), translator.prepare(texts)
     options.batch_tokens = sum(line_cost(item, options.beam) for item in items)
     assert REQUEST_SHARE == 1 / 2
-    steps, answered, first, go = [], [], threading.Event(), threading.Event()
+    answered: list[int] = []
 
-    def step(lines: int, finished: int, seconds: float) -> None:
-        steps.append(lines)
-        first.set()
-        go.wait(30)  # the large request stays at its first step until the small one is queued
-
-    scheduler = Scheduler(translator, max_wait_ms=0, max_queue=100, events=Events(step=step))
-    decoder = threading.Thread(target=scheduler.run)
-    decoder.start()
-
-    async def send() -> tuple[list, list]:
-        order: list[str] = []
-        large = scheduler.submit(items, options)
-        await asyncio.to_thread(first.wait, 30)
-        small = scheduler.submit(translator.prepare(["luz"]), options)
-        finish = small.finish  # it cannot finish yet: the decoder waits for `go`
+    def watch(small: Any, steps: list[int]) -> None:  # the step at which it is answered
+        finish = small.finish  # it cannot finish yet: the decoder waits for its go
         small.finish = lambda value: (answered.append(len(steps)), finish(value))
-        go.set()
-        for name, job in (("large", large), ("small", small)):
-            job.future.add_done_callback(lambda _, name=name: order.append(name))
-        return order, await asyncio.gather(large.future, small.future)
 
-    try:
-        order, (large, small) = asyncio.run(send())
-    finally:
-        go.set()
-        scheduler.close()
-        decoder.join(30)
+    small_items = translator.prepare(["luz"])
+    order, large, small, steps = _held_pair(translator, items, small_items, options, 0, 100, watch)
     assert steps[0] == 20 and steps[1] == 21 and max(steps) == 21, steps
     assert answered == [1 + len(small[0].hypotheses[0].pieces) + 1]  # from the 2nd step on
-    assert order == ["small", "large"]
+    assert order == ["second", "first"]
     want = expected(translator, texts[:1] + ["luz"])
     assert [r.hypotheses[0].text for r in large + small] == [w.hypotheses[0].text for w in want][
         :1

@@ -18,17 +18,25 @@ def row(out: Path, spec: str) -> str:
     """One variant's row, from its metrics.jsonl and its test translation."""
     name, _, sets = spec.partition("=")
     run = out / name
-    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = run / "metrics.jsonl"
+    events = (
+        [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    )
     valid = [e for e in events if e["event"] == "valid"]
     curve = " / ".join(f"{e['bleu']:.2f}" for e in valid)
+    steps = "/".join(str(e["step"]) for e in valid)
+    change = sets.replace(",", ", ") or "(the recipe)"
+    return f"| {name} | {change} | {curve} ({steps}) | {test(out, run)} |"
+
+
+def test(out: Path, run: Path) -> str:
+    """Test BLEU / chrF of the run's test translation, or why there is none (a run cut short)."""
+    if not (run / "trained").exists() or not (run / "test.hyp.txt").exists():
+        return "not finished"
     hyp = (run / "test.hyp.txt").read_text(encoding="utf-8").splitlines()
     ref = (out / "data" / "test.en.txt").read_text(encoding="utf-8").splitlines()
     bleu, chrf = (s.score for s in corpus_metrics(hyp, [ref], ("bleu", "chrf")))
-    steps = "/".join(str(e["step"]) for e in valid)
-    return (
-        f"| {name} | {sets.replace(',', ', ') or '(the recipe)'} | {curve} ({steps}) "
-        f"| {bleu:.2f} / {chrf:.2f} |"
-    )
+    return f"{bleu:.2f} / {chrf:.2f}"
 
 
 def main(out: Path, specs: list[str]) -> None:

@@ -14,6 +14,8 @@
 # to extend the table). Writes OUT/table.md. A variant that sets data.vocab_size, data.joint or
 # data.spm_model_type gets its own preprocessed copy of the corpus (OUT/data-NAME).
 #   CONFIG=configs/sample.yaml CORPUS=data STEPS=400 recipes/bible-ablation.sh ...  (the demo's)
+#   NMT="python3 -m nmt" PY=python3 CPUS="$(seq -s' ' 0 7)" recipes/bible-ablation.sh ...
+#       (8 lanes on a GPU machine, from the working tree: `auto` trains there on the GPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${CORPUS:-../shared/data/bible-es-en}
@@ -24,7 +26,7 @@ CONFIG=${CONFIG:-configs/bible-es-en.yaml}
 read -ra CPUS <<< "${CPUS:-0 1}"
 NMT=${NMT:-.venv/bin/nmt}
 PY=${PY:-.venv/bin/python}
-[ -x "$NMT" ] || make install
+command -v ${NMT%% *} > /dev/null || make install  # NMT may be a command line
 source recipes/steps.sh
 [ $# -gt 0 ] || { echo "usage: $0 NAME[=KEY=VALUE[,KEY=VALUE...]] ..." >&2; exit 2; }
 

@@ -95,3 +95,23 @@ def test_without_cuda_it_says_so_and_stops(tmp_path):
     summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
     assert table_rows(summary)["cuda"][0][1] == "no CUDA"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu-check.log", "summary.md"]
+
+
+def test_the_summary_of_a_gpu_run_names_the_card(tmp_path, monkeypatch):
+    """The GPU path's summary, built on the CPU: its first row (the `cuda` step, status ok) names
+    the card. The first run on an H200 crashed here: that step had no row of its own."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from gpu_check_machine import Machine
+    from gpu_check_runner import Config, Runner, Step
+    from gpu_check_summary import Summary
+
+    config = Config("cuda", tmp_path, 480.0, tmp_path, True, tmp_path)
+    runner = Runner(config, start=0.0)
+    machine = Machine(runner)
+    machine.info |= {"torch": "2.11.0", "cuda_build": "13.0"}
+    machine.info["gpus"] = [{"name": "NVIDIA H200", "gib": 139.8, "capability": "9.0"}]
+    runner.steps.append(Step("cuda", "cuda: torch 2.11.0", 0, status="ok"))
+    runner.steps.append(Step("later", "later: a step with no rows of its own", 0, status="ok"))
+    rows = table_rows(Summary(runner, machine).text())
+    assert "NVIDIA H200 (139.8 GiB, compute 9.0)" in rows["cuda"][0]
+    assert rows["later"][0][1] == "ok"

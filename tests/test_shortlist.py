@@ -2,6 +2,7 @@
 scores each sentence's list alone, with every constraint still satisfiable."""
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -295,3 +296,65 @@ def test_nmt_shortlist_refuses_bad_input(run, sample_dir, tmp_path):
         assert result.exit_code == 2, result.output
         assert "error:" in result.output and message in result.output
     assert not (tmp_path / "x.pt").exists()
+
+
+# --- the benchmark -----------------------------------------------------------------------------
+
+
+def test_bench_translate_measures_both_settings_side_by_side_with_bleu(run, sample_dir, tmp_path):
+    """Each beam and mode runs the full softmax, then the shortlist, back to back; each row's
+    BLEU is that of what `Translator.translate` gives with that setting."""
+    from nmt.bench.translate import bench_translate
+    from nmt.evaluate import corpus_metrics
+
+    src, ref = sample_dir / "test.es.txt", sample_dir / "test.en.txt"
+    rows = bench_translate(run / "last.pt", src, 12, [1], [2000], "cpu", "fp32", reference=ref)
+    assert [(r["mode"], r["shortlist"]) for r in rows] == [
+        ("batched, 2000 tokens", "off"), ("batched, 2000 tokens", "on"),
+        ("one at a time", "off"), ("one at a time", "on"),
+    ]  # fmt: skip
+    lines = src.read_text(encoding="utf-8").splitlines()[:12]
+    refs = ref.read_text(encoding="utf-8").splitlines()[:12]
+    translator = Translator.from_checkpoint(run / "last.pt", "cpu", "fp32")
+    for row in rows:
+        hyps = translator.translate(lines, beam=1, shortlist=row["shortlist"] == "on")
+        assert row["bleu"] == round(corpus_metrics(hyps, [refs], ("bleu",))[0].score, 2)
+        assert row["sentences_per_s"] > 0 and row["vs one at a time"].endswith("x")
+
+
+def test_bench_translate_refuses_a_shortlist_it_lacks_and_a_reference_that_does_not_match(
+    run, sample_dir, tmp_path
+):
+    short = tmp_path / "short.en"
+    short.write_text("one line\n", encoding="utf-8")
+    src = str(sample_dir / "test.es.txt")
+    bench = ["bench", "translate", "-i", src, "--lines", "2", "--beams", "1", "--out", tmp_path]
+    cases = [
+        ([run / "old.pt", "--shortlist", "on"], "no lexical shortlist"),
+        ([run / "last.pt", "--shortlist", "yes"], "expected on and off"),
+        ([run / "last.pt", "--reference", short], "the reference has 1 lines"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, [str(a) for a in [*bench, *args]])
+        assert result.exit_code == 2, result.output
+        assert "error:" in result.output and message in result.output
+
+
+def test_the_search_profile_accounts_for_the_whole_translation(run, sample_dir, monkeypatch):
+    """scripts/profile_search.py: every part's own time, which add up to the whole; the
+    translation is what it is unprofiled, and the methods are restored afterwards."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    from profile_search import profile
+
+    lines = (sample_dir / "test.es.txt").read_text(encoding="utf-8").splitlines()[:6]
+    translator = Translator.from_checkpoint(run / "last.pt", "cpu", "fp32")
+    before = translator.translate(lines, beam=3, shortlist=True)
+    methods = [Translator.translate_nbest, Translator.translate_prepared]
+    result = profile(translator, lines, 3, shortlist=True)
+    seconds = {row["part"]: row["seconds"] for row in result["rows"]}
+    assert {"encoder", "decoder step", "output layer + softmax", "scoring: top-k"} <= set(seconds)
+    assert all(s >= 0 for s in seconds.values())
+    assert sum(seconds.values()) == pytest.approx(result["seconds"], abs=0.01)
+    assert result["steps"] > 1 and result["ms_per_step"] > 0
+    assert translator.translate(lines, beam=3, shortlist=True) == before
+    assert [Translator.translate_nbest, Translator.translate_prepared] == methods  # unpatched

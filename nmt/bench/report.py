@@ -34,6 +34,22 @@ def bench_sentences(path: Path, n: int) -> list[str]:
     return lines
 
 
+def bench_pairs(path: Path, reference: Path | None, n: int) -> tuple[list[str], list[str] | None]:
+    """`bench_sentences`, and the reference's lines beside them (None without a reference),
+    for the BLEU that a speed is reported with."""
+    lines = bench_sentences(path, n)
+    if reference is None:
+        return lines, None
+    sources, targets = list(read_lines(path)), list(read_lines(reference))
+    if len(sources) != len(targets):
+        raise NmtError(
+            f"the reference has {len(targets):,} lines and the input {len(sources):,}",
+            str(reference),
+            "give the reference translation of --input, line by line",
+        )
+    return lines, [t for s, t in zip(sources, targets) if s.strip()][: len(lines)]
+
+
 def environment() -> dict[str, Any]:
     """What the numbers were measured on."""
     return {

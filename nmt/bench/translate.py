@@ -1,4 +1,5 @@
-"""`nmt bench translate`: sentences/s batched at several sizes against one at a time."""
+"""`nmt bench translate`: sentences/s batched at several sizes against one at a time, for each
+search setting (the full softmax, the lexical shortlist), with BLEU beside the speed."""
 
 from __future__ import annotations
 
@@ -7,26 +8,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nmt.bench.report import bench_sentences, cpu_columns
+from nmt.bench.report import bench_pairs, cpu_columns
+from nmt.evaluate import corpus_metrics
 
 
 def _timed_translation(
-    translator: Any, calls: list[list[str]], beam: int, batch_tokens: int | None = None
-) -> dict:
-    """Translate each list of `calls` with one call; seconds, sentences/s, output tokens/s."""
+    translator: Any, calls: list[list[str]], beam: int, shortlist: bool, batch_tokens: int | None
+) -> tuple[dict, list[str]]:
+    """Translate each list of `calls` with one call: seconds, sentences/s, output tokens/s;
+    and the translations, for BLEU."""
     start = time.perf_counter()
     results = [
         r
         for lines in calls
-        for r in translator.translate_nbest(lines, beam, batch_tokens=batch_tokens)
+        for r in translator.translate_nbest(
+            lines, beam, batch_tokens=batch_tokens, shortlist=shortlist
+        )
     ]
     seconds = time.perf_counter() - start
     tokens = sum(len(r.hypotheses[0].pieces) + 1 for r in results if r.source_pieces)
-    return {
+    texts = [r.hypotheses[0].text if r.hypotheses else "" for r in results]
+    speed = {
         "seconds": round(seconds, 2),
         "sentences_per_s": round(len(results) / seconds, 1),
         "tokens_per_s": round(tokens / seconds),
     }
+    return speed, texts
 
 
 def bench_translate(
@@ -37,26 +44,40 @@ def bench_translate(
     batch_tokens: Sequence[int],
     device: str,
     precision: str,
+    shortlists: Sequence[bool] | None = None,
+    reference: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Per beam size: the whole file decoded in length-sorted batches of each size, then the
-    same sentences one at a time (one call per sentence, as a naive loop would), in one process.
-    `vs one at a time` is the batched rate over the one-at-a-time rate of the same beam."""
+    """Per beam size and per way of running it (the whole file in length-sorted batches of
+    each size, then one call per sentence, as a naive loop would), each search setting in
+    turn, so that the settings compared are measured side by side in one process. `vs one at
+    a time` is a row's rate over the one-at-a-time rate of its beam and setting. Shortlist
+    settings: None means both where the checkpoint has a shortlist, else the full softmax."""
     from nmt.translate import Translator
+    from nmt.translate.options import check_model_options
 
-    lines = bench_sentences(input_path, n_lines)
+    lines, refs = bench_pairs(input_path, reference, n_lines)
     translator = Translator.from_checkpoint(checkpoint, device, precision)
+    if shortlists is None:
+        shortlists = [False, True] if translator.shortlist is not None else [False]
+    check_model_options(translator, False, None, shortlist=any(shortlists))
     translator.translate(lines[:8])  # warm-up: allocator, kernels, weight caches
+    runs = [(f"batched, {size} tokens", [lines], size) for size in batch_tokens]
+    runs.append(("one at a time", [[line] for line in lines], None))
     rows = []
     for beam in beams:
-        batched = [
-            {"beam": beam, "mode": f"batched, {size} tokens"}
-            | _timed_translation(translator, [lines], beam, size)
-            for size in batch_tokens
-        ]
-        single = _timed_translation(translator, [[line] for line in lines], beam)
-        for row in [*batched, single]:
-            row["vs one at a time"] = f"{row['sentences_per_s'] / single['sentences_per_s']:.1f}x"
-        rows += [*batched, {"beam": beam, "mode": "one at a time"} | single]
+        single: dict[bool, float] = {}
+        for mode, calls, size in runs:
+            for shortlist in shortlists:
+                speed, texts = _timed_translation(translator, calls, beam, shortlist, size)
+                row = {"beam": beam, "mode": mode, "shortlist": "on" if shortlist else "off"}
+                if refs is not None:
+                    row["bleu"] = round(corpus_metrics(texts, [refs], ("bleu",))[0].score, 2)
+                rows.append(row | speed)
+                if size is None:
+                    single[shortlist] = speed["sentences_per_s"]
+        for row in rows[-len(runs) * len(shortlists) :]:
+            rate = single[row["shortlist"] == "on"]
+            row["vs one at a time"] = f"{row['sentences_per_s'] / rate:.1f}x"
     for row in rows:
         row.update(precision=translator.runtime.precision, device=str(translator.runtime.device))
         row.update(cpu_columns() if translator.runtime.device.type == "cpu" else {})

@@ -216,9 +216,21 @@ def bench_translate(
     ] = "2000,6000,20000,60000",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 or auto.")] = "auto",
+    shortlist: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated: off (the full softmax), on (the checkpoint's lexical "
+            "shortlist). Default: both where the checkpoint has one, measured side by side."
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option("--reference", "-r", help="Reference of --input: a BLEU column per row."),
+    ] = None,
     out: BenchOut = Path("bench-out"),
 ) -> None:
-    """Translation sentences/s and tokens/s: batched at several sizes, and one at a time."""
+    """Translation sentences/s and tokens/s, batched at several sizes and one at a time, per
+    search setting; with --reference, the BLEU each setting bought its speed with."""
     from nmt.bench.translate import bench_translate as run
 
     rows = run(
@@ -229,6 +241,17 @@ def bench_translate(
         ints(batch_tokens, "--batch-tokens"),
         device,
         precision,
+        None if shortlist is None else on_off(shortlist, "--shortlist"),
+        reference,
     )
     settings = {"checkpoint": str(checkpoint), "input": str(input), "lines": lines}
+    settings |= {"reference": str(reference)} if reference else {}
     _report(out, "translate", rows, settings)
+
+
+def on_off(text: str, flag: str) -> list[bool]:
+    """A comma-separated list of on/off settings, e.g. `--shortlist off,on`."""
+    words = [w.strip() for w in text.split(",")]
+    if not words or any(w not in ("on", "off") for w in words):
+        raise NmtError(f"expected on and off separated by commas, got {text!r}", flag)
+    return [w == "on" for w in words]

@@ -2,7 +2,7 @@
 # The reference recipe: from the Bible corpus to a scored model, for docs/results.md.
 #
 #   recipes/bible-es-en.sh [CORPUS_DIR] [OUT_DIR]      (defaults: ../shared/data/bible-es-en, runs/bible)
-#   ARCH=luong MINUTES=40 recipes/bible-es-en.sh        (architecture and training budget)
+#   ARCH=rnnsearch MINUTES=20 recipes/bible-es-en.sh    (architecture and budget: luong, 40)
 #   recipes/bible-es-en.sh CORPUS OUT --set model.layer_norm=true   (further args go to `nmt train`)
 #
 # Preprocesses once (OUT_DIR/data), trains ARCH with early stopping and a wall-clock budget
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 CORPUS=${1:-../shared/data/bible-es-en}
 OUT=${2:-runs/bible}
 shift $(( $# < 2 ? $# : 2 ))
-ARCH=${ARCH:-rnnsearch}
+ARCH=${ARCH:-luong}
 MINUTES=${MINUTES:-40}
 NMT=${NMT:-.venv/bin/nmt}
 [ -x "$NMT" ] || make install

@@ -132,8 +132,8 @@ def translate(
             "--shortlist/--no-shortlist",
             help="Score only each line's lexical shortlist in the output layer (its source "
             "subwords' likely translations, the frequent target subwords, its placeholders and "
-            "prefix): faster, nearly always the same output. On by default when the checkpoint "
-            "has one (decode.shortlist); --no-shortlist scores the whole vocabulary.",
+            "prefix), where the checkpoint has one; nearly always the same output. Default: "
+            "decode.shortlist (off); --no-shortlist scores the whole vocabulary.",
             show_default=False,
         ),
     ] = None,

@@ -356,9 +356,10 @@ class DecodeConfig:
         choices=("split", "truncate"),
     )
     shortlist: bool = option(
-        True,
+        False,
         "Score only each sentence's lexical shortlist in the output layer where the checkpoint "
-        "has one (`nmt train` builds it, `nmt shortlist` adds it); `nmt score` scores all.",
+        "has one (`nmt train` builds it, `nmt shortlist` adds it); `nmt score` scores all. "
+        "Off by default: it is slower on the Bible model (docs/performance.md).",
     )
     shortlist_k: int = option(50, "Shortlist: target subwords per source subword (≤ 100).", min=1)
     shortlist_frequent: int = option(200, "Shortlist: frequent target subwords added.", min=0)

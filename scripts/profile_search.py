@@ -32,23 +32,32 @@ from nmt.model.luong import LuongDecoder
 from nmt.model.seq2seq import Seq2Seq
 from nmt.translate import Translator
 
-# (part, the method it is timed by, the part that calls it); SCORING: masks, rules and the top-k
-# around the decoder step and the output layer
+# (part, the class or module whose method times it, the method, the part that calls it);
+# SCORING: masks, rules and the top-k around the decoder step and the output layer
+Part = tuple[str, Any, str, str | None]
 TEXT, SEARCH, SCORING = "subwords in and out, batching", "search bookkeeping", "scoring: top-k"
-PARTS: list[tuple[str, Any, str, str | None]] = [
+STEP = "decoder step"
+PARTS: list[Part] = [
     (TEXT, Translator, "translate_nbest", None),
     (SEARCH, Translator, "translate_prepared", TEXT),
     ("encoder", Seq2Seq, "encode", SEARCH),
     (SCORING, Ensemble, "topk", SEARCH),
     ("output layer + softmax", Seq2Seq, "log_probs", SCORING),
 ]
-STEP = "decoder step"
-LUONG = [("decoder step: GRU", nmt.model.luong, "run_gru"), ("decoder step: attention",
-         LuongDecoder, "_attend")]  # fmt: skip
+LUONG: list[Part] = [
+    (STEP + ": GRU", nmt.model.luong, "run_gru", STEP),
+    (STEP + ": attention", LuongDecoder, "_attend", STEP),
+]
+
+
+def parts_of(decoder: type) -> list[Part]:
+    """Every part timed for a model with this decoder: its step, and for `luong` the step's
+    GRU and attention apart."""
+    return [*PARTS, (STEP, decoder, "step", SCORING), *(LUONG if decoder is LuongDecoder else [])]
 
 
 @contextlib.contextmanager
-def timers(decoder: type, totals: dict[str, float], calls: dict[str, int]) -> Iterator[None]:
+def timers(parts: list[Part], totals: dict[str, float], calls: dict[str, int]) -> Iterator[None]:
     """Patch every part's method with a wall clock that adds to totals[part]."""
 
     def clocked(part: str, fn: Callable) -> Callable:
@@ -63,36 +72,25 @@ def timers(decoder: type, totals: dict[str, float], calls: dict[str, int]) -> It
 
         return run
 
-    parts = [(p, owner, name) for p, owner, name, _ in PARTS] + [(STEP, decoder, "step")]
-    parts += LUONG if decoder is LuongDecoder else []
     with contextlib.ExitStack() as stack:
-        for part, owner, name in parts:
+        for part, owner, name, _ in parts:
             stack.enter_context(mock.patch.object(owner, name, clocked(part, getattr(owner, name))))
         yield
 
 
-def parent_of(part: str, luong: bool) -> str | None:
-    if part == STEP:
-        return SCORING
-    if luong and part.startswith(STEP + ":"):
-        return STEP
-    return next(parent for p, _, _, parent in PARTS if p == part)
-
-
 def profile(translator: Translator, lines: Sequence[str], beam: int, shortlist: bool) -> dict:
     """Each part's own seconds and share, the search steps and milliseconds per step."""
-    decoder = type(translator.models[0].decoder)
+    parts = parts_of(type(translator.models[0].decoder))
     translator.translate(list(lines[:8]), beam=beam, shortlist=shortlist)  # warm-up
     totals: dict[str, float] = collections.defaultdict(float)
     calls: dict[str, int] = collections.defaultdict(int)
-    with timers(decoder, totals, calls):
+    with timers(parts, totals, calls):
         translator.translate(list(lines), beam=beam, shortlist=shortlist)
     own = dict(totals)
-    for part, seconds in totals.items():
-        parent = parent_of(part, decoder is LuongDecoder)
-        if parent is not None:
-            own[parent] -= seconds
-    whole = totals[PARTS[0][0]]
+    for part, _, _, parent in parts:
+        if parent is not None and part in totals:
+            own[parent] -= totals[part]
+    whole = totals[TEXT]
     rows = [
         {"part": part, "seconds": round(s, 3), "share": f"{100 * s / whole:.1f}%"}
         for part, s in own.items()

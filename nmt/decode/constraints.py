@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from nmt.decode.shortlist import Columns
+
 if TYPE_CHECKING:
     from nmt.data.protect import Masked
     from nmt.decode.shortlist import Subset
@@ -36,17 +38,24 @@ class StepRule:
     token: torch.Tensor | None = None  # [N] the only token a forced prefix allows (-1: any)
     subset: Subset | None = None  # a shortlist: the pieces scored, each row's own list
 
-    def apply(self, scores: torch.Tensor, rows: slice, eos: int) -> None:
-        """Set disallowed scores [n, V] of the rows `rows` to -inf, in place."""
+    def apply(
+        self, scores: torch.Tensor, rows: slice, eos: int, columns: Columns | None = None
+    ) -> None:
+        """Set disallowed scores [n, W] of the rows `rows` to -inf, in place; W is the
+        vocabulary, or a shortlist's columns (`columns`)."""
+        columns = columns or Columns(None, scores.shape[1])
         if self.token is not None:
             token = self.token[rows].unsqueeze(1)  # [n, 1]
-            other = torch.arange(scores.shape[1], device=scores.device) != token  # [n, V]
+            other = columns.pieces(scores.device) != token  # [n, W]
             scores.masked_fill_(other & (token >= 0), float("-inf"))
         if self.eos_ok is not None:
-            scores[:, eos].masked_fill_(~self.eos_ok[rows], float("-inf"))
+            found, _ = columns.find(torch.tensor([eos], device=scores.device))  # always listed
+            ok = self.eos_ok[rows].unsqueeze(1)
+            scores[:, found] = scores[:, found].masked_fill(~ok, float("-inf"))
         if self.symbols is not None and self.allow is not None:
-            symbol = scores[:, self.symbols]  # [n, P]
-            scores[:, self.symbols] = symbol.masked_fill(~self.allow[rows], float("-inf"))
+            found, present = columns.find(self.symbols)  # [P]
+            allowed = scores[:, found].masked_fill(~self.allow[rows], float("-inf"))
+            scores[:, found[present]] = allowed[:, present]  # a list lacks only what is barred
 
     def candidates(self, eos: int) -> torch.Tensor:
         """The only tokens a forced row may take: [1 + P] (eos, then the placeholders)."""

@@ -12,7 +12,7 @@ import torch
 
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decode.constraints import StepRule
-from nmt.decode.shortlist import Subset
+from nmt.decode.shortlist import Columns, Subset, expand
 from nmt.model import DecoderState, Seq2Seq
 
 CPU_SCORES_PER_PASS = 1 << 20  # scores computed, normalised and searched at once on the CPU
@@ -64,26 +64,32 @@ class Ensemble:
         outputs = [model.decoder.step(y_prev, s) for model, s in zip(self.models, states)]
         states = [s for _, s, _ in outputs]
         weights = [w for _, _, w in outputs if w is not None]
-        rows, device = y_prev.shape[0], y_prev.device
-        values = torch.empty(rows, min(k, self.vocab), dtype=self.dtype, device=device)
+        rows, device, subset = y_prev.shape[0], y_prev.device, rule.subset
+        width = self.vocab if subset is None or keys is not None else len(subset.ids)
+        values = torch.empty(rows, min(k, width), dtype=self.dtype, device=device)
         tokens = torch.empty(values.shape, dtype=torch.long, device=device)
         special = rule.candidates(EOS_ID)  # [C]: what forced rows choose from
         forced = torch.empty(rows, len(special), dtype=self.dtype, device=device)
         # on the CPU, a few rows at a time: their [rows, V] scores stay in the cache from the
         # output layer through the softmax to the top-k (one pass over all rows is memory-bound)
-        per_pass = max(1, CPU_SCORES_PER_PASS // self.vocab if device.type == "cpu" else rows)
+        per_pass = max(1, CPU_SCORES_PER_PASS // width if device.type == "cpu" else rows)
         for start in range(0, rows, per_pass):
             chunk = slice(start, start + per_pass)
-            part = None if rule.subset is None else rule.subset[chunk]
-            scores = self._scores([f[chunk] for f, _, _ in outputs], part)  # [chunk, V]
-            scores[:, PAD_ID] = scores[:, BOS_ID] = float("-inf")
-            rule.apply(scores, chunk, EOS_ID)
-            forced[chunk] = scores[:, special]
+            part = None if subset is None else subset[chunk]
+            scores = self._scores([f[chunk] for f, _, _ in outputs], part)  # [chunk, V or U']
+            if keys is not None and part is not None:  # sampling draws over the vocabulary
+                scores, part = expand(scores, part, self.vocab), None
+            columns = Columns(part, self.vocab)
+            columns.bar(scores, [PAD_ID, BOS_ID])
+            rule.apply(scores, chunk, EOS_ID, columns)
+            forced[chunk] = columns.gather(scores, special)
             if keys is None:
                 torch.topk(scores, values.shape[1], -1, out=(values[chunk], tokens[chunk]))
             else:
                 tokens[chunk] = keys(scores, chunk).topk(values.shape[1], -1).indices
                 values[chunk] = scores.gather(1, tokens[chunk])
+        if subset is not None and keys is None:
+            tokens = subset.ids[tokens]  # columns → target pieces
         if bool(rule.forced.any()):
             best, pick = forced[rule.forced].topk(min(k, len(special)), 1)  # [f, k']
             values[rule.forced] = float("-inf")
@@ -94,18 +100,24 @@ class Ensemble:
 
     def _scores(self, features: list[torch.Tensor], subset: Subset | None = None) -> torch.Tensor:
         """Each model's features [n, E] → the ensemble's log-probabilities [n, V]; with a
-        `subset`, computed over its pieces alone and -inf elsewhere."""
-        ids, allow = (None, None) if subset is None else (subset.ids, subset.allow)
+        `subset`, over its columns [n, U'] (-inf outside each row's list)."""
         if len(self.models) == 1:
-            scores = self.models[0].log_probs(features[0], ids, allow).to(self.dtype)
-        else:
-            scores = torch.stack(
-                [m.log_probs(f, ids, allow).to(self.dtype) for m, f in zip(self.models, features)]
-            ).mean(0)  # [n, V] or [n, U]
-        if ids is None:
-            return scores
-        full = scores.new_full((scores.shape[0], self.vocab), float("-inf"))  # [n, V]
-        return full.index_copy_(1, ids[: subset.count], scores[:, : subset.count])
+            return self.models[0].log_probs(features[0], *self._output(0, subset)).to(self.dtype)
+        return torch.stack(
+            [
+                m.log_probs(f, *self._output(i, subset)).to(self.dtype)
+                for i, (m, f) in enumerate(zip(self.models, features))
+            ]
+        ).mean(0)
+
+    def _output(self, i: int, subset: Subset | None) -> tuple[Callable | None, torch.Tensor | None]:
+        """Model i's output layer over the subset's pieces (made once per union and kept in its
+        cache), and the rows' lists; (None, None) for the whole vocabulary."""
+        if subset is None:
+            return None, None
+        if i not in subset.cache:
+            subset.cache[i] = self.models[i].output_rows(subset.ids)
+        return subset.cache[i], subset.barred
 
 
 def select(

@@ -3,16 +3,20 @@ complete with what the search must be able to emit, and the target pieces one st
 
 A sentence's list always holds eos, unk, the placeholders its constraints need and its forced
 prefix, so every constraint stays satisfiable whatever the list. At each step the output layer
-is computed only over the union of the lists of the rows in the batch; each row is masked to its
-own sentence's list before the softmax, so that its scores do not depend on the sentences it is
-decoded with (`Seq2Seq.log_probs`): to the last bit, as the union is padded to a multiple of
-`BLOCK` pieces (a matrix product computes its last, narrower columns apart, in another order)
-and the softmax sums in float64 (a sum's order follows the row's width).
+is computed only over the union of the lists of the rows in the batch (`Subset`), and the
+search masks, normalises and ranks in the union's columns, mapping the pieces it picks back to
+their ids: nothing of vocabulary width is computed. Each row is masked to its own sentence's
+list before the softmax, so its scores do not depend on the sentences it is decoded with
+(`Seq2Seq.log_probs`): in float64 to the last bit, as the union is padded to a multiple of
+`BLOCK` pieces (a matrix product computes its last, narrower columns apart, in another order);
+in float32 and bf16 to the last bits, as the other products are. The union is made when
+sentences join and kept while they leave (`Lists`), with the output layer's rows gathered for
+it once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -44,36 +48,49 @@ def complete(
 @dataclass
 class Subset:
     """The target pieces of one step: `ids` [U'], the union of the rows' lists (its first
-    `count`, sorted) padded to a multiple of `BLOCK` with pad, and `allow` [N, U'], each row's own
-    list within it (never the padding)."""
+    `count`, sorted) padded to a multiple of `BLOCK` with pad, `barred` [N, U'], True outside
+    each row's own list (and at the padding), and `columns` [V], the column of each piece in `ids`
+    (-1: not there). The search scores, masks and ranks in these columns and maps the tokens
+    it picks back through `ids`. `cache` holds what the models derive from `ids` (the output
+    layer's rows: `Seq2Seq.output_rows`); it is shared by every Subset of the same union."""
 
     ids: torch.Tensor  # [U'] the union, then pad
-    allow: torch.Tensor  # [N, U'] bool
+    barred: torch.Tensor  # [N, U'] bool
     count: int  # U, the union's size
+    columns: torch.Tensor  # [V] long
+    cache: dict = field(default_factory=dict, compare=False)
 
     @classmethod
-    def of(cls, masks: torch.Tensor, rows: torch.Tensor) -> Subset:
-        """From the sentences' lists masks [B, V] and the sentence of each row rows [N]."""
-        ids = masks.any(0).nonzero().squeeze(1)  # [U]
-        pad = -len(ids) % BLOCK
-        allow = masks[:, ids][rows]  # [N, U]
-        return cls(
-            torch.cat([ids, ids.new_full((pad,), PAD_ID)]),
-            torch.cat([allow, allow.new_zeros(len(rows), pad)], 1),  # [N, U']
-            len(ids),
-        )
+    def of(cls, masks: torch.Tensor, rows: torch.Tensor, union: Subset | None = None) -> Subset:
+        """From the sentences' lists masks [B, V] and the sentence of each row rows [N]; over
+        the pieces of `union` (and its cache) where given, which must hold every list."""
+        if union is None:
+            ids = masks.any(0).nonzero().squeeze(1)  # [U]
+            count, pad = len(ids), -len(ids) % BLOCK
+            ids = torch.cat([ids, ids.new_full((pad,), PAD_ID)])  # [U']
+            columns = torch.full((masks.shape[1],), -1, dtype=torch.long, device=masks.device)
+            columns[ids[:count]] = torch.arange(count, device=masks.device)
+            union = cls(ids, masks.new_zeros(0, len(ids)), count, columns)
+        barred = ~masks[:, union.ids][rows]  # [N, U']
+        barred[:, union.count :] = True
+        return cls(union.ids, barred, union.count, union.columns, union.cache)
 
     def __getitem__(self, chunk: slice) -> Subset:
         """The rows `chunk` of the step."""
-        return Subset(self.ids, self.allow[chunk], self.count)
+        return Subset(self.ids, self.barred[chunk], self.count, self.columns, self.cache)
 
 
 class Lists:
     """The shortlists of a running beam search's sentences, following them as they join and
-    leave it (`nmt.decode.beam.BeamBatch`)."""
+    leave it (`nmt.decode.beam.BeamBatch`). A step's `Subset` is kept until the sentences
+    change; when sentences leave, the union is kept (it still holds every list left), so what
+    the models derived from it (`Subset.cache`) is not rebuilt."""
 
     def __init__(self) -> None:
         self.masks: torch.Tensor | None = None  # [b, V] bool; None: the sentences have none
+        self._subset: Subset | None = None  # the last step's, for rows `_rows`
+        self._rows: torch.Tensor | None = None
+        self._stale = False  # sentences left since `_subset`: same union, other rows
 
     def add(
         self,
@@ -89,13 +106,58 @@ class Lists:
         if masks is not None:
             masks = complete(masks, constraints, prefix)
             masks = torch.cat([self.masks, masks]) if running and self.masks is not None else masks
-        self.masks = masks
+        self.masks, self._subset = masks, None
 
     def keep(self, sentences: torch.Tensor) -> None:
         """Keep the lists of `sentences` (an index or a mask [b])."""
         if self.masks is not None:
-            self.masks = self.masks[sentences]
+            self.masks, self._stale = self.masks[sentences], True
 
     def subset(self, rows: torch.Tensor) -> Subset | None:
         """A step's pieces for rows of the sentences rows [N]; None without lists."""
-        return None if self.masks is None else Subset.of(self.masks, rows)
+        if self.masks is None:
+            return None
+        if self._subset is None or self._stale or not torch.equal(rows, self._rows):
+            self._subset = Subset.of(self.masks, rows, self._subset)
+            self._rows, self._stale = rows, False
+        return self._subset
+
+
+class Columns:
+    """Where target pieces sit in a step's scores: at their own ids (the whole vocabulary), or
+    in a subset's columns, where a piece outside the union has none."""
+
+    def __init__(self, subset: Subset | None, vocab: int):
+        self.subset, self.vocab = subset, vocab
+
+    def find(self, pieces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The columns [C] of `pieces` [C] (0 for a piece without one) and which have one."""
+        if self.subset is None:
+            return pieces, torch.ones_like(pieces, dtype=torch.bool)
+        found = self.subset.columns[pieces]
+        return found.clamp(min=0), found >= 0
+
+    def gather(self, scores: torch.Tensor, pieces: torch.Tensor) -> torch.Tensor:
+        """scores [n, W] of `pieces` [C] → [n, C], -inf for a piece without a column."""
+        found, present = self.find(pieces)
+        return scores[:, found].masked_fill_(~present, float("-inf"))
+
+    def bar(self, scores: torch.Tensor, pieces: list[int]) -> None:
+        """Set the scores [n, W] of `pieces` to -inf, in place, where they have a column."""
+        if self.subset is None:
+            scores[:, pieces] = float("-inf")
+            return
+        found, present = self.find(torch.tensor(pieces, device=scores.device))
+        scores[:, found[present]] = float("-inf")
+
+    def pieces(self, device: torch.device) -> torch.Tensor:
+        """The target piece of each column [W] (pad at a subset's padding)."""
+        if self.subset is None:
+            return torch.arange(self.vocab, device=device)
+        return self.subset.ids
+
+
+def expand(scores: torch.Tensor, subset: Subset, vocab: int) -> torch.Tensor:
+    """Scores [n, U'] over a subset's columns → [n, V] over the vocabulary, -inf elsewhere."""
+    full = scores.new_full((scores.shape[0], vocab), float("-inf"))
+    return full.index_copy_(1, subset.ids[: subset.count], scores[:, : subset.count])

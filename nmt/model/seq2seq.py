@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,7 @@ from torch import nn
 from nmt.config import ModelConfig
 from nmt.data.tokenizer import PAD_ID
 from nmt.errors import NmtError
-from nmt.model.decoder import RNNEncDecoder
+from nmt.model.decoder import RNNEncDecoder, autocast_dtype
 from nmt.model.encoder import Encoder
 from nmt.model.gru import Dropouts, GRUOptions
 from nmt.model.loss import SmoothedCrossEntropy
@@ -108,22 +110,32 @@ class Seq2Seq(nn.Module):
     def log_probs(
         self,
         features: torch.Tensor,
-        ids: torch.Tensor | None = None,
-        allow: torch.Tensor | None = None,
+        output: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        barred: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decoder features [N, E] → next-token log-probabilities [N, V], at least float32.
-        With `ids` [U] (a shortlist: `nmt.decode.shortlist`), over those target pieces alone
-        → [N, U]: the output layer's rows gathered, each row's softmax over its own `allow`
-        [N, U] (the others -inf), summed in float64 so that a row's scores do not depend on
-        the other rows' lists, nor on where its pieces sit among them."""
-        if ids is None:
-            logits = self.output(features)  # [N, V]
-            return F.log_softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))
-        logits = F.linear(features, self.output.weight[ids], self.output.bias[ids])  # [N, U]
-        if allow is not None:
-            logits = logits.masked_fill(~allow, float("-inf"))
-        dtype = torch.promote_types(logits.dtype, torch.float32)
-        return F.log_softmax(logits, -1, dtype=torch.float64).to(dtype)
+        With `output`, the output layer over some target pieces alone (a shortlist's:
+        `output_rows`) → [N, U], each row's softmax over its own list: `barred` [N, U] (True
+        outside it) set to -inf first. (The logits are cast before the softmax: a softmax that
+        casts as it reads runs slower on the CPU.)"""
+        logits = self.output(features) if output is None else output(features)  # [N, V or U]
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        if barred is not None:
+            logits = logits.masked_fill_(barred, float("-inf"))
+        return F.log_softmax(logits, -1)
+
+    def output_rows(self, ids: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The output layer over the target pieces `ids` [U] alone: features [N, E] → [N, U].
+        Its rows are gathered here once (in the autocast dtype, if any), so a search that keeps
+        the same pieces for many steps (`nmt.decode.shortlist.Lists`) does not copy them at
+        every step."""
+        if hasattr(self.output, "rows"):  # an int8 layer (`nmt.model.int8`)
+            return self.output.rows(ids)
+        weight, bias = self.output.weight[ids], self.output.bias[ids]
+        dtype = autocast_dtype(weight)
+        if dtype is not None:
+            weight, bias = weight.to(dtype), bias.to(dtype)
+        return functools.partial(F.linear, weight=weight, bias=bias)
 
     def loss(
         self,

@@ -26,7 +26,7 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
-    precision: str  # fp32 | bf16 | fp16
+    precision: str  # fp32 | bf16 | fp16 | int8 (translation on a CPU)
     cores: CoreShare | None = field(default=None, compare=False)  # CPU threads that adapt
 
     def share_cores(self) -> None:
@@ -35,10 +35,14 @@ class Runtime:
             self.cores.adjust()
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed precision for the forward pass (a no-op in fp32)."""
-        if self.precision == "fp32":
+        """Mixed precision for the forward pass (a no-op in fp32). int8 (translation on a
+        CPU: `nmt.model.int8`) runs what it does not quantise as `auto` would."""
+        precision = self.precision
+        if precision == "int8":
+            precision = "bf16" if cpu_has_native_bf16() else "fp32"
+        if precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+        return torch.autocast(self.device.type, dtype=_DTYPES[precision])
 
     def memory_mib(self) -> dict[str, int]:
         """Memory in use now and at its peak, in MiB: this process's resident set (the figure
@@ -154,10 +158,12 @@ def resolve_runtime(
     precision: str = "auto",
     source: str = "--precision",
     threads: int = 0,
+    int8: bool = False,
 ) -> Runtime:
     """CUDA when available (unless `device` says otherwise), and the precision that suits it.
     `source` names where the precision came from, for errors. On a CPU, `threads` fixes the
-    intra-op threads; 0 lets them follow the free cores."""
+    intra-op threads; 0 lets them follow the free cores. `int8` admits that precision
+    (translation only)."""
     if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -172,8 +178,14 @@ def resolve_runtime(
             "--device",
             "use --device cpu, or check the driver and CUDA_VISIBLE_DEVICES",
         )
-    if precision not in ("auto", "fp32", *_DTYPES):
-        raise NmtError(f"unknown precision {precision!r}", source, "use auto, fp32, bf16 or fp16")
+    known = ("auto", "fp32", *_DTYPES, *(("int8",) if int8 else ()))
+    if precision not in known:
+        fix = f"use {', '.join(known[:-1])} or {known[-1]}"
+        if precision == "int8":
+            fix = "int8 is for translating (nmt translate, serve): train in auto, fp32 or bf16"
+        raise NmtError(f"unknown precision {precision!r}", source, fix)
+    if precision == "int8" and dev.type != "cpu":
+        raise NmtError("int8 runs on a CPU", source, "use --device cpu, or auto on a GPU")
     if precision == "auto":
         if dev.type == "cuda":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"

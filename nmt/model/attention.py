@@ -68,6 +68,12 @@ class MultiplicativeAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """queries [B, T, Q], keys [B, S, Q], memory [B, S, M], mask [B, S]
         → context [B, T, M], weights [B, T, S]."""
-        scores = torch.bmm(queries, keys.transpose(1, 2))  # [B, T, S]
-        weights = torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=2)
+        weights = self.weights(queries, keys, mask)
         return torch.bmm(weights, memory), weights
+
+    def weights(
+        self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The attention weights [B, T, S] alone (as `forward`)."""
+        scores = torch.bmm(queries, keys.transpose(1, 2))  # [B, T, S]
+        return torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=2)

@@ -205,7 +205,10 @@ def _layer(rnn: nn.GRU, sfx: str) -> dict[str, torch.Tensor | None]:
 
 
 def run_gru(
-    rnn: nn.GRU, x: torch.Tensor, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    rnn: nn.Module,
+    x: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What `rnn(x, h0)` computes (batch_first; padding per `mask` as packed sequences do).
 
@@ -217,11 +220,14 @@ def run_gru(
     Without autograd (translation, validation), autocast runs `nn.GRU` as before: there is no
     backward to pay for the slices, and autocast keeps its bf16 weights for the whole search
     where `GRULayer` would cast them at every call, which makes a search step slower.
-    Both read the same parameters. A `GRU` with options PyTorch lacks (layer norm, residuals,
+    Both read the same parameters. A module that is not an `nn.GRU` (int8's) runs itself. A
+    `GRU` with options PyTorch lacks (layer norm, residuals,
     deep transition) always runs `GRULayer`, on any device. x [B, T, I], h0 [L*D, B, H],
     mask [B, T] → outputs [B, T, D*H], final states [L*D, B, H] (in the autocast dtype under
     autocast).
     """
+    if not isinstance(rnn, nn.GRU):  # a GRU that runs itself (`nmt.model.int8.Int8GRU`)
+        return rnn(x, h0, mask)
     device = x.device.type
     autocast = torch.is_autocast_enabled(device)
     if not getattr(rnn, "own_kernel", False) and (

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nmt.model.attention import MultiplicativeAttention
-from nmt.model.decoder import initial_hidden
+from nmt.model.decoder import autocast_dtype, initial_hidden
 from nmt.model.gru import (
     GRU,
     PLAIN_GRU,
@@ -16,6 +16,7 @@ from nmt.model.gru import (
     GRUOptions,
     run_gru,
 )
+from nmt.model.int8 import Linear, split_inputs
 from nmt.model.state import DecoderState
 
 
@@ -88,18 +89,55 @@ class LuongDecoder(nn.Module):
         attentional, weights = self._attend(s, state)
         return self.readout(attentional), weights  # [B, T, E], [B, T, S]
 
+    def search_state(self, state: DecoderState) -> DecoderState:
+        """The state `step` works on: the source states projected once by the context columns
+        of W_c, source_proj [B, S, H], in place of memory, which it does not read again."""
+        context_part, _ = self._combine_parts(autocast_dtype(state.memory))
+        projected = context_part(state.memory).to(state.memory.dtype)
+        return dataclasses.replace(state, source_proj=projected, memory=None)
+
+    def _combine_parts(self, dtype: torch.dtype | None) -> tuple[Linear, Linear]:
+        """W_c [c; s] + b split by its input columns: (c ↦ W_cc c, s ↦ W_cs s + b), in `dtype`
+        if given. Cached until the weight changes or `train`/`eval` is called (as
+        `RNNSearchDecoder._search_weights`)."""
+        weight = getattr(self.combine, "weight", None)
+        key = (
+            dtype,
+            id(self.combine),
+            *(() if weight is None else (weight.data_ptr(), weight._version)),
+        )
+        if getattr(self, "_combine_key", None) != key:
+            context_size = self.attention.key.in_features
+            self._combine_cache = split_inputs(self.combine, context_size, dtype)
+            self._combine_key = key
+        return self._combine_cache
+
+    def train(self, mode: bool = True) -> LuongDecoder:
+        """Also forget the split W_c (see `RNNSearchDecoder.train`)."""
+        self._combine_key = None
+        return super().train(mode)
+
     def step(
         self, y_prev: torch.Tensor, state: DecoderState
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+        """One step for N = B*K hypotheses (K per sentence). As c_i = Σ_j α_ij h_j with
+        Σ_j α_ij = 1, W_cc c_i = Σ_j α_ij (W_cc h_j): the source comes projected once per
+        sentence (`search_state`), and each step mixes H-wide projections instead of the 2H-wide
+        states and skips W_cc's product (for luong 256/512 two thirds of W_c's)."""
+        if state.source_proj is None:
+            state = self.search_state(state)
         x = self.dropout(self.embed(y_prev)).unsqueeze(1)  # [N, 1, E]
         if self.input_feeding:
             x = torch.cat([x, state.context.unsqueeze(1)], -1)
         s, hidden = run_gru(self.rnn, x, state.hidden)  # [N, 1, H]
-        grouped = s.view(state.memory.shape[0], -1, s.shape[2])  # [B, K, H]: K per sentence
-        attentional, weights = (x.flatten(0, 1) for x in self._attend(grouped, state))
-        feed = attentional if self.input_feeding else None  # [N, H]
+        grouped = s.view(state.source_proj.shape[0], -1, s.shape[2])  # [B, K, H]: K per sentence
+        weights = self.attention.weights(grouped, state.keys, state.mask)  # [B, K, S]
+        mixed = torch.bmm(weights.to(state.source_proj.dtype), state.source_proj)  # [B, K, H]
+        _, state_part = self._combine_parts(autocast_dtype(mixed))
+        attentional = torch.tanh(mixed.flatten(0, 1) + state_part(s.squeeze(1)))  # [N, H]
+        feed = attentional if self.input_feeding else None
         return (
             self.readout(attentional),
             dataclasses.replace(state, hidden=hidden, context=feed),
-            weights,
+            weights.flatten(0, 1),
         )

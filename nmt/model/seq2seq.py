@@ -87,10 +87,11 @@ class Seq2Seq(nn.Module):
         return self.decoder.init_state(states, final, src != PAD_ID)
 
     def search_state(self, state: DecoderState) -> DecoderState:
-        """`encode`'s state as the search steps it: rnnsearch projects the source once
-        (`RNNSearchDecoder.search_state`), so that sentences encoded apart can join a running
-        search (`DecoderState.cat`) in the same form as those already in it."""
-        if isinstance(self.decoder, RNNSearchDecoder):
+        """`encode`'s state as the search steps it: rnnsearch and luong project the source once
+        (`RNNSearchDecoder.search_state`, `LuongDecoder.search_state`), so that sentences
+        encoded apart can join a running search (`DecoderState.cat`) in the same form as those
+        already in it."""
+        if isinstance(self.decoder, (RNNSearchDecoder, LuongDecoder)):
             return self.decoder.search_state(state)
         return state
 

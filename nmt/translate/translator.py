@@ -28,6 +28,7 @@ from nmt.model.checkpoint import (
     model_from_checkpoint,
     vocabulary_id,
 )
+from nmt.model.int8 import quantize
 from nmt.translate.batch import TranslationBatch, sample_lines
 from nmt.translate.inputs import Prepared, add_prefixes, as_texts, prepare_lines
 from nmt.translate.options import DecodeOptions
@@ -91,7 +92,7 @@ class Translator:
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         if not paths:
             raise NmtError("no checkpoint given", "nmt translate", "name a .pt file")
-        runtime = resolve_runtime(device, precision)
+        runtime = resolve_runtime(device, precision, int8=True)
         checkpoints = [load_checkpoint(Path(p)) for p in paths]
         vocab = checkpoints[0]["vocab"]
         tokenizers = {
@@ -108,7 +109,8 @@ class Translator:
                 )
             cfg = checkpoint_config(checkpoint, str(path))
             model = model_from_checkpoint(checkpoint, cfg, str(path))
-            models.append(model.to(runtime.device).eval())
+            model = model.to(runtime.device).eval()
+            models.append(quantize(model) if runtime.precision == "int8" else model)
         cfg = checkpoint_config(checkpoints[0], str(paths[0]))
         src, tgt = tokenizers[vocab["src"]], tokenizers[vocab["tgt"]]
         translator = cls(models, src, tgt, cfg, runtime, vocab.get("protect"))

@@ -28,6 +28,7 @@ import torch
 import nmt.model.luong
 from nmt.bench.report import bench_sentences
 from nmt.decode.ensemble import Ensemble
+from nmt.model.attention import MultiplicativeAttention
 from nmt.model.luong import LuongDecoder
 from nmt.model.seq2seq import Seq2Seq
 from nmt.translate import Translator
@@ -46,7 +47,7 @@ PARTS: list[Part] = [
 ]
 LUONG: list[Part] = [
     (STEP + ": GRU", nmt.model.luong, "run_gru", STEP),
-    (STEP + ": attention", LuongDecoder, "_attend", STEP),
+    (STEP + ": attention", MultiplicativeAttention, "weights", STEP),
 ]
 
 
@@ -109,10 +110,11 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-shortlist", action="store_true", help="the full softmax")
+    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or int8")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    translator = Translator.from_checkpoint(args.checkpoint, "cpu")
+    translator = Translator.from_checkpoint(args.checkpoint, "cpu", args.precision)
     lines = bench_sentences(args.input, args.lines)
     result = profile(translator, lines, args.beam, not args.no_shortlist)
     if args.json:

@@ -114,6 +114,18 @@ def test_nbest_jsonl_and_tsv(checkpoint, tmp_path):
     assert rows[0].split("\t")[::2] == text
 
 
+def test_nmt_translate_in_int8(checkpoint, tmp_path):
+    """One line out per line in (an empty one stays empty), as in fp32."""
+    data = b"Dios\n\nY dijo Dios: Sea la luz.\n"
+    result, out = _translate(checkpoint, tmp_path, data, "--precision", "int8")
+    assert result.exit_code == 0, result.output
+    lines = out.read_text(encoding="utf-8").split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[3] == ""
+    (tmp_path / "fp32").mkdir()
+    fp32, out32 = _translate(checkpoint, tmp_path / "fp32", data, "--precision", "fp32")
+    assert fp32.exit_code == 0 and len(out32.read_text(encoding="utf-8").split("\n")) == 4
+
+
 def test_option_errors(checkpoint, tmp_path):
     result, _ = _translate(checkpoint, tmp_path, b"Dios\n", "--nbest", "3")
     assert result.exit_code == 2 and "--format tsv" in result.output
@@ -121,7 +133,7 @@ def test_option_errors(checkpoint, tmp_path):
     assert result.exit_code == 2 and "beam" in result.output
     result, _ = _translate(checkpoint, tmp_path, b"Dios\n", "--penalty", "short")
     assert result.exit_code == 2 and "length_penalty` must be one of wu" in result.output
-    result, _ = _translate(checkpoint, tmp_path, b"Dios\n", "--precision", "int8")
+    result, _ = _translate(checkpoint, tmp_path, b"Dios\n", "--precision", "int4")
     assert result.exit_code == 2 and "unknown precision" in result.output
     result = runner.invoke(app, ["translate", str(tmp_path / "none.pt")])
     assert result.exit_code == 2 and "checkpoint not found" in result.output

@@ -80,6 +80,22 @@ def expected(translator, texts, **options):
     return translator.translate_nbest(texts, **options)
 
 
+def test_int8_and_the_shortlist_serve_what_the_translator_gives_with_them(checkpoint):
+    """`nmt serve --precision int8 --shortlist`: a Translator loaded and asked the same way
+    gives the same translations; /v1/model says int8."""
+    translator = Translator.from_checkpoint(checkpoint, "cpu", "int8")
+    texts = SENTENCES[:6]
+    with running(checkpoint, "--precision", "int8", "--shortlist") as server:
+        got = server.post({"texts": texts}).json()["translations"]
+        assert server.client.get("/v1/model").json()["precision"] == "int8"
+    want = expected(translator, texts, shortlist=True)
+    assert [g["translation"] for g in got] == [w.hypotheses[0].text for w in want]
+    plain = expected(translator, texts, shortlist=False)  # the shortlist was on
+    scores = [w.hypotheses[0].score for w in want]
+    assert [g["score"] for g in got] == pytest.approx(scores, abs=1e-4)
+    assert scores != [w.hypotheses[0].score for w in plain]
+
+
 def test_answers_equal_the_translator_s_for_the_same_options(server, translator):
     """One text, several texts (an empty one among them), n-best lists and attention: the
     same translations as `Translator.translate_nbest`, scores to 1e-4."""

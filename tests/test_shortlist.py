@@ -301,23 +301,31 @@ def test_nmt_shortlist_refuses_bad_input(run, sample_dir, tmp_path):
 # --- the benchmark -----------------------------------------------------------------------------
 
 
-def test_bench_translate_measures_both_settings_side_by_side_with_bleu(run, sample_dir, tmp_path):
-    """Each beam and mode runs the full softmax, then the shortlist, back to back; each row's
-    BLEU is that of what `Translator.translate` gives with that setting."""
+def test_bench_translate_measures_every_setting_side_by_side_with_bleu(run, sample_dir, tmp_path):
+    """Each beam and mode runs every setting back to back (each precision with the full
+    softmax, then the shortlist); each row's BLEU is that of what `Translator.translate` gives
+    with that setting."""
     from nmt.bench.translate import bench_translate
     from nmt.evaluate import corpus_metrics
 
     src, ref = sample_dir / "test.es.txt", sample_dir / "test.en.txt"
-    rows = bench_translate(run / "last.pt", src, 12, [1], [2000], "cpu", "fp32", reference=ref)
-    assert [(r["mode"], r["shortlist"]) for r in rows] == [
-        ("batched, 2000 tokens", "off"), ("batched, 2000 tokens", "on"),
-        ("one at a time", "off"), ("one at a time", "on"),
-    ]  # fmt: skip
+    rows = bench_translate(
+        run / "last.pt", src, 12, [1], [2000], "cpu", ["fp32", "int8"], reference=ref
+    )
+    settings = [("fp32", "off"), ("fp32", "on"), ("int8", "off"), ("int8", "on")]
+    modes = ["batched, 2000 tokens", "one at a time"]
+    assert [(r["mode"], r["precision"], r["shortlist"]) for r in rows] == [
+        (mode, *setting) for mode in modes for setting in settings
+    ]
     lines = src.read_text(encoding="utf-8").splitlines()[:12]
     refs = ref.read_text(encoding="utf-8").splitlines()[:12]
-    translator = Translator.from_checkpoint(run / "last.pt", "cpu", "fp32")
+    translators = {
+        p: Translator.from_checkpoint(run / "last.pt", "cpu", p) for p in ("fp32", "int8")
+    }
     for row in rows:
-        hyps = translator.translate(lines, beam=1, shortlist=row["shortlist"] == "on")
+        hyps = translators[row["precision"]].translate(
+            lines, beam=1, shortlist=row["shortlist"] == "on"
+        )
         assert row["bleu"] == round(corpus_metrics(hyps, [refs], ("bleu",))[0].score, 2)
         assert row["sentences_per_s"] > 0 and row["vs one at a time"].endswith("x")
 

@@ -95,6 +95,7 @@ def _without_http(
     seconds: float,
     beam: int,
     max_wait_ms: float,
+    shortlist: bool,
 ) -> tuple[list[float], float, float]:
     """The server's scheduler and decoder in this process, with no HTTP: `clients` asyncio
     clients on a thread of their own submit one line each and wait for its answer, while the
@@ -106,7 +107,8 @@ def _without_http(
     scheduler = Scheduler(
         translator, max_wait_ms, max(requests, 1), Events(step=lambda n, _, __: steps.append(n))
     )
-    options, items = translator.decode_options(beam=beam), translator.prepare(lines)
+    options = translator.decode_options(beam=beam, shortlist=shortlist)
+    items = translator.prepare(lines)
     latencies: list[float] = []
     elapsed = 0.0
 
@@ -159,20 +161,22 @@ def _rss_mib(pid: int) -> int:
     return total // 1024
 
 
-def _file_rate(translator: Any, lines: list[str], beam: int) -> float:
+def _file_rate(translator: Any, lines: list[str], beam: int, shortlist: bool) -> float:
     """Sentences/s of the lines translated as a file."""
     start = time.perf_counter()
-    translator.translate(lines, beam=beam)
+    translator.translate(lines, beam=beam, shortlist=shortlist)
     return len(lines) / (time.perf_counter() - start)
 
 
-def _one_at_a_time_ms(translator: Any, lines: list[str], beam: int) -> dict[int, float]:
+def _one_at_a_time_ms(
+    translator: Any, lines: list[str], beam: int, shortlist: bool
+) -> dict[int, float]:
     """The p50/p95/p99 time of each line translated alone, as the server's single client
     sends them."""
     alone = []
     for line in lines:
         t0 = time.perf_counter()
-        translator.translate([line], beam=beam)
+        translator.translate([line], beam=beam, shortlist=shortlist)
         alone.append(time.perf_counter() - t0)
     return {q: 1000 * _percentile(alone, q) for q in (50, 95, 99)}
 
@@ -188,12 +192,12 @@ def _steps(port: int) -> tuple[float, float]:
 
 
 def _start_server(
-    checkpoint: Path, workers: int, precision: str, max_wait_ms: float
+    checkpoint: Path, workers: int, precision: str, max_wait_ms: float, shortlist: bool
 ) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "nmt", "serve", str(checkpoint), "--port", "0",
          "--workers", str(workers), "--precision", precision, "--max-queue", "100000",
-         "--max-wait-ms", str(max_wait_ms)],
+         "--max-wait-ms", str(max_wait_ms), "--shortlist" if shortlist else "--no-shortlist"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     for line in proc.stderr:
@@ -213,6 +217,7 @@ def bench_serve(
     seconds: float,
     precision: str = "auto",
     max_wait_ms: float = default("serve.max_wait_ms"),
+    shortlist: bool = False,
 ) -> list[dict[str, Any]]:
     """Rows: translate as a file, one sentence alone, the scheduler without HTTP at each
     client count, then each (workers, clients) level of a real server."""
@@ -221,8 +226,8 @@ def bench_serve(
     lines = bench_sentences(input_path, n_lines)
     translator = Translator.from_checkpoint(checkpoint, None, precision)
     translator.translate(lines[:8], beam=beam)  # warm-up
-    file_before = _file_rate(translator, lines, beam)
-    one_ms = _one_at_a_time_ms(translator, lines, beam)
+    file_before = _file_rate(translator, lines, beam, shortlist)
+    one_ms = _one_at_a_time_ms(translator, lines, beam, shortlist)
     levels: list[dict[str, Any]] = []
 
     def level(mode: str, c: int, latencies: list[float], elapsed: float, **more: Any) -> None:
@@ -243,12 +248,12 @@ def bench_serve(
     for c in clients:
         requests = max(len(lines), 10 * c)
         latencies, elapsed, per_step = _without_http(
-            translator, lines, c, requests, seconds, beam, max_wait_ms
+            translator, lines, c, requests, seconds, beam, max_wait_ms, shortlist
         )
         level("scheduler alone, no HTTP", c, latencies, elapsed, errors=0)
         levels[-1]["sentences_per_step"] = round(per_step, 1)
     for count in workers:
-        proc, port = _start_server(checkpoint, count, precision, max_wait_ms)
+        proc, port = _start_server(checkpoint, count, precision, max_wait_ms, shortlist)
         try:
             asyncio.run(_load("127.0.0.1", port, lines, 4, 16, seconds, beam))  # warm-up
             for c in clients:
@@ -267,7 +272,7 @@ def bench_serve(
             proc.wait(60)
     # this machine's speed drifts within minutes: the file rate is the mean of one measurement
     # before the server levels and one after them
-    file_after = _file_rate(translator, lines, beam)
+    file_after = _file_rate(translator, lines, beam, shortlist)
     file_rate = (file_before + file_after) / 2
     for level in levels:
         level["vs file"] = f"{level['vs file'] / file_rate:.2f}x"

@@ -43,42 +43,48 @@ def bench_translate(
     beams: Sequence[int],
     batch_tokens: Sequence[int],
     device: str,
-    precision: str,
+    precisions: Sequence[str],
     shortlists: Sequence[bool] | None = None,
     reference: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Per beam size and per way of running it (the whole file in length-sorted batches of
-    each size, then one call per sentence, as a naive loop would), each search setting in
-    turn, so that the settings compared are measured side by side in one process. `vs one at
-    a time` is a row's rate over the one-at-a-time rate of its beam and setting. Shortlist
-    settings: None means both where the checkpoint has a shortlist, else the full softmax."""
+    each size, then one call per sentence, as a naive loop would), each setting (precision x
+    shortlist) in turn, so that the settings compared are measured side by side in one
+    process. `vs one at a time` is a row's rate over the one-at-a-time rate of its beam and
+    setting. Shortlist settings: None means both where the checkpoint has a shortlist, else
+    the full softmax."""
     from nmt.translate import Translator
     from nmt.translate.options import check_model_options
 
     lines, refs = bench_pairs(input_path, reference, n_lines)
-    translator = Translator.from_checkpoint(checkpoint, device, precision)
+    translators = {p: Translator.from_checkpoint(checkpoint, device, p) for p in precisions}
+    first = translators[precisions[0]]
     if shortlists is None:
-        shortlists = [False, True] if translator.shortlist is not None else [False]
-    check_model_options(translator, False, None, shortlist=any(shortlists))
-    translator.translate(lines[:8])  # warm-up: allocator, kernels, weight caches
+        shortlists = [False, True] if first.shortlist is not None else [False]
+    check_model_options(first, False, None, shortlist=any(shortlists))
+    settings = [(p, shortlist) for p in precisions for shortlist in shortlists]
+    for translator in translators.values():
+        translator.translate(lines[:8])  # warm-up: allocator, kernels, weight caches
     runs = [(f"batched, {size} tokens", [lines], size) for size in batch_tokens]
     runs.append(("one at a time", [[line] for line in lines], None))
     rows = []
     for beam in beams:
-        single: dict[bool, float] = {}
+        single: dict[tuple[str, bool], float] = {}
         for mode, calls, size in runs:
-            for shortlist in shortlists:
+            for precision, shortlist in settings:
+                translator = translators[precision]
                 speed, texts = _timed_translation(translator, calls, beam, shortlist, size)
-                row = {"beam": beam, "mode": mode, "shortlist": "on" if shortlist else "off"}
+                row = {"beam": beam, "mode": mode, "precision": translator.runtime.precision}
+                row["shortlist"] = "on" if shortlist else "off"
                 if refs is not None:
                     row["bleu"] = round(corpus_metrics(texts, [refs], ("bleu",))[0].score, 2)
-                rows.append(row | speed)
+                rows.append(row | speed | {"setting": (precision, shortlist)})
                 if size is None:
-                    single[shortlist] = speed["sentences_per_s"]
-        for row in rows[-len(runs) * len(shortlists) :]:
-            rate = single[row["shortlist"] == "on"]
+                    single[precision, shortlist] = speed["sentences_per_s"]
+        for row in rows[-len(runs) * len(settings) :]:
+            rate = single[row.pop("setting")]
             row["vs one at a time"] = f"{row['sentences_per_s'] / rate:.1f}x"
     for row in rows:
-        row.update(precision=translator.runtime.precision, device=str(translator.runtime.device))
-        row.update(cpu_columns() if translator.runtime.device.type == "cpu" else {})
+        row["device"] = str(first.runtime.device)
+        row.update(cpu_columns() if first.runtime.device.type == "cpu" else {})
     return rows

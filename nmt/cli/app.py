@@ -85,8 +85,23 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda,
 PrecisionOpt = Annotated[
     str,
     typer.Option(
-        help="fp32, bf16, fp16 (GPU only), or auto: bf16 on GPUs that have it (else fp16) "
-        "and on CPUs with native bf16, else fp32."
+        help="fp32, bf16, fp16 (GPU only), int8 (translating on a CPU: int8 products in the "
+        "decoder step and the output layer, the rest as auto), or auto: bf16 on GPUs that "
+        "have it (else fp16) and on CPUs with native bf16, else fp32."
+    ),
+]
+
+
+ShortlistOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--shortlist/--no-shortlist",
+        help="Score only each line's lexical shortlist in the output layer (its source "
+        "subwords' likely translations, the frequent target subwords, its placeholders and "
+        "prefix), where the checkpoint has one: faster, nearly the same output "
+        "(docs/performance.md). Default: decode.shortlist (off); --no-shortlist scores the "
+        "whole vocabulary.",
+        show_default=False,
     ),
 ]
 

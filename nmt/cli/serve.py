@@ -14,6 +14,7 @@ from nmt.cli.app import (
     DeviceOpt,
     PrecisionOpt,
     SetOpt,
+    ShortlistOpt,
     app,
     command,
     config_with,
@@ -75,6 +76,7 @@ def serve(
         ),
     ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    shortlist: ShortlistOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
 ) -> None:
@@ -104,6 +106,8 @@ def serve(
     decode = [s for s in overrides or [] if s.strip().startswith("decode.")]
     if beam is not None:
         decode.append(f"decode.beam_size={beam}")
+    if shortlist is not None:
+        decode.append(f"decode.shortlist={str(shortlist).lower()}")
     settings = ServeSettings(
         checkpoints=[str(c) for c in checkpoints],
         serve=dataclasses.asdict(cfg.serve),

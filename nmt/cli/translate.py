@@ -13,6 +13,7 @@ from nmt.cli.app import (
     ErrorsOpt,
     PenaltyOpt,
     PrecisionOpt,
+    ShortlistOpt,
     app,
     command,
     shown,
@@ -126,17 +127,7 @@ def translate(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(min=0, help="The draws of --sampling.")] = SEED,
-    shortlist: Annotated[
-        bool | None,
-        typer.Option(
-            "--shortlist/--no-shortlist",
-            help="Score only each line's lexical shortlist in the output layer (its source "
-            "subwords' likely translations, the frequent target subwords, its placeholders and "
-            "prefix), where the checkpoint has one; nearly always the same output. Default: "
-            "decode.shortlist (off); --no-shortlist scores the whole vocabulary.",
-            show_default=False,
-        ),
-    ] = None,
+    shortlist: ShortlistOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
 ) -> None:

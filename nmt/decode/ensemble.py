@@ -117,7 +117,7 @@ class Ensemble:
             return None, None
         if i not in subset.cache:
             subset.cache[i] = self.models[i].output_rows(subset.ids)
-        return subset.cache[i], subset.barred
+        return subset.cache[i], subset.row_penalty()
 
 
 def select(

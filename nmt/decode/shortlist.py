@@ -16,6 +16,7 @@ it once.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -47,50 +48,57 @@ def complete(
 
 @dataclass
 class Subset:
-    """The target pieces of one step: `ids` [U'], the union of the rows' lists (its first
-    `count`, sorted) padded to a multiple of `BLOCK` with pad, `barred` [N, U'], True outside
-    each row's own list (and at the padding), and `columns` [V], the column of each piece in `ids`
+    """The target pieces of one step: `ids` [U'], the union of the sentences' lists (its
+    first `count`, sorted) padded to a multiple of `BLOCK` with pad; `penalty` [B, U'], 0 in
+    each sentence's own list and -inf outside it (and at the padding), added to its rows'
+    logits (an addition: masking a float tensor by a bool one is 10x slower on the CPU);
+    `rows` [N], the sentence of each row; and `columns` [V], the column of each piece in `ids`
     (-1: not there). The search scores, masks and ranks in these columns and maps the tokens
     it picks back through `ids`. `cache` holds what the models derive from `ids` (the output
     layer's rows: `Seq2Seq.output_rows`); it is shared by every Subset of the same union."""
 
     ids: torch.Tensor  # [U'] the union, then pad
-    barred: torch.Tensor  # [N, U'] bool
+    penalty: torch.Tensor  # [B, U'] float32: 0 or -inf
+    rows: torch.Tensor  # [N] long
     count: int  # U, the union's size
     columns: torch.Tensor  # [V] long
     cache: dict = field(default_factory=dict, compare=False)
 
     @classmethod
-    def of(cls, masks: torch.Tensor, rows: torch.Tensor, union: Subset | None = None) -> Subset:
-        """From the sentences' lists masks [B, V] and the sentence of each row rows [N]; over
-        the pieces of `union` (and its cache) where given, which must hold every list."""
-        if union is None:
-            ids = masks.any(0).nonzero().squeeze(1)  # [U]
-            count, pad = len(ids), -len(ids) % BLOCK
-            ids = torch.cat([ids, ids.new_full((pad,), PAD_ID)])  # [U']
-            columns = torch.full((masks.shape[1],), -1, dtype=torch.long, device=masks.device)
-            columns[ids[:count]] = torch.arange(count, device=masks.device)
-            union = cls(ids, masks.new_zeros(0, len(ids)), count, columns)
-        barred = ~masks[:, union.ids][rows]  # [N, U']
-        barred[:, union.count :] = True
-        return cls(union.ids, barred, union.count, union.columns, union.cache)
+    def of(cls, masks: torch.Tensor, rows: torch.Tensor) -> Subset:
+        """From the sentences' lists masks [B, V] and the sentence of each row rows [N]."""
+        ids = masks.any(0).nonzero().squeeze(1)  # [U]
+        count, pad = len(ids), -len(ids) % BLOCK
+        ids = torch.cat([ids, ids.new_full((pad,), PAD_ID)])  # [U']
+        columns = torch.full((masks.shape[1],), -1, dtype=torch.long, device=masks.device)
+        columns[ids[:count]] = torch.arange(count, device=masks.device)
+        penalty = torch.where(masks[:, ids], 0.0, float("-inf"))  # [B, U']
+        penalty[:, count:] = float("-inf")
+        return cls(ids, penalty, rows, count, columns)
+
+    def keep(self, sentences: torch.Tensor) -> Subset:
+        """The union kept for the sentences `sentences` (an index or a mask [B]) alone: it
+        still holds their lists."""
+        return dataclasses.replace(self, penalty=self.penalty[sentences])
 
     def __getitem__(self, chunk: slice) -> Subset:
         """The rows `chunk` of the step."""
-        return Subset(self.ids, self.barred[chunk], self.count, self.columns, self.cache)
+        return dataclasses.replace(self, rows=self.rows[chunk])
+
+    def row_penalty(self) -> torch.Tensor:
+        """The penalty of each row [N, U']."""
+        return self.penalty.index_select(0, self.rows)
 
 
 class Lists:
     """The shortlists of a running beam search's sentences, following them as they join and
-    leave it (`nmt.decode.beam.BeamBatch`). A step's `Subset` is kept until the sentences
-    change; when sentences leave, the union is kept (it still holds every list left), so what
-    the models derived from it (`Subset.cache`) is not rebuilt."""
+    leave it (`nmt.decode.beam.BeamBatch`). The union is made when sentences join and kept
+    while they leave (it still holds every list left), so what the models derived from it
+    (`Subset.cache`) is not rebuilt."""
 
     def __init__(self) -> None:
         self.masks: torch.Tensor | None = None  # [b, V] bool; None: the sentences have none
-        self._subset: Subset | None = None  # the last step's, for rows `_rows`
-        self._rows: torch.Tensor | None = None
-        self._stale = False  # sentences left since `_subset`: same union, other rows
+        self._union: Subset | None = None  # of the sentences now in the search
 
     def add(
         self,
@@ -106,21 +114,21 @@ class Lists:
         if masks is not None:
             masks = complete(masks, constraints, prefix)
             masks = torch.cat([self.masks, masks]) if running and self.masks is not None else masks
-        self.masks, self._subset = masks, None
+        self.masks, self._union = masks, None
 
     def keep(self, sentences: torch.Tensor) -> None:
         """Keep the lists of `sentences` (an index or a mask [b])."""
         if self.masks is not None:
-            self.masks, self._stale = self.masks[sentences], True
+            self.masks = self.masks[sentences]
+            self._union = None if self._union is None else self._union.keep(sentences)
 
     def subset(self, rows: torch.Tensor) -> Subset | None:
         """A step's pieces for rows of the sentences rows [N]; None without lists."""
         if self.masks is None:
             return None
-        if self._subset is None or self._stale or not torch.equal(rows, self._rows):
-            self._subset = Subset.of(self.masks, rows, self._subset)
-            self._rows, self._stale = rows, False
-        return self._subset
+        if self._union is None:
+            self._union = Subset.of(self.masks, rows)
+        return dataclasses.replace(self._union, rows=rows)
 
 
 class Columns:

@@ -14,6 +14,7 @@ from nmt.model.gru import (
     PLAIN_GRU,
     Dropouts,
     GRUOptions,
+    fast_tanh,
     run_gru,
 )
 from nmt.model.int8 import Linear, split_inputs
@@ -134,7 +135,7 @@ class LuongDecoder(nn.Module):
         weights = self.attention.weights(grouped, state.keys, state.mask)  # [B, K, S]
         mixed = torch.bmm(weights.to(state.source_proj.dtype), state.source_proj)  # [B, K, H]
         _, state_part = self._combine_parts(autocast_dtype(mixed))
-        attentional = torch.tanh(mixed.flatten(0, 1) + state_part(s.squeeze(1)))  # [N, H]
+        attentional = fast_tanh(mixed.flatten(0, 1) + state_part(s.squeeze(1)))  # [N, H]
         feed = attentional if self.input_feeding else None
         return (
             self.readout(attentional),

@@ -112,17 +112,17 @@ class Seq2Seq(nn.Module):
         self,
         features: torch.Tensor,
         output: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        barred: torch.Tensor | None = None,
+        penalty: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decoder features [N, E] → next-token log-probabilities [N, V], at least float32.
         With `output`, the output layer over some target pieces alone (a shortlist's:
-        `output_rows`) → [N, U], each row's softmax over its own list: `barred` [N, U] (True
-        outside it) set to -inf first. (The logits are cast before the softmax: a softmax that
+        `output_rows`) → [N, U], each row's softmax over its own list: `penalty` [N, U] (-inf
+        outside it, else 0) added first. (The logits are cast before the softmax: a softmax that
         casts as it reads runs slower on the CPU.)"""
         logits = self.output(features) if output is None else output(features)  # [N, V or U]
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        if barred is not None:
-            logits = logits.masked_fill_(barred, float("-inf"))
+        if penalty is not None:
+            logits = logits.add_(penalty)
         return F.log_softmax(logits, -1)
 
     def output_rows(self, ids: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

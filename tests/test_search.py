@@ -9,6 +9,7 @@ from nmt.config import ModelConfig
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.decode import ensemble
 from nmt.decode.beam import beam_search
+from nmt.decode.ensemble import TOP_BLOCK, top_k
 from nmt.decode.greedy import greedy_search
 from nmt.decode.hypothesis import length_penalty
 from nmt.model import build_model
@@ -193,3 +194,21 @@ def test_search_and_scoring_alternate_under_bf16_autocast():
                 greedy_search(model, src, lengths)
                 _, nll = model.loss(src, lengths, tgt_in, tgt)
                 assert float(nll) == pytest.approx(float(reference), rel=0.05)
+
+
+def test_the_blocked_top_k_equals_torch_topk():
+    """Rows wide enough for blocks, with -inf runs, whole rows of -inf, ties and pieces of
+    one block at the top: the same values as torch.topk, sorted, and indices that hold them."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(40, 64 * 48, generator=g).log_softmax(1)
+    scores[:5] = float("-inf")
+    scores[5:10, ::3] = float("-inf")
+    scores[10:15] = scores[10:15].round(decimals=1)  # many ties
+    scores[15, torch.arange(7) * 48] = 5.0  # seven of the best in one block
+    for k in (1, 10, 12):
+        assert scores.shape[1] >= 4 * k * TOP_BLOCK or k == 12
+        values, index = top_k(scores, k)
+        want = scores.topk(k, 1).values
+        assert torch.equal(values, want)
+        assert torch.equal(scores.gather(1, index), values)
+        assert all(len(set(row)) == k for row in index[5:].tolist())  # distinct pieces

@@ -16,6 +16,7 @@ from nmt.decode.shortlist import Columns, Subset, expand
 from nmt.model import DecoderState, Seq2Seq
 
 CPU_SCORES_PER_PASS = 1 << 20  # scores computed, normalised and searched at once on the CPU
+TOP_BLOCK = 64  # pieces per block of `top_k`
 
 
 class Ensemble:
@@ -84,7 +85,7 @@ class Ensemble:
             rule.apply(scores, chunk, EOS_ID, columns)
             forced[chunk] = columns.gather(scores, special)
             if keys is None:
-                torch.topk(scores, values.shape[1], -1, out=(values[chunk], tokens[chunk]))
+                values[chunk], tokens[chunk] = top_k(scores, values.shape[1])
             else:
                 tokens[chunk] = keys(scores, chunk).topk(values.shape[1], -1).indices
                 values[chunk] = scores.gather(1, tokens[chunk])
@@ -118,6 +119,25 @@ class Ensemble:
         if i not in subset.cache:
             subset.cache[i] = self.models[i].output_rows(subset.ids)
         return subset.cache[i], subset.row_penalty()
+
+
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.topk(scores, k, 1)` for scores [n, W] (values exactly, sorted; among equal
+    values any index), by blocks on the CPU where rows are wide: the W columns are read as
+    `TOP_BLOCK` rows of W / TOP_BLOCK ("blocks" of strided pieces), each block's maximum
+    taken (one vectorised pass), and the k best are searched only among the k blocks with
+    the largest maxima, which hold them: any piece outside those blocks has k larger ones
+    inside them. 1.3-1.8x faster than one top-k over the row on this CPU
+    (docs/notes/2026-12-05-int8-search.md)."""
+    n, width = scores.shape
+    if scores.device.type != "cpu" or width % TOP_BLOCK or width < 4 * k * TOP_BLOCK:
+        return scores.topk(k, 1)
+    blocks = width // TOP_BLOCK
+    parts = scores.view(n, TOP_BLOCK, blocks)  # block j: pieces j, j + blocks, ...
+    _, best = parts.amax(1).topk(k, 1)  # [n, k] the blocks with the largest maxima
+    inside = parts.gather(2, best.unsqueeze(1).expand(-1, TOP_BLOCK, -1))  # [n, TOP_BLOCK, k]
+    values, at = inside.view(n, -1).topk(k, 1)  # [n, k]
+    return values, (at // k) * blocks + best.gather(1, at % k)
 
 
 def select(

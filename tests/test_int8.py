@@ -73,15 +73,25 @@ def test_the_int8_gru_follows_the_float_one(layers):
         Int8GRU(GRU(16, 24, 1, batch_first=True, bidirectional=True))
 
 
-@pytest.mark.parametrize("arch, feed", [("luong", False), ("luong", True), ("rnnenc", False),
-                                        ("rnnsearch", False)])  # fmt: skip
-def test_a_quantised_model_scores_and_searches_like_the_float_one(arch, feed):
+NORM = {"layer_norm": True}
+QUANTISED = [("luong", False, 1, {}), ("luong", True, 2, {}), ("rnnenc", False, 2, {}),
+             ("rnnsearch", False, 2, {}), ("rnnsearch", False, 1, NORM)]  # fmt: skip
+
+
+@pytest.mark.parametrize("arch, feed, layers, options", QUANTISED)
+def test_a_quantised_model_scores_and_searches_like_the_float_one(arch, feed, layers, options):
     """Per step, logits within 2% of their range of float32's (the stated tolerance) and
     log-probabilities within 0.05."""
-    model = _model(arch, feed, dtype=torch.float32, emb=32, hidden=48).eval()
+    model = _model(arch, feed, layers, options, dtype=torch.float32, emb=32, hidden=48).eval()
     int8 = quantize(copy.deepcopy(model))
     assert isinstance(int8.output, Int8Linear)
-    assert arch == "rnnsearch" or isinstance(int8.decoder.rnn, Int8GRU)  # rnnsearch: float step
+    if arch == "rnnsearch":  # its fused products, and the layers above the first
+        assert int8.decoder.int8 and all(
+            isinstance(p, Int8Linear) for p in int8.decoder._search_layers(None)
+        )
+        assert layers == 1 or isinstance(int8.decoder.upper, Int8GRU)
+    else:
+        assert isinstance(int8.decoder.rnn, Int8GRU)
     src, lengths, tgt_in, _ = _batch([7, 5, 2])
     with torch.no_grad():
         states = [m.search_state(m.encode(src, lengths)) for m in (model, int8)]

@@ -8,11 +8,11 @@ both scales and the bias added. On this project's CPU the product alone runs 2.0
 product, and with the quantising and the scaling 1.5-1.65x, at the decoder's shapes
 (docs/notes/2026-12-05-int8-search.md).
 
-What is quantised (`quantize`): the output layer of every model, and the layers a `luong` or
-`rnnenc` decoder step runs: its GRU (`Int8GRU`) and its linear layers. The encoder runs once
-per sentence and stays in bf16 (PyTorch's fused GRU); `rnnsearch`'s step reads its weights
-fused in a cache of its own (`RNNSearchDecoder._search_weights`), so only its output layer is
-int8. Everything else (attention's products, the gates, the softmax) runs as before.
+What is quantised (`quantize`): the output layer of every model and the products of a decoder
+step: for `luong` and `rnnenc` its GRU (`Int8GRU`) and linear layers, for `rnnsearch` the
+fused products its step takes (`RNNSearchDecoder._search_layers`), and the plain GRU layers
+above the first. The encoder runs once per sentence and stays as it was (PyTorch's fused GRU,
+bf16 here); so do the attention's products, the gates, layer norms and the softmax.
 """
 
 from __future__ import annotations
@@ -138,13 +138,15 @@ def quantize(model: nn.Module) -> nn.Module:
     check_int8()
     model.output = Int8Linear.of(model.output.weight, model.output.bias)
     decoder = model.decoder
-    if hasattr(decoder, "_search_weights"):  # rnnsearch: its step reads fused weights
-        return model
-    for name, child in list(decoder.named_children()):
-        if isinstance(child, GRU) and not child.own_kernel:
-            setattr(decoder, name, Int8GRU(child))
-        elif isinstance(child, nn.Linear):
-            setattr(decoder, name, Int8Linear.of(child.weight, child.bias))
+    own = hasattr(decoder, "int8")  # rnnsearch: its step quantises its fused weights itself
+    if own:
+        decoder.int8 = True
+    for module in list(decoder.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, GRU) and not child.own_kernel and not child.bidirectional:
+                setattr(module, name, Int8GRU(child))
+            elif isinstance(child, nn.Linear) and not own:
+                setattr(module, name, Int8Linear.of(child.weight, child.bias))
     return model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from nmt.model.gru import (
     projection,
     run_gru,
 )
+from nmt.model.int8 import Int8Linear, Linear
 from nmt.model.state import DecoderState
 
 
@@ -88,6 +90,7 @@ class RNNSearchDecoder(nn.Module):
         )
         self.readout = nn.Linear(hidden + emb + enc_size, 2 * emb)
         self.fused_recurrence = True  # False: differentiate the loop op by op (reference)
+        self.int8 = False  # the search's products in int8 (`nmt.model.int8.quantize`)
 
     def init_state(
         self, states: torch.Tensor, final: torch.Tensor, mask: torch.Tensor
@@ -228,10 +231,30 @@ class RNNSearchDecoder(nn.Module):
     def search_state(self, state: DecoderState) -> DecoderState:
         """The state `step` works on: the source projected once, source_proj [B, S, 3H + 2E]
         (see `step`), in place of memory, which it does not read again."""
-        w_context = self._search_weights(autocast_dtype(state.memory))[5]
-        return dataclasses.replace(
-            state, source_proj=F.linear(state.memory, w_context), memory=None
+        project = self._search_layers(autocast_dtype(state.memory))[3]
+        projected = project(state.memory).to(state.memory.dtype)
+        return dataclasses.replace(state, source_proj=projected, memory=None)
+
+    def _search_layers(self, dtype: torch.dtype | None) -> tuple[Linear, Linear, Linear, Linear]:
+        """The step's products as layers: E y ↦ W_y E y (+ b_ih), s ↦ [2 W_a; U] s (+ [0; b_hh]),
+        [top; E y] ↦ the readout's columns for them + b_o, and h ↦ [W_c; C_o] h (once per
+        source state); a bias only where no layer norm follows. From `_search_weights`, in
+        `dtype`; int8 ones (`nmt.model.int8`) once `int8` is set, kept with them."""
+        w_y, _, _, bias, w_top_e, w_context, doubled = self._search_weights(
+            None if self.int8 else dtype
         )
+        parts = (
+            (w_y, None if self.ln_y is not None else self.cell.bias_ih),
+            (doubled, None if self.ln_h is not None else bias),
+            (w_top_e, self.readout.bias),
+            (w_context, None),
+        )
+        if not self.int8:
+            return tuple(functools.partial(F.linear, weight=w, bias=b) for w, b in parts)
+        if getattr(self, "_int8_key", None) != self._search_key:
+            self._int8_layers = tuple(Int8Linear.of(w, b) for w, b in parts)
+            self._int8_key = self._search_key
+        return self._int8_layers
 
     def step(
         self, y_prev: torch.Tensor, state: DecoderState
@@ -244,21 +267,26 @@ class RNNSearchDecoder(nn.Module):
         projections with its attention weights, S multiply-adds per output instead of M = 2H
         (for rnnsearch 256/512 this removes ~40% of a step's products)."""
         e = self.dropout(self.embed(y_prev))  # [N, E]
-        w_y, _, _, bias, w_top_e, _, recurrent = self._search_weights(autocast_dtype(e))
+        embedded, recurrent, readout_layer, _ = self._search_layers(autocast_dtype(e))
         if state.source_proj is None:
             state = self.search_state(state)
         s = state.hidden[0]  # [N, H]
         hidden_size = s.shape[1]
-        attn_size = recurrent.shape[0] - 3 * hidden_size
-        query2, gh = self._recurrent(s, recurrent, bias, [attn_size, 3 * hidden_size])
+        split = [self.attention.query.out_features, 3 * hidden_size]
+        query2, gh = recurrent(s).split(split, 1)  # the query doubled, U s (+ b_hh)
+        if self.ln_h is not None:
+            gh = layer_norm(gh, self.ln_h, self.cell.bias_hh)
         alpha = self.attention.weights(query2, state.keys, state.mask)  # [B, K, S]
         mixed = torch.bmm(alpha.to(state.source_proj.dtype), state.source_proj)  # [B, K, 3H+2E]
         u_c, readout_c = mixed.flatten(0, 1).split([3 * hidden_size, self.readout.out_features], 1)
-        gi = projection(e, w_y, self.cell.bias_ih, self.ln_y) + self._context_gates(u_c)
+        gi_y = embedded(e)
+        if self.ln_y is not None:
+            gi_y = layer_norm(gi_y, self.ln_y, self.cell.bias_ih)
+        gi = gi_y + self._context_gates(u_c)
         s = self._transition(gru_step(gi, gh, s))  # [N, H]
         top, hidden = s, s.unsqueeze(0)
         if self.upper is not None:
             out, upper_hidden = self._upper(s.unsqueeze(1), state.hidden[1:])
             top, hidden = out.squeeze(1), torch.cat([hidden, upper_hidden])
-        readout = F.linear(torch.cat([top, e], -1), w_top_e, self.readout.bias) + readout_c
+        readout = readout_layer(torch.cat([top, e], -1)) + readout_c
         return maxout(readout), dataclasses.replace(state, hidden=hidden), alpha.flatten(0, 1)

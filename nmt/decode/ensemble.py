@@ -102,23 +102,21 @@ class Ensemble:
     def _scores(self, features: list[torch.Tensor], subset: Subset | None = None) -> torch.Tensor:
         """Each model's features [n, E] → the ensemble's log-probabilities [n, V]; with a
         `subset`, over its columns [n, U'] (-inf outside each row's list)."""
-        if len(self.models) == 1:
-            return self.models[0].log_probs(features[0], *self._output(0, subset)).to(self.dtype)
-        return torch.stack(
-            [
-                m.log_probs(f, *self._output(i, subset)).to(self.dtype)
-                for i, (m, f) in enumerate(zip(self.models, features))
-            ]
-        ).mean(0)
+        penalty = None if subset is None else subset.row_penalty()
+        scores = [
+            m.log_probs(f, self._output(i, subset), penalty).to(self.dtype)
+            for i, (m, f) in enumerate(zip(self.models, features))
+        ]
+        return scores[0] if len(scores) == 1 else torch.stack(scores).mean(0)
 
-    def _output(self, i: int, subset: Subset | None) -> tuple[Callable | None, torch.Tensor | None]:
-        """Model i's output layer over the subset's pieces (made once per union and kept in its
-        cache), and the rows' lists; (None, None) for the whole vocabulary."""
+    def _output(self, i: int, subset: Subset | None) -> Callable | None:
+        """Model i's output layer over the subset's pieces, made once per union and kept in
+        its cache; None for the whole vocabulary."""
         if subset is None:
-            return None, None
+            return None
         if i not in subset.cache:
             subset.cache[i] = self.models[i].output_rows(subset.ids)
-        return subset.cache[i], subset.row_penalty()
+        return subset.cache[i]
 
 
 def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,7 +126,7 @@ def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     taken (one vectorised pass), and the k best are searched only among the k blocks with
     the largest maxima, which hold them: any piece outside those blocks has k larger ones
     inside them. 1.3-1.8x faster than one top-k over the row on this CPU
-    (docs/notes/2026-12-05-int8-search.md)."""
+    (docs/notes/2026-12-04-int8-search.md)."""
     n, width = scores.shape
     if scores.device.type != "cpu" or width % TOP_BLOCK or width < 4 * k * TOP_BLOCK:
         return scores.topk(k, 1)

@@ -6,7 +6,7 @@ call, one scale per row of the batch. `torch._int_mm` multiplies int8 by int8 in
 the CPU's integer dot products (AVX512-VNNI here); the int32 sums are scaled back to float32 by
 both scales and the bias added. On this project's CPU the product alone runs 2.0-2.2x a bf16
 product, and with the quantising and the scaling 1.5-1.65x, at the decoder's shapes
-(docs/notes/2026-12-05-int8-search.md).
+(docs/notes/2026-12-04-int8-search.md).
 
 What is quantised (`quantize`): the output layer of every model and the products of a decoder
 step: for `luong` and `rnnenc` its GRU (`Int8GRU`) and linear layers, for `rnnsearch` the
@@ -33,8 +33,8 @@ LEVELS = 127.0  # symmetric int8: -127..127
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x [N, D] (float) → int8 [N, D] and the scale of each row [N, 1] (x ≈ q * scale)."""
     x = x.float()
-    scale = x.abs().amax(1, keepdim=True).clamp_(min=1e-12) / LEVELS  # [N, 1]
-    return torch.round(x / scale).to(torch.int8), scale
+    scale = x.abs().amax(1, keepdim=True).clamp_(min=1e-12).div_(LEVELS)  # [N, 1]
+    return torch.div(x, scale).round_().to(torch.int8), scale
 
 
 class Int8Linear(nn.Module):

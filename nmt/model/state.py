@@ -25,7 +25,7 @@ class DecoderState:
     keys: torch.Tensor | None = None  # [B, S, A] attention keys
     mask: torch.Tensor | None = None  # [B, S] True at real source tokens
     context: torch.Tensor | None = None  # rnnenc: summary c [N, H]; luong feed h̃: [N, H]
-    source_proj: torch.Tensor | None = None  # rnnsearch search: [B, S, 3H + 2E], see step
+    source_proj: torch.Tensor | None = None  # search: rnnsearch [B, S, 3H + 2E], luong [B, S, H]
 
     def select(self, index: torch.Tensor, sources: torch.Tensor | None = None) -> DecoderState:
         """The hypotheses `index` [N'] (beam reordering) of the sentences `sources` [B'], or of

@@ -102,6 +102,18 @@ def test_every_output_keeps_the_sources_spans_and_would_not_without_the_constrai
     assert span_fidelity(LINES, unconstrained, everything) < 0.5, unconstrained
 
 
+def test_int8_and_the_shortlist_keep_every_span(protected):
+    """The placeholder guarantee holds in int8, with and without the shortlist: one output
+    per line, each with its source's spans."""
+    translator = Translator.from_checkpoint(protected / "run" / "best.pt", "cpu", "int8")
+    for beam in (1, 4):
+        for shortlist in (False, True):
+            outputs = translator.translate(LINES, beam=beam, shortlist=shortlist)
+            assert len(outputs) == len(LINES)
+            assert span_fidelity(LINES, outputs, Protector("all")) == 1.0, outputs
+            assert not any("｟" in o for o in outputs)
+
+
 def test_a_prefix_keeps_its_spans_once_and_is_written_as_given(protected):
     """A prefix's spans are its source's placeholders, emitted once in all (the prefix's and
     the search's); a prefix that holds a span its source does not, or a placeholder symbol,

@@ -38,7 +38,9 @@ class AdditiveAttention(nn.Module):
         of the softmax, and σ is much faster than tanh on the CPU. The query comes doubled (the
         rnnsearch search doubles W_a in its cached weights, an exact scaling), so that
         2(keys + query) is one pass."""
-        queries2 = query_proj2.view(keys.shape[0], -1, 1, query_proj2.shape[-1])  # [B, K, 1, A]
+        # in the keys' dtype: an int8 step's float32 query would make [B, K, S, A] float32,
+        # twice the memory traffic of bf16 in the step's largest elementwise work
+        queries2 = query_proj2.to(keys.dtype).view(keys.shape[0], -1, 1, query_proj2.shape[-1])
         hidden = torch.add(queries2, keys.unsqueeze(1), alpha=2).sigmoid_()  # [B, K, S, A]
         scores = self.v(hidden).squeeze(3).mul_(2)  # [B, K, S]
         return torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=2)

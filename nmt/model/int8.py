@@ -141,12 +141,13 @@ def quantize(model: nn.Module) -> nn.Module:
     own = hasattr(decoder, "int8")  # rnnsearch: its step quantises its fused weights itself
     if own:
         decoder.int8 = True
-    for module in list(decoder.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, GRU) and not child.own_kernel and not child.bidirectional:
-                setattr(module, name, Int8GRU(child))
-            elif isinstance(child, nn.Linear) and not own:
-                setattr(module, name, Int8Linear.of(child.weight, child.bias))
+    # the decoder's own layers; its attention's keys, made once per sentence, stay float
+    # (in int8 they cost luong 0.12 BLEU with the shortlist for no speed)
+    for name, child in list(decoder.named_children()):
+        if isinstance(child, GRU) and not child.own_kernel and not child.bidirectional:
+            setattr(decoder, name, Int8GRU(child))
+        elif isinstance(child, nn.Linear) and not own:
+            setattr(decoder, name, Int8Linear.of(child.weight, child.bias))
     return model
 
 

@@ -229,3 +229,14 @@ def test_the_size_check_leaves_the_initial_weights_as_they_were():
     torch.manual_seed(3)
     built = build_model(cfg, 50, 50, True).state_dict()
     assert all(torch.equal(direct[k], built[k]) for k in direct)
+
+
+@pytest.mark.parametrize("feed", [False, True])
+def test_training_reaches_every_luong_weight(feed):
+    """Teacher forcing differentiates every weight, W_c's context columns included (the
+    search's step reads them projected and detached: training must not go through it)."""
+    model = _model("luong", feed, 2, dtype=torch.float32)
+    src, lengths, tgt_in, tgt_out = _batch([5, 7, 3])
+    model.loss(src, lengths, tgt_in, tgt_out)[0].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert missing == [], missing

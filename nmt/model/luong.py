@@ -82,8 +82,10 @@ class LuongDecoder(nn.Module):
     def forward(self, y_in: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         if self.input_feeding:
             outputs = []
-            for t in range(y_in.shape[1]):
-                features, state, weights = self.step(y_in[:, t], state)
+            for t in range(y_in.shape[1]):  # differentiable in W_c (`step` is the search's)
+                s, hidden = self._recur(y_in[:, t], state)  # [B, 1, H]
+                attentional, weights = (x.squeeze(1) for x in self._attend(s, state))
+                features, state = self._out(attentional, state, hidden)
                 outputs.append((features, weights))
             return torch.stack([f for f, _ in outputs], 1), torch.stack([w for _, w in outputs], 1)
         s, _ = run_gru(self.rnn, self.dropout(self.embed(y_in)), state.hidden)  # [B, T, H]
@@ -127,18 +129,27 @@ class LuongDecoder(nn.Module):
         states and skips W_cc's product (for luong 256/512 two thirds of W_c's)."""
         if state.source_proj is None:
             state = self.search_state(state)
-        x = self.dropout(self.embed(y_prev)).unsqueeze(1)  # [N, 1, E]
-        if self.input_feeding:
-            x = torch.cat([x, state.context.unsqueeze(1)], -1)
-        s, hidden = run_gru(self.rnn, x, state.hidden)  # [N, 1, H]
+        s, hidden = self._recur(y_prev, state)  # [N, 1, H]
         grouped = s.view(state.source_proj.shape[0], -1, s.shape[2])  # [B, K, H]: K per sentence
         weights = self.attention.weights(grouped, state.keys, state.mask)  # [B, K, S]
         mixed = torch.bmm(weights.to(state.source_proj.dtype), state.source_proj)  # [B, K, H]
         _, state_part = self._combine_parts(autocast_dtype(mixed))
         attentional = fast_tanh(mixed.flatten(0, 1) + state_part(s.squeeze(1)))  # [N, H]
+        features, state = self._out(attentional, state, hidden)
+        return features, state, weights.flatten(0, 1)
+
+    def _recur(
+        self, y_prev: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The GRU's step on y_prev [N] (and the fed h̃): s [N, 1, H], the new hidden."""
+        x = self.dropout(self.embed(y_prev)).unsqueeze(1)  # [N, 1, E]
+        if self.input_feeding:
+            x = torch.cat([x, state.context.unsqueeze(1)], -1)
+        return run_gru(self.rnn, x, state.hidden)
+
+    def _out(
+        self, attentional: torch.Tensor, state: DecoderState, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, DecoderState]:
+        """The step's features [N, E] from h̃ [N, H], and its state."""
         feed = attentional if self.input_feeding else None
-        return (
-            self.readout(attentional),
-            dataclasses.replace(state, hidden=hidden, context=feed),
-            weights.flatten(0, 1),
-        )
+        return self.readout(attentional), dataclasses.replace(state, hidden=hidden, context=feed)

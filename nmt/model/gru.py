@@ -88,9 +88,13 @@ def projection(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gain: torch.Tensor | None
 ) -> torch.Tensor:
     """W x + b, or γ ⊙ LN(W x) + b when the GRU is layer-normalised (gain given)."""
-    if gain is None:
-        return F.linear(x, weight, bias)
-    return layer_norm(F.linear(x, weight), gain, bias)
+    return normed(F.linear(x, weight, bias if gain is None else None), gain, bias)
+
+
+def normed(u: torch.Tensor, gain: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    """A projection u as the gates take it: as it is without a gain (its bias already in it),
+    γ ⊙ LN(u) + b with one."""
+    return u if gain is None else layer_norm(u, gain, bias)
 
 
 def layer_norm(u: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

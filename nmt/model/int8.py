@@ -80,6 +80,17 @@ class Int8Linear(nn.Module):
 Linear = Callable[[torch.Tensor], torch.Tensor]
 
 
+def output_rows(layer: nn.Module, ids: torch.Tensor, dtype: torch.dtype | None) -> Linear:
+    """A linear layer (`nn.Linear` or `Int8Linear`) over its output units `ids` [U] alone,
+    gathered once; a float layer's rows in `dtype` if given."""
+    if isinstance(layer, Int8Linear):
+        return layer.rows(ids)
+    weight, bias = layer.weight[ids], layer.bias[ids]
+    if dtype is not None:
+        weight, bias = weight.to(dtype), bias.to(dtype)
+    return functools.partial(F.linear, weight=weight, bias=bias)
+
+
 def split_inputs(layer: nn.Module, first: int, dtype: torch.dtype | None) -> tuple[Linear, Linear]:
     """A linear layer (`nn.Linear` or `Int8Linear`) W [a; b] + bias split by its inputs into
     (a ↦ W_a a, b ↦ W_b b + bias), the first `first` inputs being a; a float layer's parts in

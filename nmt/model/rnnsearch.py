@@ -20,6 +20,7 @@ from nmt.model.gru import (
     TransitionCells,
     gru_step,
     layer_norm,
+    normed,
     projection,
     run_gru,
 )
@@ -198,10 +199,13 @@ class RNNSearchDecoder(nn.Module):
         weights [B, T, S]."""
         s = state.hidden[0]  # [B, H]
         split = [recurrent.shape[0] - 3 * s.shape[1], 3 * s.shape[1]]  # attention query, gates
+        layer = functools.partial(
+            F.linear, weight=recurrent, bias=None if self.ln_h is not None else bias
+        )
         states, contexts, weights = [], [], []
         # unbind, not gi_y[:, t]: the backward of T slices would build T full-size gradients
         for gi_t in gi_y.unbind(1):
-            query, gh = self._recurrent(s, recurrent, bias, split)
+            query, gh = self._recurrent(s, layer, split)
             context, alpha = self.attention(query, state.keys, state.memory, state.mask)
             s = gru_step(gi_t + self._context_gates(F.linear(context, w_c)), gh, s)  # [B, H]
             s = self._transition(s)
@@ -211,14 +215,12 @@ class RNNSearchDecoder(nn.Module):
         return torch.stack(states, 1), torch.stack(contexts, 1), torch.stack(weights, 1)
 
     def _recurrent(
-        self, s: torch.Tensor, recurrent: torch.Tensor, bias: torch.Tensor, split: list[int]
+        self, s: torch.Tensor, layer: Linear, split: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[W_a; U] s + [0; b_hh] split into the attention query and the gates' U s + b_hh,
-        which is γ_h ⊙ LN(U s) + b_hh with layer norm."""
-        if self.ln_h is None:
-            return F.linear(s, recurrent, bias).split(split, 1)
-        query, gh = F.linear(s, recurrent).split(split, 1)  # the query's bias is 0
-        return query, layer_norm(gh, self.ln_h, self.cell.bias_hh)
+        """[W_a; U] s (`layer`: + [0; b_hh] without layer norm, no bias with it) split into
+        the attention query and the gates' U s + b_hh, γ_h ⊙ LN(U s) + b_hh with layer norm."""
+        query, gh = layer(s).split(split, 1)  # the query's bias is 0
+        return query, normed(gh, self.ln_h, self.cell.bias_hh)
 
     def _context_gates(self, u_c: torch.Tensor) -> torch.Tensor:
         """The context's share of the gates' input, W_c c (γ_c ⊙ LN(W_c c) with layer norm)."""
@@ -273,16 +275,11 @@ class RNNSearchDecoder(nn.Module):
         s = state.hidden[0]  # [N, H]
         hidden_size = s.shape[1]
         split = [self.attention.query.out_features, 3 * hidden_size]
-        query2, gh = recurrent(s).split(split, 1)  # the query doubled, U s (+ b_hh)
-        if self.ln_h is not None:
-            gh = layer_norm(gh, self.ln_h, self.cell.bias_hh)
+        query2, gh = self._recurrent(s, recurrent, split)  # the query doubled
         alpha = self.attention.weights(query2, state.keys, state.mask)  # [B, K, S]
         mixed = torch.bmm(alpha.to(state.source_proj.dtype), state.source_proj)  # [B, K, 3H+2E]
         u_c, readout_c = mixed.flatten(0, 1).split([3 * hidden_size, self.readout.out_features], 1)
-        gi_y = embedded(e)
-        if self.ln_y is not None:
-            gi_y = layer_norm(gi_y, self.ln_y, self.cell.bias_ih)
-        gi = gi_y + self._context_gates(u_c)
+        gi = normed(embedded(e), self.ln_y, self.cell.bias_ih) + self._context_gates(u_c)
         s = self._transition(gru_step(gi, gh, s))  # [N, H]
         top, hidden = s, s.unsqueeze(0)
         if self.upper is not None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ from nmt.errors import NmtError
 from nmt.model.decoder import RNNEncDecoder, autocast_dtype
 from nmt.model.encoder import Encoder
 from nmt.model.gru import Dropouts, GRUOptions
+from nmt.model.int8 import output_rows
 from nmt.model.loss import SmoothedCrossEntropy
 from nmt.model.luong import LuongDecoder
 from nmt.model.rnnsearch import RNNSearchDecoder
@@ -130,13 +130,7 @@ class Seq2Seq(nn.Module):
         Its rows are gathered here once (in the autocast dtype, if any), so a search that keeps
         the same pieces for many steps (`nmt.decode.shortlist.Lists`) does not copy them at
         every step."""
-        if hasattr(self.output, "rows"):  # an int8 layer (`nmt.model.int8`)
-            return self.output.rows(ids)
-        weight, bias = self.output.weight[ids], self.output.bias[ids]
-        dtype = autocast_dtype(weight)
-        if dtype is not None:
-            weight, bias = weight.to(dtype), bias.to(dtype)
-        return functools.partial(F.linear, weight=weight, bias=bias)
+        return output_rows(self.output, ids, autocast_dtype(self.output.bias))
 
     def loss(
         self,

@@ -21,9 +21,9 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,12 +36,6 @@ LOCK_NAME = ".nmt.lock"
 _TMP = re.compile(r"\.(?:.+\.)?tmp-(\d+)-[a-z0-9_]+")
 # errno of a write that failed for lack of room: the file is named, the fix is the same
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def os_error(exc: OSError, path: str | Path | None = None) -> NmtError:
@@ -144,21 +138,14 @@ def atomic_open(path: Path | str, mode: str = "w") -> Iterator[IO]:
         return
     target = Path(os.path.realpath(given))
     prefix = f".{target.name}.tmp-"
-    with _writing(given):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(target.parent, prefix)
-        try:
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}-")
-        except FileNotFoundError:  # the directory is there but takes no new files (/proc)
-            raise NmtError(
-                f"cannot create a file in {target.parent}: its filesystem takes no new files",
-                given,
-                "write the output to a regular directory",
-            ) from None
+    tmp = _temp_name(target.parent, prefix)  # named first: cleanup holds from its creation on
+    fd: int | None = None
     fh = None
     try:
         with _writing(given):
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale(target.parent, prefix)
+            fd = _create(tmp, given)
             fh = os.fdopen(fd, mode, **text)
         with _named_errors(given):
             yield fh
@@ -168,9 +155,30 @@ def atomic_open(path: Path | str, mode: str = "w") -> Iterator[IO]:
             fh.close()
             os.replace(tmp, target)
     except BaseException:
-        _close_quietly(fh if fh is not None else fd)
-        Path(tmp).unlink(missing_ok=True)
+        if fh is not None or fd is not None:
+            _close_quietly(fh if fh is not None else fd)
+        with contextlib.suppress(OSError):  # never made (a read-only directory), or gone
+            tmp.unlink()
         raise
+
+
+def _temp_name(directory: Path, prefix: str) -> Path:
+    """A temporary's name, chosen before it is created, so that an interrupt (SIGTERM,
+    Ctrl-C) arriving just after the creation still finds it to remove. Our pid and 64 random
+    bits: no live writer can hold it, and a dead one's was removed by `_remove_stale`."""
+    return directory / f"{prefix}{os.getpid()}-{secrets.token_hex(8)}"
+
+
+def _create(tmp: Path, given: str) -> int:
+    """Create the new file `tmp` (permissions as the umask gives any new file)."""
+    try:
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileNotFoundError:  # the directory is there but takes no new files (/proc)
+        raise NmtError(
+            f"cannot create a file in {tmp.parent}: its filesystem takes no new files",
+            given,
+            "write the output to a regular directory",
+        ) from None
 
 
 def _close_quietly(file: IO | int) -> None:
@@ -241,7 +249,7 @@ class DirLock:
 
     def _open(self) -> int:
         try:
-            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
             raise os_error(exc, self.path.parent) from None
 
@@ -290,11 +298,11 @@ def staged_dir(target: Path, owned: Callable[[str], bool], last: str) -> Iterato
     directory). On failure or interrupt the staging directory is removed. The caller holds
     the directory's lock (`locked_dir`).
     """
-    with _writing(str(target)):
-        _remove_stale(target, ".tmp-")
-        tmp = Path(tempfile.mkdtemp(dir=target, prefix=f".tmp-{os.getpid()}-"))
+    tmp = _temp_name(target, ".tmp-")
     try:
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
+        with _writing(str(target)):
+            _remove_stale(target, ".tmp-")
+            tmp.mkdir(0o777)  # as the umask gives any new directory
         with _named_errors(str(target)):
             yield tmp
         old = sorted((p for p in target.iterdir() if owned(p.name)), key=lambda p: p.name != last)

@@ -95,3 +95,49 @@ def test_a_directory_that_takes_no_new_files_is_named_as_such():
     refused = pytest.raises(NmtError, match="cannot create a file in /proc: its filesystem takes")
     with refused, atomic_open("/proc/version") as fh:
         fh.write("x")
+
+
+def test_an_interrupt_as_the_temporary_is_created_leaves_nothing(tmp_path, monkeypatch):
+    """SIGTERM or Ctrl-C can land just after the temporary file (or staging directory) is
+    made, before the code that owns it runs: it is removed all the same. (With mkstemp, the
+    name was known only once it returned, and a fresh-clone CI run found `.out.tmp-*` left
+    behind by `nmt translate` stopped by SIGTERM.)"""
+    from nmt.fileio import staged_dir
+
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def interrupted(real):
+        def create(path, *args, **kwargs):
+            real(path, *args, **kwargs)
+            raise KeyboardInterrupt  # the signal's handler, run right after the syscall
+
+        return create
+
+    out = tmp_path / "out.txt"
+    out.write_text("old\n")
+    monkeypatch.setattr(os, "open", interrupted(real_open))
+    with pytest.raises(KeyboardInterrupt), atomic_open(out) as fh:
+        fh.write("never")
+    monkeypatch.setattr(os, "open", real_open)
+    assert os.listdir(tmp_path) == ["out.txt"] and out.read_text() == "old\n"
+    monkeypatch.setattr(os, "mkdir", interrupted(real_mkdir))
+    with pytest.raises(KeyboardInterrupt), staged_dir(tmp_path, lambda name: False, "x"):
+        pass
+    monkeypatch.setattr(os, "mkdir", real_mkdir)
+    assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_new_files_and_directories_get_the_umask_permissions(tmp_path):
+    from nmt.fileio import staged_dir
+
+    old = os.umask(0o027)
+    try:
+        with atomic_open(tmp_path / "out.txt") as fh:
+            fh.write("x\n")
+        with staged_dir(tmp_path, lambda name: False, "sub") as stage:
+            (stage / "sub").mkdir()
+            seen = stage.stat().st_mode & 0o777
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o640
+    assert seen == 0o750

@@ -13,7 +13,7 @@ from test_search import _sources
 from nmt.decode.beam import beam_search
 from nmt.device import resolve_runtime
 from nmt.errors import NmtError
-from nmt.model.gru import GRU, run_gru
+from nmt.model.gru import GRU, GRUOptions, run_gru
 from nmt.model.int8 import Int8GRU, Int8Linear, quantize, quantize_rows
 
 
@@ -70,7 +70,29 @@ def test_the_int8_gru_follows_the_float_one(layers):
     assert (got - want).abs().max() < 0.03 and (got - want).abs().max() > 0
     torch.testing.assert_close(got[:, -1], got_h[-1])
     with pytest.raises(ValueError, match="plain"):
-        Int8GRU(GRU(16, 24, 1, batch_first=True, bidirectional=True))
+        Int8GRU(GRU(16, 24, 1, batch_first=True, options=GRUOptions(layer_norm=True)))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_int8_encoder_gru_reads_padded_sources_as_packed_ones(layers):
+    """Bidirectional over padded rows: each direction's outputs follow float32's, zero at the
+    padding, and the final states are taken at each row's own end (the reverse pass starts
+    there), as PyTorch's packed GRU gives them."""
+    torch.manual_seed(1)
+    gru = GRU(16, 24, layers, batch_first=True, bidirectional=True)
+    x = torch.randn(4, 7, 16)
+    mask = torch.arange(7) < torch.tensor([7, 3, 5, 1]).unsqueeze(1)  # [B, T]
+    x[~mask] = 100.0  # never read
+    with torch.no_grad():
+        want, want_h = run_gru(gru, x, None, mask)
+        got, got_h = run_gru(Int8GRU(gru), x, None, mask)
+    assert got.shape == want.shape == (4, 7, 48) and got_h.shape == want_h.shape
+    assert (got - want).abs().max() < 0.03 and (got_h - want_h).abs().max() < 0.03
+    assert bool((got[~mask] == 0).all())
+    with torch.no_grad():  # a row alone, unpadded, gives the same
+        alone, alone_h = run_gru(Int8GRU(gru), x[1:2, :3], None)
+    torch.testing.assert_close(alone, got[1:2, :3])
+    torch.testing.assert_close(alone_h, got_h[:, 1:2])
 
 
 NORM = {"layer_norm": True}
@@ -92,6 +114,7 @@ def test_a_quantised_model_scores_and_searches_like_the_float_one(arch, feed, la
         assert layers == 1 or isinstance(int8.decoder.upper, Int8GRU)
     else:
         assert isinstance(int8.decoder.rnn, Int8GRU)
+    assert isinstance(int8.encoder.rnn, Int8GRU) != bool(options)  # plain GRUs only
     src, lengths, tgt_in, _ = _batch([7, 5, 2])
     with torch.no_grad():
         states = [m.search_state(m.encode(src, lengths)) for m in (model, int8)]
@@ -108,14 +131,23 @@ def test_a_quantised_model_scores_and_searches_like_the_float_one(arch, feed, la
                                         ("rnnsearch", False)])  # fmt: skip
 def test_a_quantised_model_finds_the_float_models_translations(arch, feed):
     """On a model whose distributions are peaked (as a trained one's), beam search in int8
-    finds float32's best hypotheses, with scores within the per-step tolerance."""
+    finds float32's best hypothesis, with a score within the per-step tolerance, wherever
+    float32's best leads its second by more than that tolerance (else it finds one of the
+    two)."""
     model = _peaked(arch, 40, feed, sharpen=4.0).float()
     int8 = quantize(copy.deepcopy(model))
     src, lengths = _sources([7, 5, 2, 9], 40, seed=3)
-    want = beam_search(model, src, lengths, beam=4, nbest=1, max_len_b=5)
+    want = beam_search(model, src, lengths, beam=4, nbest=2, max_len_b=5)
     got = beam_search(int8, src, lengths, beam=4, nbest=1, max_len_b=5)
-    assert [h[0].tokens for h in got] == [h[0].tokens for h in want]
-    assert [h[0].score for h in got] == pytest.approx([h[0].score for h in want], abs=0.1)
+    clear = 0
+    for (best, second), (found,) in zip(want, got):
+        if best.score - second.score > 0.1:
+            clear += 1
+            assert found.tokens == best.tokens
+            assert found.score == pytest.approx(best.score, abs=0.1)
+        else:
+            assert found.tokens in (best.tokens, second.tokens)
+    assert clear >= 3
 
 
 def test_int8_is_for_translating_on_a_cpu():

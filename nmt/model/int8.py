@@ -110,40 +110,71 @@ def split_inputs(layer: nn.Module, first: int, dtype: torch.dtype | None) -> tup
 
 
 class Int8GRU(nn.Module):
-    """A unidirectional stack of PyTorch-style GRU layers ("after" reset, no layer norm,
-    residuals or deep transition) with int8 products, for a decoder's steps. `run_gru` runs it
-    like a GRU: x [B, T, I], h0 [L, B, H] → outputs [B, T, H], final states [L, B, H], both in
-    h0's dtype (as PyTorch's GRU returns them under autocast)."""
+    """A stack of PyTorch-style GRU layers ("after" reset, no layer norm, residuals or deep
+    transition), one- or bidirectional, with int8 products: a decoder's, or an encoder's over
+    padded sources. `run_gru` runs it like a GRU: x [B, T, I], h0 [L*D, B, H] or None, mask
+    [B, T] → outputs [B, T, D*H] (zeros at padding), final states [L*D, B, H] (each direction's
+    at each row's true end, as packed sequences give them), in h0's dtype, or the autocast dtype
+    (as PyTorch's GRU returns them under autocast)."""
 
     def __init__(self, gru: GRU):
         super().__init__()
-        if gru.bidirectional or getattr(gru, "own_kernel", False):
-            raise ValueError("Int8GRU takes a plain unidirectional GRU")
+        if getattr(gru, "own_kernel", False):
+            raise ValueError("Int8GRU takes a plain GRU (no layer norm, residual or transition)")
+        self.directions = 2 if gru.bidirectional else 1
+        suffixes = [
+            f"_l{k}{'_reverse' if d else ''}"
+            for k in range(gru.num_layers)
+            for d in range(self.directions)
+        ]
         self.inputs, self.recurrent = (
             nn.ModuleList(
                 Int8Linear.of(
                     getattr(gru, f"weight_{kind}{sfx}"), getattr(gru, f"bias_{kind}{sfx}")
                 )
-                for sfx in (f"_l{k}" for k in range(gru.num_layers))
+                for sfx in suffixes
             )
             for kind in ("ih", "hh")
         )
+        self.hidden = gru.hidden_size
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor, mask: torch.Tensor | None = None
+        self, x: torch.Tensor, h0: torch.Tensor | None, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if mask is not None:
-            raise ValueError("Int8GRU runs decoders, whose inputs are not padded")
+        device = x.device.type
+        dtype = h0.dtype if h0 is not None else (
+            torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        )  # fmt: skip
+        if h0 is None:
+            h0 = x.new_zeros(len(self.inputs), x.shape[0], self.hidden, dtype=torch.float32)
+        keep = None if mask is None else mask.t().unsqueeze(2)  # [T, B, 1]
         layer_input, finals = x, []
-        for k, (inputs, recurrent) in enumerate(zip(self.inputs, self.recurrent)):
-            gi = inputs(layer_input)  # [B, T, 3H] for all steps at once
-            h, outputs = h0[k].float(), []
-            for t in range(x.shape[1]):
-                h = gru_step(gi[:, t], recurrent(h), h)  # [B, H]
-                outputs.append(h)
-            layer_input = torch.stack(outputs, 1)  # [B, T, H]
-            finals.append(h)
-        return layer_input.to(h0.dtype), torch.stack(finals).to(h0.dtype)
+        for k in range(0, len(self.inputs), self.directions):
+            outputs = []
+            for i in range(k, k + self.directions):
+                out, h = self._direction(i, layer_input, h0[i].float(), keep, reverse=i > k)
+                outputs.append(out)
+                finals.append(h)
+            layer_input = torch.cat(outputs, 2) if self.directions > 1 else outputs[0]
+        return layer_input.to(dtype), torch.stack(finals).to(dtype)
+
+    def _direction(
+        self, i: int, x: torch.Tensor, h: torch.Tensor, keep: torch.Tensor | None, reverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer-direction i over x [B, T, I] from h [B, H]: outputs [B, T, H], the final h.
+        At padding (keep [T, B, 1] false) h is carried, so a reverse pass starts at each row's
+        own end, and the output is zero."""
+        gi = self.inputs[i](x)  # [B, T, 3H] for all steps at once
+        steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
+        outputs: list[torch.Tensor] = [h] * x.shape[1]
+        for t in steps:
+            new = gru_step(gi[:, t], self.recurrent[i](h), h)  # [B, H]
+            if keep is None:
+                outputs[t] = h = new
+            else:
+                h = torch.where(keep[t], new, h)
+                outputs[t] = new * keep[t]
+        return torch.stack(outputs, 1), h
 
 
 def quantize(model: nn.Module) -> nn.Module:
@@ -157,8 +188,10 @@ def quantize(model: nn.Module) -> nn.Module:
         decoder.int8 = True
     # the decoder's own layers; its attention's keys, made once per sentence, stay float
     # (in int8 they cost luong 0.12 BLEU with the shortlist for no speed)
+    if isinstance(model.encoder.rnn, GRU) and not model.encoder.rnn.own_kernel:
+        model.encoder.rnn = Int8GRU(model.encoder.rnn)
     for name, child in list(decoder.named_children()):
-        if isinstance(child, GRU) and not child.own_kernel and not child.bidirectional:
+        if isinstance(child, GRU) and not child.own_kernel:
             setattr(decoder, name, Int8GRU(child))
         elif isinstance(child, nn.Linear) and not own:
             setattr(decoder, name, Int8Linear.of(child.weight, child.bias))

@@ -8,11 +8,12 @@ both scales and the bias added. On this project's CPU the product alone runs 2.0
 product, and with the quantising and the scaling 1.5-1.65x, at the decoder's shapes
 (docs/notes/2026-12-04-int8-search.md).
 
-What is quantised (`quantize`): the output layer of every model and the products of a decoder
-step: for `luong` and `rnnenc` its GRU (`Int8GRU`) and linear layers, for `rnnsearch` the
-fused products its step takes (`RNNSearchDecoder._search_layers`), and the plain GRU layers
-above the first. The encoder runs once per sentence and stays as it was (PyTorch's fused GRU,
-bf16 here); so do the attention's products, the gates, layer norms and the softmax.
+What is quantised (`quantize`): the output layer of every model, the encoder's GRU where it
+is a plain one (`Int8GRU`, bidirectional over padded sources: 1.05x on the recipe's `luong`),
+and the products of a decoder step: for `luong` and `rnnenc` its GRU and linear layers, for
+`rnnsearch` the fused products its step takes (`RNNSearchDecoder._search_layers`) and the
+plain GRU layers above the first. The attention's products (its keys are made once per
+sentence), the gates, layer norms and the softmax stay as they were.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nmt.errors import NmtError
+from nmt.model.decoder import autocast_dtype
 from nmt.model.gru import GRU, gru_step
 
 LEVELS = 127.0  # symmetric int8: -127..127
@@ -142,10 +143,7 @@ class Int8GRU(nn.Module):
     def forward(
         self, x: torch.Tensor, h0: torch.Tensor | None, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        device = x.device.type
-        dtype = h0.dtype if h0 is not None else (
-            torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        )  # fmt: skip
+        dtype = h0.dtype if h0 is not None else autocast_dtype(x) or x.dtype
         if h0 is None:
             h0 = x.new_zeros(len(self.inputs), x.shape[0], self.hidden, dtype=torch.float32)
         keep = None if mask is None else mask.t().unsqueeze(2)  # [T, B, 1]
@@ -187,10 +185,10 @@ def quantize(model: nn.Module) -> nn.Module:
     own = hasattr(decoder, "int8")  # rnnsearch: its step quantises its fused weights itself
     if own:
         decoder.int8 = True
-    # the decoder's own layers; its attention's keys, made once per sentence, stay float
-    # (in int8 they cost luong 0.12 BLEU with the shortlist for no speed)
     if isinstance(model.encoder.rnn, GRU) and not model.encoder.rnn.own_kernel:
         model.encoder.rnn = Int8GRU(model.encoder.rnn)
+    # the decoder's own layers; its attention's keys, made once per sentence, stay float
+    # (in int8 they cost luong 0.12 BLEU with the shortlist for no speed)
     for name, child in list(decoder.named_children()):
         if isinstance(child, GRU) and not child.own_kernel:
             setattr(decoder, name, Int8GRU(child))

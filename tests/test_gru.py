@@ -349,3 +349,16 @@ def test_residual_layers_add_their_input(residual_from):
     ref = torch.autograd.grad((layer_input * g).sum(), params)
     for got, want in zip(grads, ref):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("rows", [5, 40])  # below and above FAST_TANH_FROM (at 512 units)
+def test_the_searchs_tanh_is_tanh(rows):
+    """2σ(2x) - 1 for many rows, torch.tanh for a few: within 2e-7 of tanh in float32 either
+    way, in place or not (with autograd it must not write into σ's saved output)."""
+    from nmt.model.gru import fast_tanh
+
+    x = torch.randn(rows, 512) * 4
+    torch.testing.assert_close(fast_tanh(x), torch.tanh(x), atol=2e-7, rtol=0)
+    x.requires_grad_(True)
+    fast_tanh(x).sum().backward()
+    torch.testing.assert_close(x.grad, 1 - torch.tanh(x.detach()) ** 2, atol=1e-6, rtol=0)

@@ -5,6 +5,12 @@ batching). docs/notes/2026-12-04-search-profile.md has the figures.
 
     .venv/bin/python scripts/profile_search.py CHECKPOINT -i test.es.txt --lines 500 --beam 5
 
+With --ops, PyTorch's operators instead (torch.profiler, each operator's own time): the matrix
+products' share of the translation, and so the most that faster products (int8, a shortlist)
+can give, products free: whole / (whole - products), Amdahl's bound
+(docs/notes/2026-12-05-search-speed-bound.md). The same command run on older code, with
+PYTHONPATH at its checkout, measures what a change started from.
+
 Wall clocks around the methods that do each part; on the CPU torch runs each operation before
 returning, so a method's wall time is its work. A part's time excludes the parts it calls (its
 "self" time), so the rows add up to the whole. Prints a Markdown table (or --json).
@@ -24,6 +30,8 @@ from typing import Any
 from unittest import mock
 
 import torch
+from torch.profiler import ProfilerActivity
+from torch.profiler import profile as torch_profile
 
 import nmt.model.luong
 from nmt.bench.report import bench_sentences
@@ -32,6 +40,11 @@ from nmt.model.attention import MultiplicativeAttention
 from nmt.model.luong import LuongDecoder
 from nmt.model.seq2seq import Seq2Seq
 from nmt.translate import Translator
+
+# the operators that multiply matrices: what int8 and a shortlist make faster
+PRODUCTS = frozenset(
+    {"aten::_int_mm", "aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_rnn"}
+)
 
 # (part, the class or module whose method times it, the method, the part that calls it);
 # SCORING: masks, rules and the top-k around the decoder step and the output layer
@@ -102,6 +115,32 @@ def profile(translator: Translator, lines: Sequence[str], beam: int, shortlist: 
             "sentences_per_s": round(len(lines) / whole, 1)}  # fmt: skip
 
 
+def operators(translator: Translator, lines: Sequence[str], beam: int, shortlist: bool) -> dict:
+    """Each operator's own seconds over the translation of `lines`, the products' sum, and the
+    products-free bound on any speed-up of the products alone."""
+    translator.translate(list(lines[:8]), beam=beam, shortlist=shortlist)  # warm-up
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        translator.translate(list(lines), beam=beam, shortlist=shortlist)
+        whole = time.perf_counter() - start
+    own = collections.Counter()
+    for event in prof.key_averages():
+        own[event.key] += event.self_cpu_time_total / 1e6
+    products = sum(s for name, s in own.items() if name in PRODUCTS)
+    return {"seconds": whole, "products": products, "bound": whole / max(whole - products, 1e-9),
+            "ops": [{"op": name, "seconds": s} for name, s in own.most_common(12)]}  # fmt: skip
+
+
+def print_operators(result: dict) -> None:
+    """`operators`' result as a Markdown table and a summary line."""
+    whole, products = result["seconds"], result["products"]
+    print("| operator | own seconds | share |\n|---|---|---|")
+    for row in result["ops"]:
+        print(f"| {row['op']} | {row['seconds']:.3f} | {100 * row['seconds'] / whole:.1f}% |")
+    print(f"\n{whole:.2f} s (profiled); products {products:.3f} s ({100 * products / whole:.1f}%); "
+          f"products free: at most {result['bound']:.2f}x")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
@@ -111,14 +150,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-shortlist", action="store_true", help="the full softmax")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or int8")
+    parser.add_argument("--ops", action="store_true", help="operators and the products' share")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     translator = Translator.from_checkpoint(args.checkpoint, "cpu", args.precision)
     lines = bench_sentences(args.input, args.lines)
-    result = profile(translator, lines, args.beam, not args.no_shortlist)
+    measure = operators if args.ops else profile
+    result = measure(translator, lines, args.beam, not args.no_shortlist)
     if args.json:
         print(json.dumps(result, indent=1))
+        return
+    if args.ops:
+        print_operators(result)
         return
     print("| part | seconds | share |\n|---|---|---|")
     for row in result["rows"]:

@@ -366,3 +366,19 @@ def test_the_search_profile_accounts_for_the_whole_translation(run, sample_dir, 
     assert result["steps"] > 1 and result["ms_per_step"] > 0
     assert translator.translate(lines, beam=3, shortlist=True) == before
     assert [Translator.translate_nbest, Translator.translate_prepared] == methods  # unpatched
+
+
+def test_the_operator_profile_bounds_what_faster_products_can_give(run, sample_dir, monkeypatch):
+    """scripts/profile_search.py --ops: the products' own seconds are part of the whole, and
+    the bound is whole / (whole - products), Amdahl's law with the products free."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    from profile_search import PRODUCTS, operators
+
+    lines = (sample_dir / "test.es.txt").read_text(encoding="utf-8").splitlines()[:6]
+    translator = Translator.from_checkpoint(run / "last.pt", "cpu", "int8")
+    result = operators(translator, lines, 3, shortlist=False)
+    names = {row["op"] for row in result["ops"]}
+    assert "aten::_int_mm" in names and "aten::_int_mm" in PRODUCTS
+    assert 0 < result["products"] < result["seconds"]
+    bound = result["seconds"] / (result["seconds"] - result["products"])
+    assert result["bound"] == pytest.approx(bound) and result["bound"] > 1

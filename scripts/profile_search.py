@@ -41,7 +41,8 @@ from nmt.model.luong import LuongDecoder
 from nmt.model.seq2seq import Seq2Seq
 from nmt.translate import Translator
 
-# the operators that multiply matrices: what int8 and a shortlist make faster
+# the operators that multiply matrices: the layers' (int8 and a shortlist make these faster)
+# and the attention's
 PRODUCTS = frozenset(
     {"aten::_int_mm", "aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_rnn"}
 )
@@ -116,8 +117,8 @@ def profile(translator: Translator, lines: Sequence[str], beam: int, shortlist: 
 
 
 def operators(translator: Translator, lines: Sequence[str], beam: int, shortlist: bool) -> dict:
-    """Each operator's own seconds over the translation of `lines`, the products' sum, and the
-    products-free bound on any speed-up of the products alone."""
+    """Each operator's own seconds over the translation of `lines` (most first), the products'
+    sum, and the products-free bound on any speed-up of the products alone."""
     translator.translate(list(lines[:8]), beam=beam, shortlist=shortlist)  # warm-up
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
@@ -128,14 +129,14 @@ def operators(translator: Translator, lines: Sequence[str], beam: int, shortlist
         own[event.key] += event.self_cpu_time_total / 1e6
     products = sum(s for name, s in own.items() if name in PRODUCTS)
     return {"seconds": whole, "products": products, "bound": whole / max(whole - products, 1e-9),
-            "ops": [{"op": name, "seconds": s} for name, s in own.most_common(12)]}  # fmt: skip
+            "ops": [{"op": name, "seconds": s} for name, s in own.most_common()]}  # fmt: skip
 
 
 def print_operators(result: dict) -> None:
-    """`operators`' result as a Markdown table and a summary line."""
+    """`operators`' result as a Markdown table (the 12 costliest) and a summary line."""
     whole, products = result["seconds"], result["products"]
     print("| operator | own seconds | share |\n|---|---|---|")
-    for row in result["ops"]:
+    for row in result["ops"][:12]:
         print(f"| {row['op']} | {row['seconds']:.3f} | {100 * row['seconds'] / whole:.1f}% |")
     print(f"\n{whole:.2f} s (profiled); products {products:.3f} s ({100 * products / whole:.1f}%); "
           f"products free: at most {result['bound']:.2f}x")  # fmt: skip

@@ -1,5 +1,6 @@
 """`nmt bench translate`: sentences/s batched at several sizes against one at a time, for each
-search setting (the full softmax, the lexical shortlist), with BLEU beside the speed."""
+search setting (precision, a compiled step, the full softmax or the lexical shortlist), with
+BLEU beside the speed."""
 
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ def _timed_translation(
     return speed, texts
 
 
+def _warm_up(translator: Any, lines: list[str]) -> float:
+    """Seconds of a first translation: the allocator, kernels, weight caches, compiling."""
+    start = time.perf_counter()
+    translator.translate(lines[:8])
+    return round(time.perf_counter() - start, 1)
+
+
 def bench_translate(
     checkpoint: Path,
     input_path: Path,
@@ -46,41 +54,44 @@ def bench_translate(
     precisions: Sequence[str],
     shortlists: Sequence[bool] | None = None,
     reference: Path | None = None,
+    compiles: Sequence[bool] = (False,),
 ) -> list[dict[str, Any]]:
     """Per beam size and per way of running it (the whole file in length-sorted batches of
     each size, then one call per sentence, as a naive loop would), each setting (precision x
-    shortlist) in turn, so that the settings compared are measured side by side in one
-    process. `vs one at a time` is a row's rate over the one-at-a-time rate of its beam and
-    setting. Shortlist settings: None means both where the checkpoint has a shortlist, else
-    the full softmax."""
+    compiled step x shortlist) in turn, so that the settings compared are measured side by side
+    in one process. `vs one at a time` is a row's rate over the one-at-a-time rate of its beam
+    and setting; `warm-up s` is the first call's time (a compiled step's compiling). Shortlist
+    settings: None means both where the checkpoint has a shortlist, else the full softmax."""
     from nmt.translate import Translator
     from nmt.translate.options import check_model_options
 
     lines, refs = bench_pairs(input_path, reference, n_lines)
-    translators = {p: Translator.from_checkpoint(checkpoint, device, p) for p in precisions}
-    first = translators[precisions[0]]
+    kinds = [(p, c) for p in precisions for c in compiles]
+    translators = {(p, c): Translator.from_checkpoint(checkpoint, device, p, c) for p, c in kinds}
+    first = translators[kinds[0]]
     if shortlists is None:
         shortlists = [False, True] if first.shortlist is not None else [False]
     check_model_options(first, False, None, shortlist=any(shortlists))
-    settings = [(p, shortlist) for p in precisions for shortlist in shortlists]
-    for translator in translators.values():
-        translator.translate(lines[:8])  # warm-up: allocator, kernels, weight caches
+    settings = [(*kind, shortlist) for kind in kinds for shortlist in shortlists]
+    warm_up = {kind: _warm_up(translator, lines) for kind, translator in translators.items()}
     runs = [(f"batched, {size} tokens", [lines], size) for size in batch_tokens]
     runs.append(("one at a time", [[line] for line in lines], None))
     rows = []
     for beam in beams:
-        single: dict[tuple[str, bool], float] = {}
+        single: dict[tuple[str, bool, bool], float] = {}
         for mode, calls, size in runs:
-            for precision, shortlist in settings:
-                translator = translators[precision]
+            for precision, compiled, shortlist in settings:
+                translator = translators[precision, compiled]
                 speed, texts = _timed_translation(translator, calls, beam, shortlist, size)
                 row = {"beam": beam, "mode": mode, "precision": translator.runtime.precision}
+                row["compile"] = "on" if compiled else "off"
                 row["shortlist"] = "on" if shortlist else "off"
                 if refs is not None:
                     row["bleu"] = round(corpus_metrics(texts, [refs], ("bleu",))[0].score, 2)
-                rows.append(row | speed | {"setting": (precision, shortlist)})
+                row |= speed | {"warm-up s": warm_up[precision, compiled]}
+                rows.append(row | {"setting": (precision, compiled, shortlist)})
                 if size is None:
-                    single[precision, shortlist] = speed["sentences_per_s"]
+                    single[precision, compiled, shortlist] = speed["sentences_per_s"]
         for row in rows[-len(runs) * len(settings) :]:
             rate = single[row.pop("setting")]
             row["vs one at a time"] = f"{row['sentences_per_s'] / rate:.1f}x"

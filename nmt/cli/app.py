@@ -92,6 +92,18 @@ PrecisionOpt = Annotated[
 ]
 
 
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="Compile the search's step with torch.compile (inductor; needs a C++ compiler, "
+        "else a warning and no compiling): a one-off 30 s or so on one core, a few seconds "
+        "once cached, then 1.06-1.11x faster at beam 5 on the Bible models "
+        "(docs/performance.md). For long files; outputs as without it, up to rounding.",
+    ),
+]
+
+
 ShortlistOpt = Annotated[
     bool | None,
     typer.Option(

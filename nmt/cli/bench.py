@@ -236,6 +236,13 @@ def bench_translate(
             "shortlist). Default: both where the checkpoint has one, measured side by side."
         ),
     ] = None,
+    compile: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: off, on (the search's step compiled, as `nmt translate "
+            "--compile`); each a setting measured side by side."
+        ),
+    ] = "off",
     reference: Annotated[
         Path | None,
         typer.Option("--reference", "-r", help="Reference of --input: a BLEU column per row."),
@@ -256,6 +263,7 @@ def bench_translate(
         [p.strip() for p in precision.split(",")],
         None if shortlist is None else on_off(shortlist, "--shortlist"),
         reference,
+        on_off(compile, "--compile"),
     )
     settings = {"checkpoint": str(checkpoint), "input": str(input), "lines": lines}
     settings |= {"reference": str(reference)} if reference else {}

@@ -9,6 +9,7 @@ import typer
 
 from nmt.cli.app import (
     AlphaOpt,
+    CompileOpt,
     DeviceOpt,
     ErrorsOpt,
     PenaltyOpt,
@@ -130,6 +131,7 @@ def translate(
     shortlist: ShortlistOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    compile: CompileOpt = False,
 ) -> None:
     """Translate a file or stdin with trained checkpoint(s): exactly one output line per line.
 
@@ -152,7 +154,7 @@ def translate(
     )  # fmt: skip
     terms = read_glossary(glossary) if glossary else None
     prefixes = files.read_prefixes(prefix_file, errors) if prefix_file else None
-    translator = Translator.from_checkpoint(checkpoints, device, precision)
+    translator = Translator.from_checkpoint(checkpoints, device, precision, compile)
     translator.warn = lambda message: typer.echo(message, err=True)
     translator.cfg.decode.long_lines = long_lines or translator.cfg.decode.long_lines
     if terms is not None or markup:

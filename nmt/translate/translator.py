@@ -28,6 +28,7 @@ from nmt.model.checkpoint import (
     model_from_checkpoint,
     vocabulary_id,
 )
+from nmt.model.compiled import compile_search
 from nmt.model.int8 import quantize
 from nmt.translate.batch import TranslationBatch, sample_lines
 from nmt.translate.inputs import Prepared, add_prefixes, as_texts, prepare_lines
@@ -85,10 +86,12 @@ class Translator:
         paths: str | Path | Sequence[str | Path],
         device: str | None = None,
         precision: str = "fp32",
+        compile: bool = False,
     ) -> Translator:
         """Load one checkpoint, or several (an ensemble) trained on the same vocabulary.
 
-        The first checkpoint's decode settings are the defaults of `translate`."""
+        The first checkpoint's decode settings are the defaults of `translate`. With `compile`,
+        each model's search step is compiled on first use (`nmt.model.compiled`)."""
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         if not paths:
             raise NmtError("no checkpoint given", "nmt translate", "name a .pt file")
@@ -114,6 +117,8 @@ class Translator:
         cfg = checkpoint_config(checkpoints[0], str(paths[0]))
         src, tgt = tokenizers[vocab["src"]], tokenizers[vocab["tgt"]]
         translator = cls(models, src, tgt, cfg, runtime, vocab.get("protect"))
+        for model in models if compile else []:
+            compile_search(model, lambda message: translator.warn(message))
         translator.languages = (vocab["src"], vocab["tgt"])
         if vocab.get("shortlist") is not None:
             shortlist = Shortlist.from_entry(

@@ -37,10 +37,12 @@ def _timed_translation(
     return speed, texts
 
 
-def _warm_up(translator: Any, lines: list[str]) -> float:
-    """Seconds of a first translation: the allocator, kernels, weight caches, compiling."""
+def _warm_up(translator: Any, lines: list[str], shortlists: Sequence[bool]) -> float:
+    """Seconds of a first translation with each shortlist setting: the allocator, kernels,
+    weight caches, compiling."""
     start = time.perf_counter()
-    translator.translate(lines[:8])
+    for shortlist in shortlists:
+        translator.translate(lines[:8], shortlist=shortlist)
     return round(time.perf_counter() - start, 1)
 
 
@@ -73,7 +75,7 @@ def bench_translate(
         shortlists = [False, True] if first.shortlist is not None else [False]
     check_model_options(first, False, None, shortlist=any(shortlists))
     settings = [(*kind, shortlist) for kind in kinds for shortlist in shortlists]
-    warm_up = {kind: _warm_up(translator, lines) for kind, translator in translators.items()}
+    warm_up = {kind: _warm_up(t, lines, shortlists) for kind, t in translators.items()}
     runs = [(f"batched, {size} tokens", [lines], size) for size in batch_tokens]
     runs.append(("one at a time", [[line] for line in lines], None))
     rows = []

@@ -43,9 +43,9 @@ class Compiled:
 
 
 def compile_search(model: Seq2Seq, warn: Callable[[str], None]) -> Seq2Seq:
-    """`model` (in place) with its decoder's `step` and its `log_probs` compiled: what every
-    search step calls. For translation only: training does not go through either."""
+    """`model` (in place) with its decoder's `step` compiled. For translation only: training
+    does not go through it. (Not the output layer: with a shortlist its weights are the
+    batch's union, whose size would be compiled anew for every batch.)"""
     decoder = model.decoder
     decoder.step = Compiled(decoder.step, "the decoder's step", warn)  # type: ignore[method-assign]
-    model.log_probs = Compiled(model.log_probs, "the output layer", warn)  # type: ignore[method-assign]
     return model

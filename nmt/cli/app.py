@@ -97,9 +97,10 @@ CompileOpt = Annotated[
     typer.Option(
         "--compile",
         help="Compile the search's step with torch.compile (inductor; needs a C++ compiler, "
-        "else a warning and no compiling): a one-off 30 s or so on one core, a few seconds "
-        "once cached, then 1.06-1.11x faster at beam 5 on the Bible models "
-        "(docs/performance.md). For long files; outputs as without it, up to rounding.",
+        "else a warning and no compiling): a one-off 25 s or so on one core, about 6 s once "
+        "cached, then 1.05-1.08x faster batched and up to 1.16x one line at a time (beam 5, "
+        "the Bible models in int8; docs/performance.md). For long files; the outputs are "
+        "those without it, up to rounding.",
     ),
 ]
 

@@ -1,11 +1,12 @@
-"""The search's hot path compiled by `torch.compile` (`nmt translate --compile`).
+"""The search's step compiled by `torch.compile` (`nmt translate --compile`).
 
 A beam step runs a few hundred small PyTorch operators (the GRU's gates, int8's quantising and
-scaling, the attention's softmax); inductor fuses them into a few generated kernels and calls
-them once per step. On the recipe's `luong` in int8 with the shortlist that made translation
-1.11x faster, for a one-off compile of about 30 s on one core (a few seconds once inductor's
-cache holds it); `rnnsearch` gained 1.06x (docs/notes/2026-12-05-search-speed-bound.md).
-Shapes are dynamic: rows, source width and shortlist change at every step.
+scaling, the attention's softmax); inductor fuses them into a few generated kernels, called
+once per step. On the Bible models in int8 with the shortlist, one core: `luong` 1.07x at
+batches of 20,000 tokens and 1.16x one sentence at a time, `rnnsearch` 1.08x batched, after
+a one-off compile of 23-27 s (about 6 s once inductor's cache holds it;
+docs/notes/2026-12-05-search-speed-bound.md). Shapes are dynamic (rows and source width change
+at every step): three graphs, the first step's and one on each side of `fast_tanh`'s switch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch._dynamo.exc import BackendCompilerFailed
 
 from nmt.model.seq2seq import Seq2Seq
 
@@ -22,8 +22,9 @@ BACKEND: Any = "inductor"  # torch.compile's backend (a test swaps in one that f
 
 
 class Compiled:
-    """`fn` compiled on its first call; if compiling fails (no C++ compiler, say), a warning
-    and `fn` as it is from then on, so a translation never fails for want of a compiler."""
+    """`fn` compiled on its first call; if compiling fails (no C++ compiler, a full disk under
+    inductor's cache), a warning and `fn` as it is from then on: a translation never fails for
+    want of a compiler."""
 
     def __init__(self, fn: Callable, name: str, warn: Callable[[str], None]):
         self.eager, self.name, self.warn = fn, name, warn
@@ -31,15 +32,19 @@ class Compiled:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is not None:
+            from torch._dynamo.exc import BackendCompilerFailed  # loaded by torch.compile
+
             try:
                 return self.compiled(*args, **kwargs)
-            except BackendCompilerFailed as error:  # raised before anything ran
-                self.compiled = None
-                self.warn(
-                    f"warning: could not compile {self.name} ({error.inner_exception!r}); "
-                    "translating without --compile"
-                )
+            except (BackendCompilerFailed, OSError) as error:  # raised before anything ran
+                self._give_up(getattr(error, "inner_exception", error))
         return self.eager(*args, **kwargs)
+
+    def _give_up(self, cause: BaseException) -> None:
+        self.compiled = None
+        self.warn(
+            f"warning: could not compile {self.name} ({cause!r}); translating without --compile"
+        )
 
 
 def compile_search(model: Seq2Seq, warn: Callable[[str], None]) -> Seq2Seq:

@@ -11,6 +11,7 @@ of its own: SIGKILL, concurrency, and the RLIMIT_FSIZE stand-in for a full disk.
 from __future__ import annotations
 
 import gzip
+import os
 import random
 import signal
 import time
@@ -290,6 +291,24 @@ def test_sigkill_translate_and_score(command, delay, run, tmp_path):
     assert nmt(command, run / "best.pt", *args, "-o", out).returncode == 0
     check = _lines if command == "translate" else _scores
     check(SOURCE.count("\n") * 100)(out)
+    assert not leftovers(tmp_path)
+
+
+@pytest.mark.slow
+def test_sigkill_while_compiling_then_compile_again(run, tmp_path):
+    """`translate --compile` killed while inductor compiles the step into an empty cache: the
+    earlier output stays, and the next --compile run compiles and translates every line."""
+    src, out, cache = tmp_path / "in.es", tmp_path / "out.en", tmp_path / "inductor"
+    src.write_text(SOURCE * 10, encoding="utf-8")
+    out.write_text("old\n")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    args = ["translate", run / "best.pt", "-i", src, "-o", out, "--compile"]
+    proc = start(*args, env=env)
+    _kill_when(proc, lambda: cache.exists() and any(cache.rglob("*.py")), 0.5)
+    assert proc.returncode == -signal.SIGKILL and out.read_text() == "old\n"
+    again = nmt(*args, env=env)
+    assert again.returncode == 0 and "could not compile" not in again.stderr, again.stderr
+    _lines(SOURCE.count("\n") * 10)(out)
     assert not leftovers(tmp_path)
 
 

@@ -117,8 +117,9 @@ class Translator:
         cfg = checkpoint_config(checkpoints[0], str(paths[0]))
         src, tgt = tokenizers[vocab["src"]], tokenizers[vocab["tgt"]]
         translator = cls(models, src, tgt, cfg, runtime, vocab.get("protect"))
-        for model in models if compile else []:
-            compile_search(model, lambda message: translator.warn(message))
+        if compile:
+            for model in models:
+                compile_search(model, lambda message: translator.warn(message))
         translator.languages = (vocab["src"], vocab["tgt"])
         if vocab.get("shortlist") is not None:
             shortlist = Shortlist.from_entry(

@@ -29,14 +29,17 @@ class Compiled:
     def __init__(self, fn: Callable, name: str, warn: Callable[[str], None]):
         self.eager, self.name, self.warn = fn, name, warn
         self.compiled: Callable | None = torch.compile(fn, dynamic=True, backend=BACKEND)
+        # loaded by torch.compile (not at this module's import, which every translation makes)
+        from torch._dynamo.exc import BackendCompilerFailed
+
+        # raised before anything ran: the compiler failed, or writing inductor's cache did
+        self.failures = (BackendCompilerFailed, OSError)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is not None:
-            from torch._dynamo.exc import BackendCompilerFailed  # loaded by torch.compile
-
             try:
                 return self.compiled(*args, **kwargs)
-            except (BackendCompilerFailed, OSError) as error:  # raised before anything ran
+            except self.failures as error:
                 self._give_up(getattr(error, "inner_exception", error))
         return self.eager(*args, **kwargs)
 

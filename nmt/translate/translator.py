@@ -36,6 +36,25 @@ from nmt.translate.options import DecodeOptions
 from nmt.translate.outputs import Result, assemble, empty_result, join_parts, no_translation
 
 
+def ensemble_models(
+    paths: Sequence[str | Path], checkpoints: Sequence[dict], runtime: Runtime
+) -> list[Seq2Seq]:
+    """The checkpoints' models, on the runtime's device for inference (int8 where it says
+    so); all must share the first one's vocabulary."""
+    vocab, models = checkpoints[0]["vocab"], []
+    for path, checkpoint in zip(paths, checkpoints):
+        if vocabulary_id(checkpoint["vocab"]) != vocabulary_id(vocab):
+            raise NmtError(
+                "an ensemble needs one vocabulary, and this checkpoint's differs",
+                str(path),
+                f"ensemble only models trained on the same preprocessed data as {paths[0]}",
+            )
+        cfg = checkpoint_config(checkpoint, str(path))
+        model = model_from_checkpoint(checkpoint, cfg, str(path)).to(runtime.device).eval()
+        models.append(quantize(model) if runtime.precision == "int8" else model)
+    return models
+
+
 class Translator:
     """One model or an ensemble, its tokenizers, and the device it runs on."""
 
@@ -102,18 +121,7 @@ class Translator:
             lang: Tokenizer(entry["proto"], f"{paths[0]} (vocabulary {lang})")
             for lang, entry in vocab["tokenizers"].items()
         }
-        models = []
-        for path, checkpoint in zip(paths, checkpoints):
-            if vocabulary_id(checkpoint["vocab"]) != vocabulary_id(vocab):
-                raise NmtError(
-                    "an ensemble needs one vocabulary, and this checkpoint's differs",
-                    str(path),
-                    f"ensemble only models trained on the same preprocessed data as {paths[0]}",
-                )
-            cfg = checkpoint_config(checkpoint, str(path))
-            model = model_from_checkpoint(checkpoint, cfg, str(path))
-            model = model.to(runtime.device).eval()
-            models.append(quantize(model) if runtime.precision == "int8" else model)
+        models = ensemble_models(paths, checkpoints, runtime)
         cfg = checkpoint_config(checkpoints[0], str(paths[0]))
         src, tgt = tokenizers[vocab["src"]], tokenizers[vocab["tgt"]]
         translator = cls(models, src, tgt, cfg, runtime, vocab.get("protect"))
